@@ -1,0 +1,304 @@
+//! What travels between the uploader and the server: header names, the chunk range syntax, JSON
+//! bodies and the stable error codes. `docs/PROTOCOL.md` describes the same thing for people.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ranges::InclusiveRange;
+
+/// Header names, lower case as HTTP/2 and `fetch` present them.
+pub mod header {
+    pub const UPLOAD_ID: &str = "x-upload-id";
+    pub const UPLOAD_LENGTH: &str = "x-upload-length";
+    pub const UPLOAD_NAME: &str = "x-upload-name";
+    pub const UPLOAD_PATH: &str = "x-upload-path";
+    pub const UPLOAD_OFFSET: &str = "x-upload-offset";
+    pub const UPLOAD_END: &str = "x-upload-end";
+    pub const UPLOAD_LAST_MODIFIED: &str = "x-upload-last-modified";
+    pub const CHUNK_INDEX: &str = "x-chunk-index";
+    pub const CHUNK_SHA256: &str = "x-chunk-sha256";
+    pub const REQUEST_PASSWORD: &str = "x-request-password";
+    pub const CAPTCHA_TOKEN: &str = "x-captcha-token";
+    pub const CONTENT_RANGE: &str = "content-range";
+    pub const RETRY_AFTER: &str = "retry-after";
+    /// Headers a cross-origin client needs to read from answers.
+    pub const EXPOSED: &[&str] = &[
+        UPLOAD_ID,
+        UPLOAD_OFFSET,
+        UPLOAD_LENGTH,
+        "x-upload-received",
+        "x-upload-complete",
+        RETRY_AFTER,
+    ];
+}
+
+/// The largest upload id the server hands out or accepts, and its alphabet (the original's rule).
+pub fn is_valid_upload_id(id: &str) -> bool {
+    (8..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A request ("file-request link") hash: `^[A-Za-z0-9_-]{1,64}$`.
+pub fn is_valid_request_hash(hash: &str) -> bool {
+    (1..=64).contains(&hash.len())
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `Content-Range: bytes START-END/TOTAL`, END inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentRange {
+    pub start: u64,
+    pub end: u64,
+    pub total: u64,
+}
+
+impl ContentRange {
+    /// Parses the header value. Refuses `*`, reversed ranges and ends past the total.
+    pub fn parse(value: &str) -> Option<Self> {
+        let rest = value.trim().strip_prefix("bytes")?.trim_start();
+        let (range, total) = rest.split_once('/')?;
+        let (start, end) = range.split_once('-')?;
+        let parsed = Self {
+            start: parse_u64(start)?,
+            end: parse_u64(end)?,
+            total: parse_u64(total)?,
+        };
+        (parsed.start <= parsed.end && parsed.end < parsed.total).then_some(parsed)
+    }
+
+    /// Number of bytes the range covers.
+    pub fn len(&self) -> u64 {
+        self.end - self.start + 1
+    }
+
+    /// Never true: a parsed range holds at least one byte.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl std::fmt::Display for ContentRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bytes {}-{}/{}", self.start, self.end, self.total)
+    }
+}
+
+/// Digits only: no sign, no spaces inside, no overflow.
+pub fn parse_u64(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// The answer to opening a session, to a status query and to a chunk that did not complete the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStatus {
+    pub upload_id: String,
+    pub complete: bool,
+    /// Total size of the file in bytes.
+    pub size: u64,
+    pub received_bytes: u64,
+    /// Inclusive `[start, end]` gaps still to send.
+    pub missing_ranges: Vec<InclusiveRange>,
+    /// End of the contiguous received prefix: where a sequential client resumes.
+    pub offset: u64,
+    /// The chunk size the server suggests.
+    pub chunk_size: u64,
+    /// Chunk boundaries (but the file's last byte) must be multiples of this (1 = any).
+    pub chunk_alignment: u64,
+    /// The largest chunk body the server accepts.
+    pub max_chunk_size: u64,
+    /// RFC 3339 time after which an idle session is deleted.
+    pub expires_at: String,
+    /// Present once complete: the stored name, its path relative to the request folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// `POST /api/droppr/requests` (admin): create a file-request link.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateRequest {
+    /// The folder (relative to the files root) that uploads land in. The original calls it `path`.
+    #[serde(alias = "path")]
+    pub folder: String,
+    /// 0 = never expires; at most 87600 (ten years).
+    #[serde(default)]
+    pub expires_hours: u64,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Largest file in bytes; 0 or absent = the server's limit.
+    #[serde(default)]
+    pub max_file_size: Option<u64>,
+    /// Lower-case extensions without dots, or `["*"]`; absent = the default image and video list.
+    #[serde(default)]
+    pub allowed_extensions: Option<Vec<String>>,
+}
+
+/// Answer to creating a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedRequest {
+    pub hash: String,
+    pub url: String,
+    pub upload_url: String,
+    pub folder: String,
+    pub expires_at: Option<String>,
+    pub requires_password: bool,
+}
+
+/// `GET /api/droppr/requests/{hash}`: what the upload page needs to know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestInfo {
+    pub hash: String,
+    pub folder: String,
+    pub expires_at: Option<String>,
+    /// Seconds left, or null when it never expires.
+    pub expires_in: Option<u64>,
+    pub requires_password: bool,
+    pub allowed_extensions: Vec<String>,
+    /// 0 = unlimited.
+    pub max_file_size: u64,
+    pub max_chunk_size: u64,
+    pub captcha_enabled: bool,
+    pub captcha_required: bool,
+    pub captcha_site_key: Option<String>,
+}
+
+/// Every error answer: `{"error": human text, "code": stable code}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub code: ErrorCode,
+    /// For `offset-mismatch` and similar: where the server stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+macro_rules! error_codes {
+    ($($variant:ident = $code:literal, $status:literal, $retry:literal;)*) => {
+        /// Stable, machine-readable error codes. Clients branch on these, never on the message.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        pub enum ErrorCode { $($variant,)* }
+
+        impl ErrorCode {
+            /// The kebab-case code as sent on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $code,)* }
+            }
+            /// The HTTP status that carries this code.
+            pub fn status(self) -> u16 {
+                match self { $(Self::$variant => $status,)* }
+            }
+            /// Whether sending the same request again later can succeed.
+            pub fn is_retryable(self) -> bool {
+                match self { $(Self::$variant => $retry,)* }
+            }
+            /// All codes, for documentation and tests.
+            pub const ALL: &'static [ErrorCode] = &[$(Self::$variant,)*];
+        }
+    };
+}
+
+error_codes! {
+    BadRequestHash = "bad-request-hash", 400, false;
+    BadUploadId = "bad-upload-id", 400, false;
+    BadRange = "bad-range", 400, false;
+    RangeOutsideFile = "range-outside-file", 400, false;
+    LengthMismatch = "length-mismatch", 400, false;
+    TotalMismatch = "total-mismatch", 400, false;
+    BadPath = "bad-path", 400, false;
+    MissingName = "missing-name", 400, false;
+    MissingExtension = "missing-extension", 400, false;
+    ChecksumMismatch = "checksum-mismatch", 400, false;
+    BadBody = "bad-body", 400, false;
+    BodyCutShort = "body-cut-short", 400, true;
+    PasswordRequired = "password-required", 401, false;
+    WrongPassword = "wrong-password", 401, false;
+    Unauthorized = "unauthorized", 401, false;
+    CaptchaRequired = "captcha-required", 403, false;
+    AdminDisabled = "admin-disabled", 403, false;
+    RequestNotFound = "request-not-found", 404, false;
+    SessionNotFound = "session-not-found", 404, false;
+    NotFound = "not-found", 404, false;
+    MethodNotAllowed = "method-not-allowed", 405, false;
+    SessionNotInitialised = "session-not-initialised", 409, false;
+    SessionConflict = "session-conflict", 409, false;
+    RequestExpired = "request-expired", 410, false;
+    LengthRequired = "length-required", 411, false;
+    FileTooLarge = "file-too-large", 413, false;
+    ChunkTooLarge = "chunk-too-large", 413, false;
+    TypeNotAllowed = "type-not-allowed", 415, false;
+    ContentMismatch = "content-mismatch", 415, false;
+    LockedOut = "locked-out", 429, true;
+    RateLimited = "rate-limited", 429, true;
+    Internal = "internal", 500, true;
+    Unavailable = "unavailable", 503, true;
+    InsufficientStorage = "insufficient-storage", 507, false;
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_round_trips_and_refuses_nonsense() {
+        let r = ContentRange::parse("bytes 0-8388607/20000000").unwrap();
+        assert_eq!(
+            r,
+            ContentRange {
+                start: 0,
+                end: 8_388_607,
+                total: 20_000_000
+            }
+        );
+        assert_eq!(r.len(), 8_388_608);
+        assert_eq!(ContentRange::parse(&r.to_string()), Some(r));
+        for bad in [
+            "bytes */100",
+            "bytes 5-4/100",
+            "bytes 0-100/100",
+            "bytes -1-5/100",
+            "bytes 0-5/",
+            "items 0-5/10",
+            "bytes 0-18446744073709551616/18446744073709551615",
+            "bytes +1-5/10",
+        ] {
+            assert_eq!(ContentRange::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_follow_the_original_rules() {
+        assert!(is_valid_upload_id("abcdEFGH_-12"));
+        assert!(!is_valid_upload_id("short"));
+        assert!(!is_valid_upload_id("../../etc/passwd"));
+        assert!(!is_valid_upload_id(&"a".repeat(65)));
+        assert!(is_valid_request_hash("a"));
+        assert!(!is_valid_request_hash(""));
+        assert!(!is_valid_request_hash("a/b"));
+    }
+
+    #[test]
+    fn error_codes_are_kebab_case_and_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert!(seen.insert(code.as_str()));
+            assert!((400..600).contains(&code.status()));
+        }
+    }
+}

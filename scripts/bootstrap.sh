@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what `npm start` and `npm test` need on a fresh machine of this kind (Debian 12, root,
+# registries only). Idempotent: each step checks first and prints what it does; a step that is
+# already satisfied costs a version check. Pins are in ../shared/TOOLCHAIN.md and must move in
+# lockstep with Cargo.lock (wasm-bindgen) and package.json (playwright-core).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WASM_PACK_VERSION=0.15.1
+WASM_BINDGEN_VERSION=0.2.130
+export PATH="$HOME/.cargo/bin:$PATH"
+
+say() { printf '[bootstrap] %s\n' "$*"; }
+need_bin() { command -v "$1" >/dev/null 2>&1; }
+# Only what the caller asks for: `bootstrap.sh rust` for server-only work, no argument for everything.
+want=${1:-all}
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  if [ "$want" = all ] || [ "$want" = wasm ]; then
+    say "adding rust target wasm32-unknown-unknown"
+    rustup target add wasm32-unknown-unknown
+  fi
+fi
+
+if [ "$want" = all ] || [ "$want" = wasm ]; then
+  if ! need_bin wasm-bindgen || [ "$(wasm-bindgen --version | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
+    # Not --locked: its lock file pins a webpki-roots the registry here does not serve (TOOLCHAIN.md).
+    say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (about 3 minutes)"
+    cargo install wasm-bindgen-cli --version "=$WASM_BINDGEN_VERSION" --force
+  fi
+  if ! need_bin wasm-pack || [ "$(wasm-pack --version | awk '{print $2}')" != "$WASM_PACK_VERSION" ]; then
+    say "installing wasm-pack $WASM_PACK_VERSION (about 4-6 minutes)"
+    cargo install wasm-pack --version "$WASM_PACK_VERSION" --locked --force
+  fi
+fi
+
+if [ "$want" = all ] || [ "$want" = browser ] || [ "$want" = wasm ]; then
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    say "installing Debian chromium and chromium-driver"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
+fi
+
+if [ -f package-lock.json ] && { [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; }; then
+  say "installing npm packages (npm ci)"
+  npm ci --no-audit --no-fund
+fi
+say "ready"
