@@ -3,10 +3,26 @@
 //!
 //! - [`ranges`]: the received-range set behind the design document's `ChunkTracker`.
 //! - [`wire`]: header names, the `Content-Range` syntax, JSON bodies and stable error codes.
+//! - [`plan`]: chunk limits and the queue of bytes still to send, cut into chunks on demand.
+//! - [`network`]: the design document's parallelism table and the reference adaptive chunk rule.
+//! - [`retry`]: which failures are retried, the backoff schedule, `Retry-After`.
+//! - [`throughput`]: smoothed speed and ETA.
+//! - [`tuning`]: parallelism and chunk size adapted to hints and measured throughput.
+//! - [`resume`]: the `localStorage` resume record, validated before it is trusted.
+//! - [`scheduler`]: the uploader's state machine, driven by the wasm glue.
+//! - [`js_number`]: checked `u64` <-> JS number conversions.
 //!
 //! Everything here builds for the host and for `wasm32-unknown-unknown`.
 
+pub mod js_number;
+pub mod network;
+pub mod plan;
 pub mod ranges;
+pub mod resume;
+pub mod retry;
+pub mod scheduler;
+pub mod throughput;
+pub mod tuning;
 pub mod wire;
 
 pub use ranges::{InclusiveRange, RangeError, ReceivedRanges};

@@ -1,0 +1,531 @@
+//! The uploader's state machine, with no I/O: which chunk to send next, what a success or a
+//! failure changes, when to wake up, and the numbers `getStats()` reports.
+//!
+//! The wasm glue feeds it events (progress, answers, failures, timer ticks, pause) and carries
+//! out what it decides (send this chunk, abort those requests, wait until then). Every rule of
+//! the client is therefore tested natively against a scripted server (see the tests below).
+//!
+//! Invariants kept here rather than in the glue:
+//! - never more than [`Tuning::parallelism`] chunks in flight (original defect 2);
+//! - `loaded` never goes backwards and is exactly the file size on completion (defect 3);
+//! - only retryable failures are retried, on the design document's schedule (defect 5).
+
+use std::collections::VecDeque;
+
+use crate::plan::{Chunk, ChunkQueue};
+use crate::ranges::ReceivedRanges;
+use crate::retry::{Failure, RetryPolicy};
+use crate::throughput::ThroughputMeter;
+use crate::tuning::Tuning;
+use crate::wire::{ErrorCode, SessionStatus};
+
+/// A request without upload progress for this long is cancelled and retried.
+pub const STALL_TIMEOUT_MS: f64 = 30_000.0;
+/// How often the server may report bytes missing after every chunk was acknowledged.
+const MAX_REPLANS: u32 = 3;
+
+/// Why an upload ended without completing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UploadError {
+    /// The server refused in a way that retrying cannot change (4xx, 501, 507, ...).
+    #[error("{message} ({status}{})", code.map(|c| format!(" {c}")).unwrap_or_default())]
+    Rejected {
+        status: u16,
+        code: Option<ErrorCode>,
+        message: String,
+    },
+    /// A chunk used all its retries (the design document's words: "Failed to upload").
+    #[error(
+        "Failed to upload chunk {index} (bytes {start}-{end}) after {retries} retries: {cause}"
+    )]
+    RetriesExhausted {
+        index: u64,
+        start: u64,
+        end: u64,
+        retries: u32,
+        cause: String,
+    },
+    /// The server's answers contradict each other (e.g. bytes missing after all were acknowledged).
+    #[error("The server reported missing bytes that were already acknowledged: {0}")]
+    ServerInconsistent(String),
+    #[error("Upload aborted")]
+    Aborted,
+}
+
+impl UploadError {
+    /// The stable code JS sees on the error object.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Rejected { code: Some(c), .. } => c.as_str(),
+            Self::Rejected { .. } => "rejected",
+            Self::RetriesExhausted { .. } => "retries-exhausted",
+            Self::ServerInconsistent(_) => "server-inconsistent",
+            Self::Aborted => "aborted",
+        }
+    }
+
+    /// The error for a failure that will not be retried.
+    pub fn from_failure(failure: &Failure) -> Self {
+        match failure {
+            Failure::Status {
+                status,
+                code,
+                message,
+                ..
+            } => Self::Rejected {
+                status: *status,
+                code: *code,
+                message: message
+                    .clone()
+                    .unwrap_or_else(|| format!("The server answered HTTP {status}")),
+            },
+            other => Self::RetriesExhausted {
+                index: 0,
+                start: 0,
+                end: 0,
+                retries: 0,
+                cause: describe(other),
+            },
+        }
+    }
+}
+
+/// A failure in words, starting with the design document's "Network error" for network failures.
+pub fn describe(failure: &Failure) -> String {
+    match failure {
+        Failure::Network => "Network error".to_owned(),
+        Failure::Timeout => "Network error: no upload progress for 30 s".to_owned(),
+        Failure::Status {
+            status, message, ..
+        } => match message {
+            Some(m) => format!("HTTP {status}: {m}"),
+            None => format!("HTTP {status}"),
+        },
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// The chunk will be sent again in `delay_ms`; `network` tells whether it was a network
+    /// failure (the glue then reports "Network error" and may wait for `online`).
+    Retry { delay_ms: u64, network: bool },
+    /// The upload is over; the glue aborts the other requests.
+    Fatal(UploadError),
+}
+
+/// The answer to a chunk changed this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acknowledged {
+    Continue,
+    Complete,
+}
+
+/// The numbers behind `getStats()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    /// Smoothed bytes per second.
+    pub speed: f64,
+    /// Seconds left; `None` while unknown.
+    pub eta: Option<f64>,
+    pub active_uploads: u32,
+    pub completed_chunks: u64,
+    pub total_chunks: u64,
+    /// Failed attempts, retried or not.
+    pub failed_chunks: u64,
+    pub loaded: u64,
+    pub total: u64,
+    pub parallelism: u32,
+    pub chunk_size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Complete,
+    Over,
+}
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    chunk: Chunk,
+    retries: u32,
+    started_ms: f64,
+    sent: u64,
+    last_progress_ms: f64,
+}
+
+#[derive(Debug, Clone)]
+struct Waiting {
+    chunk: Chunk,
+    retries: u32,
+    due_ms: f64,
+}
+
+/// One upload's chunks, from the session's missing ranges to completion.
+#[derive(Debug, Clone)]
+pub struct ChunkScheduler {
+    total: u64,
+    alignment: u64,
+    queue: ChunkQueue,
+    /// Chunks to send before cutting new ones: retries that are due, chunks taken back on pause.
+    ready: VecDeque<(Chunk, u32)>,
+    waiting: Vec<Waiting>,
+    in_flight: Vec<InFlight>,
+    received: ReceivedRanges,
+    retry: RetryPolicy,
+    tuning: Tuning,
+    meter: ThroughputMeter,
+    reported: u64,
+    prior_chunks: u64,
+    completed_chunks: u64,
+    failed_attempts: u64,
+    paused: bool,
+    phase: Phase,
+    replans: u32,
+    rtt_ms: Option<f64>,
+}
+
+impl ChunkScheduler {
+    /// A scheduler for the session `status` (its missing ranges, limits and completion).
+    /// `first_index` and `prior_chunks` carry chunk numbering and counts over from a resume record.
+    pub fn new(
+        status: &SessionStatus,
+        mut tuning: Tuning,
+        retry: RetryPolicy,
+        first_index: u64,
+        prior_chunks: u64,
+    ) -> Result<Self, UploadError> {
+        let total = status.size;
+        let limits =
+            crate::plan::ChunkLimits::from_server(status.max_chunk_size, status.chunk_alignment);
+        tuning.set_server_limits(limits);
+        let inconsistent =
+            |e: crate::ranges::RangeError| UploadError::ServerInconsistent(e.to_string());
+        let queue = ChunkQueue::new(total, &status.missing_ranges, limits.alignment, first_index)
+            .map_err(inconsistent)?;
+        // What the server holds is the complement of what it misses.
+        let mut missing = ReceivedRanges::new(total);
+        for &(s, e) in &status.missing_ranges {
+            missing.add(s, e).map_err(inconsistent)?;
+        }
+        let mut received = ReceivedRanges::new(total);
+        for (s, e) in missing.missing() {
+            received.add(s, e).map_err(inconsistent)?;
+        }
+        let reported = received.received_bytes();
+        Ok(Self {
+            total,
+            alignment: limits.alignment,
+            queue,
+            ready: VecDeque::new(),
+            waiting: Vec::new(),
+            in_flight: Vec::new(),
+            received,
+            retry,
+            tuning,
+            meter: ThroughputMeter::default(),
+            reported,
+            prior_chunks,
+            completed_chunks: 0,
+            failed_attempts: 0,
+            paused: false,
+            phase: if status.complete {
+                Phase::Complete
+            } else {
+                Phase::Running
+            },
+            replans: 0,
+            rtt_ms: None,
+        })
+    }
+
+    /// The file's size.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// True once the server confirmed the whole file.
+    pub fn is_complete(&self) -> bool {
+        self.phase == Phase::Complete
+    }
+
+    /// True while chunks are still to be sent or acknowledged.
+    pub fn is_running(&self) -> bool {
+        self.phase == Phase::Running
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// The adaptive policy, to pass on network hints.
+    pub fn tuning_mut(&mut self) -> &mut Tuning {
+        &mut self.tuning
+    }
+
+    /// The round trip measured when the session was opened.
+    pub fn set_rtt_ms(&mut self, rtt_ms: f64) {
+        self.rtt_ms = rtt_ms.is_finite().then_some(rtt_ms.max(0.0));
+    }
+
+    /// The index the next new chunk will get (saved for resumes).
+    pub fn next_index(&self) -> u64 {
+        self.queue.next_index()
+    }
+
+    /// The next chunk to send now, if a slot is free and one is ready.
+    pub fn next_chunk(&mut self, now_ms: f64) -> Option<Chunk> {
+        if self.phase != Phase::Running || self.paused {
+            return None;
+        }
+        let slots = usize::try_from(self.tuning.parallelism()).unwrap_or(usize::MAX);
+        if self.in_flight.len() >= slots {
+            return None;
+        }
+        self.promote_due(now_ms);
+        let (chunk, retries) = match self.ready.pop_front() {
+            Some(next) => next,
+            None => (self.queue.next(self.tuning.chunk_size())?, 0),
+        };
+        self.in_flight.push(InFlight {
+            chunk,
+            retries,
+            started_ms: now_ms,
+            sent: 0,
+            last_progress_ms: now_ms,
+        });
+        Some(chunk)
+    }
+
+    fn promote_due(&mut self, now_ms: f64) {
+        self.waiting.sort_by(|a, b| {
+            a.due_ms
+                .total_cmp(&b.due_ms)
+                .then(a.chunk.start.cmp(&b.chunk.start))
+        });
+        let due = self.waiting.partition_point(|w| w.due_ms <= now_ms);
+        for w in self.waiting.drain(..due) {
+            self.ready.push_back((w.chunk, w.retries));
+        }
+    }
+
+    /// When the glue should call back even if nothing happens: the next retry or stall deadline.
+    pub fn next_wakeup(&self) -> Option<f64> {
+        if self.phase != Phase::Running {
+            return None;
+        }
+        let retries = self.waiting.iter().map(|w| w.due_ms);
+        let stalls = self
+            .in_flight
+            .iter()
+            .map(|f| f.last_progress_ms + STALL_TIMEOUT_MS);
+        retries.chain(stalls).min_by(f64::total_cmp)
+    }
+
+    /// Chunks in flight without progress for [`STALL_TIMEOUT_MS`]: the glue cancels them and
+    /// reports [`Failure::Timeout`] for each.
+    pub fn stalled(&self, now_ms: f64) -> Vec<u64> {
+        self.in_flight
+            .iter()
+            .filter(|f| f.last_progress_ms + STALL_TIMEOUT_MS <= now_ms)
+            .map(|f| f.chunk.index)
+            .collect()
+    }
+
+    /// The indices of the chunks in flight.
+    pub fn in_flight(&self) -> Vec<u64> {
+        self.in_flight.iter().map(|f| f.chunk.index).collect()
+    }
+
+    fn raw_loaded(&self) -> u64 {
+        let sending: u64 = self.in_flight.iter().map(|f| f.sent).sum();
+        self.received
+            .received_bytes()
+            .saturating_add(sending)
+            .min(self.total)
+    }
+
+    fn note_progress(&mut self, now_ms: f64) {
+        let raw = self.raw_loaded();
+        self.meter.sample(now_ms, raw);
+        self.reported = self.reported.max(raw);
+    }
+
+    /// Upload progress of chunk `index`: `sent` of its bytes have left the browser. Returns true
+    /// when the reported total grew.
+    pub fn on_progress(&mut self, index: u64, sent: u64, now_ms: f64) -> bool {
+        let Some(f) = self.in_flight.iter_mut().find(|f| f.chunk.index == index) else {
+            return false;
+        };
+        let sent = sent.min(f.chunk.len());
+        if sent > f.sent {
+            f.sent = sent;
+            f.last_progress_ms = now_ms;
+        }
+        let before = self.reported;
+        self.note_progress(now_ms);
+        self.reported > before
+    }
+
+    /// The server acknowledged chunk `index` with `status`.
+    pub fn on_success(
+        &mut self,
+        index: u64,
+        status: &SessionStatus,
+        now_ms: f64,
+    ) -> Result<Acknowledged, UploadError> {
+        let Some(pos) = self.in_flight.iter().position(|f| f.chunk.index == index) else {
+            return Ok(if self.is_complete() {
+                Acknowledged::Complete
+            } else {
+                Acknowledged::Continue
+            });
+        };
+        let f = self.in_flight.swap_remove(pos);
+        // In the file by construction; a failure here would only mean the set already holds it.
+        let _ = self.received.add(f.chunk.start, f.chunk.end);
+        self.completed_chunks += 1;
+        self.tuning
+            .on_chunk_done(f.chunk.len(), now_ms - f.started_ms);
+        self.note_progress(now_ms);
+        if self.meter.has_rate() {
+            self.tuning
+                .on_throughput(self.meter.bytes_per_second(), self.rtt_ms);
+        }
+        if status.complete {
+            self.phase = Phase::Complete;
+            self.reported = self.total;
+            return Ok(Acknowledged::Complete);
+        }
+        let nothing_left = self.queue.is_empty()
+            && self.ready.is_empty()
+            && self.waiting.is_empty()
+            && self.in_flight.is_empty();
+        if nothing_left {
+            // Everything was acknowledged, yet the server misses bytes: it is the truth.
+            self.replans += 1;
+            let replan = ChunkQueue::new(
+                self.total,
+                &status.missing_ranges,
+                self.alignment,
+                self.queue.next_index(),
+            );
+            match replan {
+                Ok(q) if !q.is_empty() && self.replans <= MAX_REPLANS => self.queue = q,
+                _ => {
+                    self.phase = Phase::Over;
+                    return Err(UploadError::ServerInconsistent(format!(
+                        "missing {:?} after {} re-plans",
+                        status.missing_ranges, self.replans
+                    )));
+                }
+            }
+        }
+        Ok(Acknowledged::Continue)
+    }
+
+    /// Chunk `index` failed. `jitter` in `[0, 1)` spreads the retry delay. `None` when the chunk
+    /// was not in flight (a late event of a cancelled request).
+    pub fn on_failure(
+        &mut self,
+        index: u64,
+        failure: &Failure,
+        now_ms: f64,
+        jitter: f64,
+    ) -> Option<AfterFailure> {
+        let pos = self.in_flight.iter().position(|f| f.chunk.index == index)?;
+        let f = self.in_flight.swap_remove(pos);
+        self.failed_attempts += 1;
+        self.note_progress(now_ms);
+        let retries = f.retries + 1;
+        if let Some(delay_ms) = self.retry.delay_ms(retries, failure, jitter) {
+            self.tuning
+                .on_transient_failure(*failure == Failure::Timeout);
+            self.waiting.push(Waiting {
+                chunk: f.chunk,
+                retries,
+                due_ms: now_ms + crate::js_number::f64_saturating(delay_ms),
+            });
+            return Some(AfterFailure::Retry {
+                delay_ms,
+                network: failure.is_network(),
+            });
+        }
+        self.phase = Phase::Over;
+        let error = if failure.is_retryable() {
+            UploadError::RetriesExhausted {
+                index: f.chunk.index,
+                start: f.chunk.start,
+                end: f.chunk.end,
+                retries: f.retries,
+                cause: describe(failure),
+            }
+        } else {
+            UploadError::from_failure(failure)
+        };
+        Some(AfterFailure::Fatal(error))
+    }
+
+    /// Stops sending: chunks in flight go back to the front of the line (keeping their retry
+    /// counts) and their indices are returned for the glue to cancel.
+    pub fn pause(&mut self) -> Vec<u64> {
+        self.paused = true;
+        let mut taken: Vec<_> = self.in_flight.drain(..).collect();
+        taken.sort_by_key(|f| f.chunk.start);
+        let cancelled = taken.iter().map(|f| f.chunk.index).collect();
+        for f in taken.into_iter().rev() {
+            self.ready.push_front((f.chunk, f.retries));
+        }
+        cancelled
+    }
+
+    /// Sends again after [`Self::pause`].
+    pub fn resume(&mut self) {
+        self.paused = false;
+    }
+
+    /// Ends the upload (abort or a fatal error elsewhere); returns the requests to cancel.
+    pub fn stop(&mut self) -> Vec<u64> {
+        if self.phase == Phase::Running {
+            self.phase = Phase::Over;
+        }
+        self.in_flight.drain(..).map(|f| f.chunk.index).collect()
+    }
+
+    /// Bytes sent so far, never decreasing; the file size once complete.
+    pub fn loaded(&self) -> u64 {
+        self.reported
+    }
+
+    /// The numbers `getStats()` reports.
+    pub fn stats(&self) -> Stats {
+        let chunk_size = self.tuning.chunk_size();
+        let active = u32::try_from(self.in_flight.len()).unwrap_or(u32::MAX);
+        let completed = self.prior_chunks + self.completed_chunks;
+        let pending = (self.ready.len() + self.waiting.len()) as u64;
+        let eta = if self.is_complete() {
+            Some(0.0)
+        } else {
+            self.meter.eta_seconds(self.total - self.reported)
+        };
+        Stats {
+            speed: self.meter.bytes_per_second(),
+            eta,
+            active_uploads: active,
+            completed_chunks: completed,
+            total_chunks: completed
+                + u64::from(active)
+                + pending
+                + self.queue.estimated_chunks(chunk_size),
+            failed_chunks: self.failed_attempts,
+            loaded: self.reported,
+            total: self.total,
+            parallelism: self.tuning.parallelism(),
+            chunk_size,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,274 @@
+//! How many requests to keep in flight and how big to cut the next chunk, adapted while the
+//! upload runs.
+//!
+//! - Parallelism starts from the design document's table for the hinted network type and then
+//!   follows the type classified from the measured throughput (so browsers without
+//!   `navigator.connection` adapt too). An explicit `maxParallelChunks` is a hard ceiling and the
+//!   starting point; measurement only lowers it on slow links. Failed attempts halve it for a
+//!   while (additive increase, multiplicative decrease, as TCP does), successes win it back.
+//! - With adaptive sizing the chunk size starts from the reference rule and then aims at chunks
+//!   that take between [`FAST_CHUNK_MS`] and [`SLOW_CHUNK_MS`]: long enough that the per-request
+//!   round trip is small next to the transfer, short enough that a retry costs little.
+//! - A `change` event on the connection re-plans from the new hints and forgets measurements.
+
+use crate::network::{adaptive_chunk_size, optimal_parallel_chunks, EffectiveType, NetworkHints};
+use crate::plan::ChunkLimits;
+
+/// The automatic parallelism never exceeds this: browsers open at most six HTTP/1.1
+/// connections per host, and more requests would only queue inside the browser.
+pub const AUTO_MAX_PARALLEL: u32 = 6;
+/// A full chunk finishing faster than this doubles the adaptive chunk size.
+pub const FAST_CHUNK_MS: f64 = 1_000.0;
+/// A chunk taking longer than this halves the adaptive chunk size.
+pub const SLOW_CHUNK_MS: f64 = 10_000.0;
+
+/// The caller's choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TuningConfig {
+    /// `maxParallelChunks`; `None` lets the table and measurement decide.
+    pub max_parallel: Option<u32>,
+    /// `chunkSize`: the fixed size, or the base of the adaptive rule.
+    pub chunk_size: u64,
+    /// `adaptiveChunkSizing`.
+    pub adaptive: bool,
+    /// `minChunkSize` / `maxChunkSize`, bounds of the adaptive size.
+    pub min_chunk_size: Option<u64>,
+    pub max_chunk_size: Option<u64>,
+}
+
+/// The current parallelism and chunk size.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    config: TuningConfig,
+    hints: NetworkHints,
+    measured: Option<EffectiveType>,
+    /// Lowered by failures, raised by successes; `None` once it no longer limits.
+    congestion_cap: Option<u32>,
+    /// Wanted chunk size before the server's limits are applied.
+    chunk_size: u64,
+    server: ChunkLimits,
+}
+
+impl Tuning {
+    pub fn new(config: TuningConfig, hints: NetworkHints) -> Self {
+        let mut tuning = Self {
+            config,
+            hints: hints.sanitized(),
+            measured: None,
+            congestion_cap: None,
+            chunk_size: config.chunk_size,
+            server: ChunkLimits::default(),
+        };
+        tuning.replan_chunk_size();
+        tuning
+    }
+
+    fn replan_chunk_size(&mut self) {
+        self.chunk_size = if self.config.adaptive {
+            adaptive_chunk_size(
+                self.config.chunk_size,
+                &self.hints,
+                self.config.min_chunk_size,
+                self.config.max_chunk_size,
+            )
+        } else {
+            self.config.chunk_size.max(1)
+        };
+    }
+
+    /// The adaptive size stays within the reference rule's clamp.
+    fn adaptive_bounds(&self) -> (u64, u64) {
+        let base = self.config.chunk_size.max(1);
+        let lower = self
+            .config
+            .min_chunk_size
+            .unwrap_or(0)
+            .max(base / 2)
+            .max(crate::network::MIN_ADAPTIVE_CHUNK_SIZE);
+        let upper = self
+            .config
+            .max_chunk_size
+            .unwrap_or_else(|| base.saturating_mul(3));
+        (lower.min(upper), upper)
+    }
+
+    /// The server's limits, from the session it opened.
+    pub fn set_server_limits(&mut self, limits: ChunkLimits) {
+        self.server = limits;
+    }
+
+    /// `navigator.connection` changed: start again from its hints.
+    pub fn on_hints(&mut self, hints: NetworkHints) {
+        self.hints = hints.sanitized();
+        self.measured = None;
+        self.replan_chunk_size();
+    }
+
+    /// The smoothed throughput of the whole upload (bytes per second) and the measured round
+    /// trip, after a chunk finished.
+    pub fn on_throughput(&mut self, bytes_per_second: f64, rtt_ms: Option<f64>) {
+        if bytes_per_second.is_finite() && bytes_per_second > 0.0 {
+            let kbps = bytes_per_second * 8.0 / 1000.0;
+            self.measured = Some(EffectiveType::from_measurement(rtt_ms, kbps));
+        }
+    }
+
+    /// A chunk of `len` bytes was acknowledged `duration_ms` after it was sent.
+    pub fn on_chunk_done(&mut self, len: u64, duration_ms: f64) {
+        self.congestion_cap = self
+            .congestion_cap
+            .map(|c| c.saturating_add(1))
+            .filter(|&c| c < self.target_parallelism());
+        if !self.config.adaptive || !duration_ms.is_finite() {
+            return;
+        }
+        let (lower, upper) = self.adaptive_bounds();
+        let full = len >= self.chunk_size();
+        if full && duration_ms < FAST_CHUNK_MS {
+            self.chunk_size = self.chunk_size.saturating_mul(2).min(upper).max(lower);
+        } else if duration_ms > SLOW_CHUNK_MS {
+            self.chunk_size = (self.chunk_size / 2).max(lower).min(upper);
+        }
+    }
+
+    /// An attempt failed in a way worth retrying: back off on parallelism (and on chunk size
+    /// for timeouts, when adaptive).
+    pub fn on_transient_failure(&mut self, timed_out: bool) {
+        self.congestion_cap = Some((self.parallelism() / 2).max(1));
+        if timed_out && self.config.adaptive {
+            let (lower, upper) = self.adaptive_bounds();
+            self.chunk_size = (self.chunk_size / 2).max(lower).min(upper);
+        }
+    }
+
+    /// The network type the decisions are based on: measured, else hinted.
+    pub fn effective_type(&self) -> Option<EffectiveType> {
+        self.measured.or(self.hints.effective_type)
+    }
+
+    fn target_parallelism(&self) -> u32 {
+        match self.config.max_parallel {
+            Some(cap) => match self.measured {
+                Some(t) if t < EffectiveType::G4 => cap.min(optimal_parallel_chunks(Some(t))),
+                _ => cap,
+            },
+            None => optimal_parallel_chunks(self.effective_type()).min(AUTO_MAX_PARALLEL),
+        }
+        .max(1)
+    }
+
+    /// How many requests may be in flight now (at least 1).
+    pub fn parallelism(&self) -> u32 {
+        let target = self.target_parallelism();
+        self.congestion_cap.map_or(target, |c| c.min(target)).max(1)
+    }
+
+    /// The size to cut the next chunk at, within the server's limits.
+    pub fn chunk_size(&self) -> u64 {
+        self.server.fit(self.chunk_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn config(max_parallel: Option<u32>, adaptive: bool) -> TuningConfig {
+        TuningConfig {
+            max_parallel,
+            chunk_size: 8 * MIB,
+            adaptive,
+            min_chunk_size: None,
+            max_chunk_size: None,
+        }
+    }
+
+    fn hints(t: &str, downlink: f64) -> NetworkHints {
+        NetworkHints {
+            effective_type: EffectiveType::parse(t),
+            downlink_mbps: Some(downlink),
+            ..NetworkHints::default()
+        }
+    }
+
+    #[test]
+    fn starts_from_the_table_and_the_reference_rule() {
+        let t = Tuning::new(config(None, true), hints("3g", 1.2));
+        assert_eq!(t.parallelism(), 3);
+        assert_eq!(t.chunk_size(), 7_130_316);
+        let t = Tuning::new(config(None, false), NetworkHints::default());
+        assert_eq!((t.parallelism(), t.chunk_size()), (4, 8 * MIB));
+    }
+
+    #[test]
+    fn measurement_overrides_hints_and_a_change_event_resets_it() {
+        let mut t = Tuning::new(config(None, false), NetworkHints::default());
+        t.on_throughput(50_000_000.0, Some(20.0));
+        assert_eq!(t.parallelism(), 6);
+        t.on_throughput(5_000.0, Some(20.0)); // 40 kbit/s
+        assert_eq!(t.parallelism(), 1);
+        t.on_hints(hints("4g", 10.0));
+        assert_eq!(t.parallelism(), 6);
+    }
+
+    #[test]
+    fn an_explicit_limit_is_a_ceiling_only_lowered_on_slow_links() {
+        let mut t = Tuning::new(config(Some(8), false), hints("2g", 0.1));
+        assert_eq!(t.parallelism(), 8);
+        t.on_throughput(100_000_000.0, None);
+        assert_eq!(t.parallelism(), 8);
+        t.on_throughput(50_000.0, None); // 400 kbit/s: 3g
+        assert_eq!(t.parallelism(), 3);
+        let t = Tuning::new(config(Some(2), false), hints("4g", 10.0));
+        assert_eq!(t.parallelism(), 2);
+        let t = Tuning::new(config(Some(0), false), NetworkHints::default());
+        assert_eq!(t.parallelism(), 1);
+    }
+
+    #[test]
+    fn failures_halve_parallelism_and_successes_win_it_back() {
+        let mut t = Tuning::new(config(Some(6), false), NetworkHints::default());
+        t.on_transient_failure(false);
+        assert_eq!(t.parallelism(), 3);
+        t.on_transient_failure(false);
+        t.on_transient_failure(false);
+        assert_eq!(t.parallelism(), 1);
+        let mut seen = vec![];
+        for _ in 0..6 {
+            t.on_chunk_done(MIB, 100.0);
+            seen.push(t.parallelism());
+        }
+        assert_eq!(seen, vec![2, 3, 4, 5, 6, 6]);
+    }
+
+    #[test]
+    fn adaptive_size_aims_at_chunks_of_a_few_seconds() {
+        let mut t = Tuning::new(config(None, true), NetworkHints::default());
+        assert_eq!(t.chunk_size(), 8 * MIB);
+        t.on_chunk_done(8 * MIB, 200.0);
+        assert_eq!(t.chunk_size(), 16 * MIB);
+        t.on_chunk_done(16 * MIB, 200.0);
+        assert_eq!(t.chunk_size(), 24 * MIB, "capped at 3 x base");
+        t.on_chunk_done(MIB, 10.0);
+        assert_eq!(t.chunk_size(), 24 * MIB, "a short tail chunk says nothing");
+        for _ in 0..5 {
+            t.on_chunk_done(24 * MIB, 30_000.0);
+        }
+        assert_eq!(t.chunk_size(), 4 * MIB, "floored at base / 2");
+        t.on_chunk_done(4 * MIB, 3_000.0);
+        assert_eq!(t.chunk_size(), 4 * MIB, "in the target band: unchanged");
+        t.set_server_limits(ChunkLimits::from_server(3 * MIB, MIB));
+        assert_eq!(t.chunk_size(), 3 * MIB);
+    }
+
+    #[test]
+    fn a_fixed_size_never_moves() {
+        let mut t = Tuning::new(config(None, false), hints("4g", 50.0));
+        t.on_chunk_done(8 * MIB, 1.0);
+        t.on_transient_failure(true);
+        t.on_chunk_done(8 * MIB, 60_000.0);
+        assert_eq!(t.chunk_size(), 8 * MIB);
+    }
+}
