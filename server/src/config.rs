@@ -1,0 +1,203 @@
+//! Command line and environment, parsed raw by clap and then validated once into a [`ServerConfig`]
+//! that the rest of the server trusts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+pub const MIB: u64 = 1024 * 1024;
+
+/// Droppr upload server: file-request links that take parallel, resumable chunk uploads.
+#[derive(Debug, Parser)]
+#[command(name = "droppr-server", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options for `serve`, which is also what runs when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (the default).
+    Serve,
+    /// Manage upload requests (file-request links).
+    #[command(subcommand)]
+    Request(RequestCommand),
+    /// Delete expired upload sessions and their partial files, then exit.
+    Cleanup,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestCommand {
+    /// Create an upload request and print it as JSON.
+    Create(CreateArgs),
+    /// Print every upload request as JSON lines.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Folder (relative to the files directory) that uploads land in.
+    #[arg(long)]
+    pub folder: String,
+    /// Password uploaders must send in X-Request-Password (stored as an argon2 hash).
+    #[arg(long, env = "DROPPR_REQUEST_PASSWORD")]
+    pub password: Option<String>,
+    /// Largest file in bytes (0 = the server's limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_size: u64,
+    /// Allowed extensions, comma separated ("mp4,jpg"), or "*" for any; default: common images and videos.
+    #[arg(long)]
+    pub extensions: Option<String>,
+    /// Hours until the link expires (0 = never, at most 87600).
+    #[arg(long, default_value_t = 0)]
+    pub expires_hours: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory for partial uploads, metadata and (by default) finished files.
+    #[arg(long, env = "DROPPR_DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+    /// Where finished files go (default: DATA_DIR/files). Same filesystem as DATA_DIR for O(1) completion.
+    #[arg(long, env = "DROPPR_FILES_DIR", global = true)]
+    pub files_dir: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "DROPPR_BIND", default_value = "127.0.0.1:8080", global = true)]
+    pub bind: SocketAddr,
+    /// URL people reach the server at, for printed links (default: http://BIND).
+    #[arg(long, env = "DROPPR_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+    /// Hours an idle upload session is kept before its partial file is deleted.
+    #[arg(
+        long,
+        env = "DROPPR_SESSION_TTL_HOURS",
+        default_value_t = 24.0,
+        global = true
+    )]
+    pub session_ttl_hours: f64,
+    /// How often expired sessions are swept, in seconds.
+    #[arg(long, env = "DROPPR_SWEEP_SECS", default_value_t = 600, global = true)]
+    pub sweep_secs: u64,
+    /// Largest file any request accepts, in bytes (0 = unlimited).
+    #[arg(long, env = "DROPPR_MAX_FILE_SIZE", default_value_t = 0, global = true)]
+    pub max_file_size: u64,
+    /// Largest chunk body, in bytes.
+    #[arg(long, env = "DROPPR_MAX_CHUNK_SIZE", default_value_t = 64 * MIB, global = true)]
+    pub max_chunk_size: u64,
+    /// Chunk size suggested to clients, in bytes.
+    #[arg(long, env = "DROPPR_CHUNK_SIZE", default_value_t = 8 * MIB, global = true)]
+    pub chunk_size: u64,
+    /// Bearer token for the admin API (POST /api/droppr/requests); without it the admin API is off.
+    #[arg(long, env = "DROPPR_ADMIN_TOKEN", global = true)]
+    pub admin_token: Option<String>,
+    /// Allowed CORS origins, comma separated, or "*" for any (development default).
+    #[arg(long, env = "DROPPR_CORS_ORIGINS", default_value = "*", global = true)]
+    pub cors_origins: String,
+    /// Directory of the demo page served at / (nothing is served at / without it).
+    #[arg(long, env = "DROPPR_WWW_DIR", global = true)]
+    pub www_dir: Option<PathBuf>,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "DROPPR_WORKERS", global = true)]
+    pub workers: Option<usize>,
+    /// Test-only endpoints under /__test (fault injection, per-upload counters). Never in production.
+    #[arg(long, env = "DROPPR_TEST_HOOKS", hide = true, global = true)]
+    pub test_hooks: bool,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub files_dir: PathBuf,
+    pub bind: SocketAddr,
+    pub public_url: String,
+    pub session_ttl: Duration,
+    pub sweep_interval: Duration,
+    pub max_file_size: u64,
+    pub max_chunk_size: u64,
+    pub chunk_size: u64,
+    pub admin_token: Option<String>,
+    pub cors_origins: Vec<String>,
+    pub www_dir: Option<PathBuf>,
+    pub workers: usize,
+    pub test_hooks: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl ServeArgs {
+    pub fn validate(&self) -> Result<ServerConfig, ConfigError> {
+        let bad = |m: &str| Err(ConfigError(m.to_owned()));
+        if !(self.session_ttl_hours.is_finite() && self.session_ttl_hours > 0.0) {
+            return bad("--session-ttl-hours must be a positive number");
+        }
+        if self.chunk_size == 0 || self.max_chunk_size == 0 {
+            return bad("--chunk-size and --max-chunk-size must be positive");
+        }
+        if self.chunk_size > self.max_chunk_size {
+            return bad("--chunk-size must not exceed --max-chunk-size");
+        }
+        if self.sweep_secs == 0 {
+            return bad("--sweep-secs must be positive");
+        }
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return bad("--admin-token must be at least 16 characters");
+        }
+        let cors_origins = self
+            .cors_origins
+            .split(',')
+            .map(|s| s.trim().trim_end_matches('/').to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        Ok(ServerConfig {
+            files_dir: self
+                .files_dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("files")),
+            data_dir: self.data_dir.clone(),
+            bind: self.bind,
+            public_url: self
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", self.bind))
+                .trim_end_matches('/')
+                .to_owned(),
+            session_ttl: Duration::from_secs_f64(self.session_ttl_hours * 3600.0),
+            sweep_interval: Duration::from_secs(self.sweep_secs),
+            max_file_size: self.max_file_size,
+            max_chunk_size: self.max_chunk_size,
+            chunk_size: self.chunk_size,
+            admin_token: self.admin_token.clone(),
+            cors_origins,
+            www_dir: self.www_dir.clone(),
+            workers: self.workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+            }),
+            test_hooks: self.test_hooks,
+        })
+    }
+}
+
+impl ServerConfig {
+    /// A configuration for tests and embedding: everything default but the data directory.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let args = ServeArgs::parse_from_defaults();
+        let mut config = args.validate().expect("defaults are valid");
+        config.data_dir = data_dir.into();
+        config.files_dir = config.data_dir.join("files");
+        config
+    }
+}
+
+impl ServeArgs {
+    fn parse_from_defaults() -> Self {
+        Cli::parse_from(["droppr-server"]).serve
+    }
+}

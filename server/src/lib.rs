@@ -1,0 +1,148 @@
+//! Droppr's upload server.
+//!
+//! Design decisions, in the order a chunk meets them:
+//! - One URL per file-request link takes every upload operation (open, chunk, status, abort);
+//!   `docs/PROTOCOL.md` is the contract.
+//! - Chunks arrive in any order, any number of times, many at once. Their bytes stream from the
+//!   socket straight into one preallocated `.part` file with positioned writes ([`store`]): no
+//!   chunk is ever held whole in memory, and nothing is concatenated.
+//! - A range is recorded ([`meta`]) only after its bytes are durable, under a per-upload lock, so
+//!   a crash or a race can lose work but never claim bytes that are not on disk.
+//! - The first bytes are sniffed whenever they arrive; completion is a hard link into the
+//!   request's folder, O(1) in the file size.
+//! - [`uploads`] holds these rules without HTTP; [`routes`] is the thin actix glue, and [`app`] is
+//!   the factory that `main.rs` and the tests share.
+
+pub mod auth;
+pub mod cleanup;
+pub mod config;
+pub mod error;
+pub mod hooks;
+pub mod meta;
+pub mod requests;
+pub mod routes;
+pub mod store;
+pub mod uploads;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_cors::Cors;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::{DefaultHeaders, Logger};
+use actix_web::{web, App, HttpServer};
+
+use crate::config::ServerConfig;
+use crate::error::Result;
+use crate::meta::SqliteMetadata;
+use crate::routes::AppState;
+use crate::store::{ChunkLayout, FsByteStore};
+use crate::uploads::Uploads;
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// RFC 3339 UTC time for Unix seconds.
+pub fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "9999-12-31T23:59:59Z".to_owned())
+}
+
+/// Opens the embedded default storage in the data directory: `parts/`, `files/`, `droppr.db`.
+pub fn open_uploads(config: ServerConfig) -> Result<Uploads> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let store = FsByteStore::open(
+        config.data_dir.join("parts"),
+        config.files_dir.clone(),
+        ChunkLayout {
+            chunk_size: config.chunk_size,
+            alignment: 1,
+            max_chunk_size: config.max_chunk_size,
+        },
+    )?;
+    let meta = SqliteMetadata::open(&config.data_dir.join("droppr.db"))?;
+    Ok(Uploads::new(
+        Arc::new(config),
+        Arc::new(store),
+        Arc::new(meta),
+    ))
+}
+
+/// The application: API routes, CORS, `Cache-Control: no-store`, the demo page when configured.
+pub fn app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let config = state.uploads.config.clone();
+    let mut cors = Cors::default()
+        .allow_any_method()
+        .allow_any_header()
+        .expose_headers(droppr_protocol::wire::header::EXPOSED.iter().copied())
+        .max_age(3600);
+    for origin in &config.cors_origins {
+        cors = if origin == "*" {
+            cors.allow_any_origin()
+        } else {
+            cors.allowed_origin(origin)
+        };
+    }
+    let www = config.www_dir.clone();
+    App::new()
+        .app_data(web::Data::new(state))
+        // Chunks are streamed, never buffered whole: this only bounds the small JSON bodies.
+        .app_data(web::JsonConfig::default().limit(64 * 1024))
+        .app_data(web::PayloadConfig::default().limit(64 * 1024))
+        .configure(routes::configure)
+        .configure(move |cfg| {
+            if let Some(dir) = www {
+                cfg.service(actix_files::Files::new("/", dir).index_file("index.html"));
+            }
+        })
+        .default_service(web::to(routes::not_found))
+        .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
+        .wrap(cors)
+        .wrap(Logger::new("%a \"%r\" %s %b %Dms").log_target("droppr::http"))
+}
+
+/// Opens storage, finishes what a crash interrupted, starts the sweeper and binds the server.
+/// Returns the running server and the address it listens on (bind port 0 to let the OS choose).
+pub async fn start(config: ServerConfig) -> Result<(Server, SocketAddr)> {
+    let bind = config.bind;
+    let workers = config.workers;
+    let sweep_interval = config.sweep_interval;
+    let test_hooks = config.test_hooks;
+    let uploads = Arc::new(open_uploads(config)?);
+    let finished = cleanup::recover(&uploads).await?;
+    if finished > 0 {
+        tracing::info!(finished, "finished uploads a crash had interrupted");
+    }
+    actix_web::rt::spawn(cleanup::sweep_forever(uploads.clone(), sweep_interval));
+    let state = AppState {
+        uploads,
+        hooks: test_hooks.then(hooks::TestHooks::default),
+    };
+    let server = HttpServer::new(move || app(state.clone()))
+        .workers(workers)
+        .bind(bind)?;
+    let addr = server.addrs().first().copied().unwrap_or(bind);
+    Ok((server.run(), addr))
+}

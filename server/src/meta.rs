@@ -1,0 +1,430 @@
+//! Metadata: upload requests, upload sessions with their received ranges, and password failures.
+//! [`MetadataStore`] knows nothing of HTTP; [`SqliteMetadata`] is the embedded default, one SQLite
+//! file in the data directory (WAL, `synchronous = FULL`, so a recorded range survives a crash).
+//! Every read-modify-write of a session happens inside one transaction on one connection, so
+//! parallel chunks can never lose each other's ranges (the original tracker's race).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use droppr_protocol::ReceivedRanges;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::error::{Error, Result};
+
+/// A file-request link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRequest {
+    pub hash: String,
+    pub folder: String,
+    /// argon2 PHC string, or none for an open link.
+    pub password_hash: Option<String>,
+    /// 0 = the server's limit.
+    pub max_file_size: u64,
+    pub allowed_extensions: Vec<String>,
+    /// Unix seconds; none = never.
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Taking chunks.
+    Open,
+    /// Every byte received and the file is in its folder.
+    Complete,
+}
+
+/// One upload in progress (or just finished).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadSession {
+    pub id: String,
+    pub request_hash: String,
+    /// Cleaned relative path asked for (folders and name).
+    pub rel_path: String,
+    pub ranges: ReceivedRanges,
+    pub content_type: Option<String>,
+    pub last_modified: Option<String>,
+    /// The first bytes have been sniffed and fit the extension.
+    pub content_checked: bool,
+    pub state: SessionState,
+    /// Where the file landed, relative to the request folder.
+    pub final_path: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl UploadSession {
+    pub fn size(&self) -> u64 {
+        self.ranges.total_size()
+    }
+}
+
+/// Metadata storage. Methods block; call them off the async executor.
+pub trait MetadataStore: Send + Sync + std::fmt::Debug {
+    fn insert_request(&self, request: &UploadRequest) -> Result<()>;
+    fn request(&self, hash: &str) -> Result<Option<UploadRequest>>;
+    fn requests(&self) -> Result<Vec<UploadRequest>>;
+    fn insert_session(&self, session: &UploadSession) -> Result<()>;
+    fn session(&self, id: &str) -> Result<Option<UploadSession>>;
+    /// Adds `[start, end]` to the session's ranges atomically; none if the session is gone.
+    fn record_range(
+        &self,
+        id: &str,
+        start: u64,
+        end: u64,
+        now: i64,
+    ) -> Result<Option<UploadSession>>;
+    fn mark_content_checked(&self, id: &str) -> Result<()>;
+    fn mark_complete(&self, id: &str, final_path: &str, now: i64) -> Result<()>;
+    fn delete_session(&self, id: &str) -> Result<()>;
+    /// Sessions whose last activity was before `cutoff`.
+    fn idle_sessions(&self, cutoff: i64) -> Result<Vec<UploadSession>>;
+    /// Every session (for crash recovery).
+    fn sessions(&self) -> Result<Vec<UploadSession>>;
+    fn add_auth_failure(&self, hash: &str, client: &str, now: i64) -> Result<()>;
+    fn auth_failures_since(&self, hash: &str, client: &str, since: i64) -> Result<u32>;
+    fn clear_auth_failures(&self, hash: &str, client: &str) -> Result<()>;
+}
+
+#[derive(Debug)]
+pub struct SqliteMetadata {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS requests (
+    hash TEXT PRIMARY KEY,
+    folder TEXT NOT NULL,
+    password_hash TEXT,
+    max_file_size INTEGER NOT NULL,
+    allowed_extensions TEXT NOT NULL,
+    expires_at INTEGER,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    request_hash TEXT NOT NULL REFERENCES requests(hash),
+    rel_path TEXT NOT NULL,
+    ranges TEXT NOT NULL,
+    content_type TEXT,
+    last_modified TEXT,
+    content_checked INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    final_path TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_updated ON sessions(updated_at);
+CREATE TABLE IF NOT EXISTS auth_failures (
+    hash TEXT NOT NULL,
+    client TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS auth_failures_key ON auth_failures(hash, client, at);
+";
+
+impl SqliteMetadata {
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        // A panic while holding the lock leaves SQLite itself consistent (transactions roll back).
+        let mut conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut conn)
+    }
+}
+
+fn to_i64(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::Task(format!("{v} does not fit the metadata store")))
+}
+
+fn request_from_row(row: &Row<'_>) -> rusqlite::Result<(UploadRequest, String)> {
+    Ok((
+        UploadRequest {
+            hash: row.get(0)?,
+            folder: row.get(1)?,
+            password_hash: row.get(2)?,
+            max_file_size: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+            allowed_extensions: Vec::new(),
+            expires_at: row.get(5)?,
+            created_at: row.get(6)?,
+        },
+        row.get(4)?,
+    ))
+}
+
+fn finish_request((mut request, extensions): (UploadRequest, String)) -> Result<UploadRequest> {
+    request.allowed_extensions = serde_json::from_str(&extensions)?;
+    Ok(request)
+}
+
+const SESSION_COLUMNS: &str = "id, request_hash, rel_path, ranges, content_type, last_modified, content_checked, state, final_path, created_at, updated_at";
+
+type SessionRow = (UploadSession, String);
+
+fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
+    let state: String = row.get(7)?;
+    Ok((
+        UploadSession {
+            id: row.get(0)?,
+            request_hash: row.get(1)?,
+            rel_path: row.get(2)?,
+            ranges: ReceivedRanges::new(0),
+            content_type: row.get(4)?,
+            last_modified: row.get(5)?,
+            content_checked: row.get::<_, i64>(6)? != 0,
+            state: if state == "complete" {
+                SessionState::Complete
+            } else {
+                SessionState::Open
+            },
+            final_path: row.get(8)?,
+            created_at: row.get(9)?,
+            updated_at: row.get(10)?,
+        },
+        row.get(3)?,
+    ))
+}
+
+fn finish_session((mut session, ranges): SessionRow) -> Result<UploadSession> {
+    session.ranges = serde_json::from_str(&ranges)?;
+    Ok(session)
+}
+
+fn get_session(conn: &Connection, id: &str) -> Result<Option<UploadSession>> {
+    conn.query_row(
+        &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
+        [id],
+        session_from_row,
+    )
+    .optional()?
+    .map(finish_session)
+    .transpose()
+}
+
+fn query_sessions(conn: &Connection, filter: &str, arg: i64) -> Result<Vec<UploadSession>> {
+    let mut stmt = conn.prepare(&format!("SELECT {SESSION_COLUMNS} FROM sessions {filter}"))?;
+    let rows = stmt.query_map([arg], session_from_row)?;
+    rows.map(|r| finish_session(r?)).collect()
+}
+
+impl MetadataStore for SqliteMetadata {
+    fn insert_request(&self, r: &UploadRequest) -> Result<()> {
+        let extensions = serde_json::to_string(&r.allowed_extensions)?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO requests (hash, folder, password_hash, max_file_size, allowed_extensions, expires_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![r.hash, r.folder, r.password_hash, to_i64(r.max_file_size)?, extensions, r.expires_at, r.created_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn request(&self, hash: &str) -> Result<Option<UploadRequest>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT hash, folder, password_hash, max_file_size, allowed_extensions, expires_at, created_at FROM requests WHERE hash = ?1",
+                [hash],
+                request_from_row,
+            )
+            .optional()?
+            .map(finish_request)
+            .transpose()
+        })
+    }
+
+    fn requests(&self) -> Result<Vec<UploadRequest>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT hash, folder, password_hash, max_file_size, allowed_extensions, expires_at, created_at FROM requests ORDER BY created_at, hash",
+            )?;
+            let rows = stmt.query_map([], request_from_row)?;
+            rows.map(|r| finish_request(r?)).collect()
+        })
+    }
+
+    fn insert_session(&self, s: &UploadSession) -> Result<()> {
+        let ranges = serde_json::to_string(&s.ranges)?;
+        self.with(|c| {
+            c.execute(
+                &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                params![
+                    s.id,
+                    s.request_hash,
+                    s.rel_path,
+                    ranges,
+                    s.content_type,
+                    s.last_modified,
+                    s.content_checked,
+                    if s.state == SessionState::Complete { "complete" } else { "open" },
+                    s.final_path,
+                    s.created_at,
+                    s.updated_at
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn session(&self, id: &str) -> Result<Option<UploadSession>> {
+        self.with(|c| get_session(c, id))
+    }
+
+    fn record_range(
+        &self,
+        id: &str,
+        start: u64,
+        end: u64,
+        now: i64,
+    ) -> Result<Option<UploadSession>> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let Some(mut session) = get_session(&tx, id)? else {
+                return Ok(None);
+            };
+            session.ranges.add(start, end).map_err(|e| {
+                Error::Task(format!("range checked before writing was refused: {e}"))
+            })?;
+            session.updated_at = now;
+            tx.execute(
+                "UPDATE sessions SET ranges = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, serde_json::to_string(&session.ranges)?, now],
+            )?;
+            tx.commit()?;
+            Ok(Some(session))
+        })
+    }
+
+    fn mark_content_checked(&self, id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE sessions SET content_checked = 1 WHERE id = ?1",
+                [id],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn mark_complete(&self, id: &str, final_path: &str, now: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE sessions SET state = 'complete', final_path = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, final_path, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn delete_session(&self, id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM sessions WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    fn idle_sessions(&self, cutoff: i64) -> Result<Vec<UploadSession>> {
+        self.with(|c| query_sessions(c, "WHERE updated_at < ?1", cutoff))
+    }
+
+    fn sessions(&self) -> Result<Vec<UploadSession>> {
+        self.with(|c| query_sessions(c, "WHERE ?1 = ?1", 0))
+    }
+
+    fn add_auth_failure(&self, hash: &str, client: &str, now: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO auth_failures (hash, client, at) VALUES (?1, ?2, ?3)",
+                params![hash, client, now],
+            )?;
+            // Keep the table small: nothing older than a day matters.
+            c.execute("DELETE FROM auth_failures WHERE at < ?1", [now - 86_400])?;
+            Ok(())
+        })
+    }
+
+    fn auth_failures_since(&self, hash: &str, client: &str, since: i64) -> Result<u32> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM auth_failures WHERE hash = ?1 AND client = ?2 AND at >= ?3",
+                params![hash, client, since],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    fn clear_auth_failures(&self, hash: &str, client: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM auth_failures WHERE hash = ?1 AND client = ?2",
+                params![hash, client],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_recorded_in_parallel_are_never_lost() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = std::sync::Arc::new(SqliteMetadata::open(&tmp.path().join("m.db")).unwrap());
+        db.insert_request(&UploadRequest {
+            hash: "h".into(),
+            folder: "f".into(),
+            password_hash: None,
+            max_file_size: 0,
+            allowed_extensions: vec!["*".into()],
+            expires_at: None,
+            created_at: 0,
+        })
+        .unwrap();
+        db.insert_session(&UploadSession {
+            id: "session-1".into(),
+            request_hash: "h".into(),
+            rel_path: "a.bin".into(),
+            ranges: ReceivedRanges::new(400),
+            content_type: None,
+            last_modified: None,
+            content_checked: false,
+            state: SessionState::Open,
+            final_path: None,
+            created_at: 0,
+            updated_at: 0,
+        })
+        .unwrap();
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25u64 {
+                        let start = (i * 4 + t) * 4;
+                        db.record_range("session-1", start, start + 3, 1).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = db.session("session-1").unwrap().unwrap();
+        assert!(s.ranges.is_complete(), "{:?}", s.ranges.missing());
+        assert!(db.record_range("nope-nope", 0, 1, 1).unwrap().is_none());
+    }
+}
