@@ -70,7 +70,9 @@ impl ReceivedRanges {
         // so `e + 1` cannot overflow.
         let first = self.ranges.partition_point(|&(_, e)| e + 1 < start);
         // One past the last range that touches it: its start <= end + 1 (saturating: end may be u64::MAX - 1).
-        let last = self.ranges.partition_point(|&(s, _)| s <= end.saturating_add(1));
+        let last = self
+            .ranges
+            .partition_point(|&(s, _)| s <= end.saturating_add(1));
         if first == last {
             self.ranges.insert(first, (start, end));
         } else {
