@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# `npm test`: install what is missing, then every check and test tier. Fails on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+bash scripts/bootstrap.sh
+
+step() { printf '\n=== %s\n' "$*"; }
+started=$(date +%s)
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "clippy (host)"
+cargo clippy --workspace --all-targets -- -D warnings
+if [ -d uploader-wasm ]; then
+  step "clippy (wasm32)"
+  cargo clippy -p droppr-protocol -p droppr-uploader --target wasm32-unknown-unknown --all-targets -- -D warnings
+fi
+
+step "unit, property and server tests (host)"
+cargo test --workspace --exclude droppr-uploader 2>&1 | tee target/test-host.log
+# The release server is what the browser tiers run against.
+cargo build --release -p droppr-server
+
+if [ -f scripts/test-wasm.sh ]; then
+  step "browser tests: wasm-bindgen-test in headless Chromium against the real server"
+  bash scripts/test-wasm.sh
+fi
+if [ -f scripts/test-e2e.sh ]; then
+  step "end-to-end: Playwright + Chromium against the real server"
+  bash scripts/test-e2e.sh
+fi
+
+step "all tiers passed in $(( $(date +%s) - started )) s"
