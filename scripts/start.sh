@@ -21,6 +21,7 @@ upload_url=$(node -e 'console.log(JSON.parse(process.argv[1]).upload_url)' "$dem
 
 www_args=()
 [ -d www ] && www_args=(--www-dir www)
+[ -d uploader-wasm/pkg ] && www_args+=(--pkg-dir uploader-wasm/pkg)
 echo
 echo "  Droppr is running."
 echo "  Demo page:   http://$BIND/?request=$hash"

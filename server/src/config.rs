@@ -101,6 +101,9 @@ pub struct ServeArgs {
     /// Directory of the demo page served at / (nothing is served at / without it).
     #[arg(long, env = "DROPPR_WWW_DIR", global = true)]
     pub www_dir: Option<PathBuf>,
+    /// The built wasm package (uploader-wasm/pkg), served at /pkg for the demo page.
+    #[arg(long, env = "DROPPR_PKG_DIR", global = true)]
+    pub pkg_dir: Option<PathBuf>,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "DROPPR_WORKERS", global = true)]
     pub workers: Option<usize>,
@@ -124,6 +127,7 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     pub cors_origins: Vec<String>,
     pub www_dir: Option<PathBuf>,
+    pub pkg_dir: Option<PathBuf>,
     pub workers: usize,
     pub test_hooks: bool,
 }
@@ -177,6 +181,7 @@ impl ServeArgs {
             admin_token: self.admin_token.clone(),
             cors_origins,
             www_dir: self.www_dir.clone(),
+            pkg_dir: self.pkg_dir.clone(),
             workers: self.workers.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
             }),

@@ -106,6 +106,7 @@ pub fn app(
         };
     }
     let www = config.www_dir.clone();
+    let pkg = config.pkg_dir.clone();
     App::new()
         .app_data(web::Data::new(state))
         // Chunks are streamed, never buffered whole: this only bounds the small JSON bodies.
@@ -113,6 +114,9 @@ pub fn app(
         .app_data(web::PayloadConfig::default().limit(64 * 1024))
         .configure(routes::configure)
         .configure(move |cfg| {
+            if let Some(dir) = pkg {
+                cfg.service(actix_files::Files::new("/pkg", dir));
+            }
             if let Some(dir) = www {
                 cfg.service(actix_files::Files::new("/", dir).index_file("index.html"));
             }
