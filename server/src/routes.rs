@@ -251,6 +251,7 @@ async fn authorize(uploads: &Uploads, req: &HttpRequest, request: &UploadRequest
 }
 
 /// POST/PUT/PATCH on the upload URL: open a session, or take a chunk.
+#[tracing::instrument(name = "upload", skip_all, fields(hash = %hash, upload = tracing::field::Empty))]
 async fn upload(
     req: HttpRequest,
     hash: web::Path<String>,
@@ -308,6 +309,7 @@ async fn upload(
     let Some(range) = range else {
         return Err(Error::client(ErrorCode::BadRange, "A chunk needs a range."));
     };
+    tracing::Span::current().record("upload", id.as_str());
     let _in_flight = state
         .hooks
         .as_ref()
