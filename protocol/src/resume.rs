@@ -101,7 +101,14 @@ impl SessionRecord {
     /// Reads a stored record for `file`, refusing anything that does not fit. Chunk indices are
     /// deduplicated and sorted, so a later step never trips over them.
     pub fn load(json: &str, file: &FileIdentity<'_>, now_ms: u64) -> Result<Self, RecordRejected> {
-        let mut record: Self = serde_json::from_str(json).map_err(|_| RecordRejected::Corrupt)?;
+        let record: Self = serde_json::from_str(json).map_err(|_| RecordRejected::Corrupt)?;
+        record.validate(file, now_ms)
+    }
+
+    /// The checks of [`Self::load`] on a record already read by other means (the wasm glue reads
+    /// it with the browser's `JSON.parse`, which keeps a JSON parser out of the wasm binary).
+    pub fn validate(self, file: &FileIdentity<'_>, now_ms: u64) -> Result<Self, RecordRejected> {
+        let mut record = self;
         if record.timestamp > now_ms.saturating_add(MAX_CLOCK_SKEW_MS) {
             return Err(RecordRejected::FromTheFuture);
         }

@@ -45,6 +45,9 @@ pub enum UploadError {
         retries: u32,
         cause: String,
     },
+    /// Opening or querying the session got no usable answer, even after retries.
+    #[error("Failed to upload: no answer from the server after {retries} retries: {cause}")]
+    Unreachable { retries: u32, cause: String },
     /// The server's answers contradict each other (e.g. bytes missing after all were acknowledged).
     #[error("The server reported missing bytes that were already acknowledged: {0}")]
     ServerInconsistent(String),
@@ -58,7 +61,7 @@ impl UploadError {
         match self {
             Self::Rejected { code: Some(c), .. } => c.as_str(),
             Self::Rejected { .. } => "rejected",
-            Self::RetriesExhausted { .. } => "retries-exhausted",
+            Self::RetriesExhausted { .. } | Self::Unreachable { .. } => "retries-exhausted",
             Self::ServerInconsistent(_) => "server-inconsistent",
             Self::Aborted => "aborted",
         }
@@ -79,10 +82,7 @@ impl UploadError {
                     .clone()
                     .unwrap_or_else(|| format!("The server answered HTTP {status}")),
             },
-            other => Self::RetriesExhausted {
-                index: 0,
-                start: 0,
-                end: 0,
+            other => Self::Unreachable {
                 retries: 0,
                 cause: describe(other),
             },

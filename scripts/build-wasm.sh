@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Builds the npm package `droppr-uploader` into uploader-wasm/pkg (ES module + wasm, `--target web`,
+# usable from a plain <script type=module> and from bundlers), optimised for size.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# Size settings for this build only: the workspace's release profile stays tuned for the server.
+# (lto and panic cannot be set per package, so they are set here for the wasm build.)
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=s
+export CARGO_PROFILE_RELEASE_LTO=true
+export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
+export CARGO_PROFILE_RELEASE_PANIC=abort
+export CARGO_PROFILE_RELEASE_STRIP=true
+export CARGO_PROFILE_RELEASE_DEBUG=false
+
+wasm-pack build --mode no-install --target web --release uploader-wasm
+
+wasm=uploader-wasm/pkg/droppr_uploader_bg.wasm
+if [ -x node_modules/.bin/wasm-opt ]; then
+  # npm binaryen (never Debian's 108, whose output fails in Chromium: TOOLCHAIN.md). A stripped
+  # module carries no feature section, so the features wasm-bindgen's output uses are named.
+  node_modules/.bin/wasm-opt -Os \
+    --enable-bulk-memory --enable-bulk-memory-opt --enable-nontrapping-float-to-int \
+    --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
+    "$wasm" -o "$wasm.opt"
+  mv "$wasm.opt" "$wasm"
+else
+  echo "[build-wasm] node_modules/.bin/wasm-opt not found (npm install): skipping wasm-opt"
+fi
+
+js=uploader-wasm/pkg/droppr_uploader.js
+raw=$(( $(wc -c <"$wasm") + $(wc -c <"$js") ))
+gz=$(( $(gzip -9 -c "$wasm" | wc -c) + $(gzip -9 -c "$js" | wc -c) ))
+echo "[build-wasm] uploader-wasm/pkg: wasm + JS glue = $raw bytes, $gz bytes gzipped"

@@ -1,0 +1,140 @@
+//! The few browser facts the uploader reads: clocks, `navigator.connection`, `navigator.onLine`,
+//! `localStorage`, and event listeners owned by guards.
+
+use droppr_protocol::js_number::u64_from_f64;
+use droppr_protocol::network::{EffectiveType, NetworkHints};
+use js_sys::{Function, Reflect};
+use wasm_bindgen::prelude::*;
+
+/// Milliseconds on a monotonic clock (`performance.now()`), for durations and speeds.
+pub fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map_or_else(js_sys::Date::now, |p| p.now())
+}
+
+/// Milliseconds since the Unix epoch, for records that outlive the page.
+pub fn unix_ms() -> u64 {
+    u64_from_f64(js_sys::Date::now().floor()).unwrap_or(0)
+}
+
+/// A number in `[0, 1)` for retry jitter.
+pub fn jitter() -> f64 {
+    js_sys::Math::random()
+}
+
+fn get(target: &JsValue, key: &str) -> Option<JsValue> {
+    Reflect::get(target, &JsValue::from_str(key))
+        .ok()
+        .filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+fn navigator() -> Option<JsValue> {
+    web_sys::window().map(|w| w.navigator().into())
+}
+
+/// `navigator.connection`, when the browser has one (Chromium; not Firefox or Safari). Read
+/// through `Reflect`, so a page (or a test) may present any object with the same fields.
+pub fn connection() -> Option<JsValue> {
+    get(&navigator()?, "connection")
+}
+
+/// What `navigator.connection` says now; empty hints without one.
+pub fn network_hints() -> NetworkHints {
+    let Some(c) = connection() else {
+        return NetworkHints::default();
+    };
+    NetworkHints {
+        effective_type: get(&c, "effectiveType")
+            .and_then(|v| v.as_string())
+            .and_then(|s| EffectiveType::parse(&s)),
+        downlink_mbps: get(&c, "downlink").and_then(|v| v.as_f64()),
+        rtt_ms: get(&c, "rtt").and_then(|v| v.as_f64()),
+        save_data: get(&c, "saveData")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
+    }
+    .sanitized()
+}
+
+/// `navigator.onLine`; true when unknown.
+pub fn is_online() -> bool {
+    web_sys::window().is_none_or(|w| w.navigator().on_line())
+}
+
+/// An event listener that is removed when the guard is dropped.
+#[must_use = "dropping the guard removes the listener"]
+#[derive(Debug)]
+pub struct ListenerGuard {
+    target: JsValue,
+    event: &'static str,
+    closure: Closure<dyn FnMut()>,
+}
+
+/// Listens for `event` on `target` (anything with `addEventListener`); `None` if it has none.
+pub fn listen(
+    target: JsValue,
+    event: &'static str,
+    handler: impl FnMut() + 'static,
+) -> Option<ListenerGuard> {
+    let add = get(&target, "addEventListener")?
+        .dyn_into::<Function>()
+        .ok()?;
+    let closure = Closure::<dyn FnMut()>::new(handler);
+    add.call2(&target, &JsValue::from_str(event), closure.as_ref())
+        .ok()?;
+    Some(ListenerGuard {
+        target,
+        event,
+        closure,
+    })
+}
+
+/// Listens on `window`.
+pub fn listen_window(
+    event: &'static str,
+    handler: impl FnMut() + 'static,
+) -> Option<ListenerGuard> {
+    listen(web_sys::window()?.into(), event, handler)
+}
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        if let Some(remove) =
+            get(&self.target, "removeEventListener").and_then(|f| f.dyn_into::<Function>().ok())
+        {
+            // A target that refuses leaves a listener whose closure is gone: calling it would
+            // throw in the page, so there is nothing better to do than try.
+            let _ = remove.call2(
+                &self.target,
+                &JsValue::from_str(self.event),
+                self.closure.as_ref(),
+            );
+        }
+    }
+}
+
+/// `localStorage`, when the page may use it (not in some private modes or sandboxed frames).
+/// Every failure means "no resume", never a failed upload.
+pub mod storage {
+    fn local() -> Option<web_sys::Storage> {
+        web_sys::window()?.local_storage().ok().flatten()
+    }
+
+    pub fn get(key: &str) -> Option<String> {
+        local()?.get_item(key).ok().flatten()
+    }
+
+    pub fn set(key: &str, value: &str) {
+        if let Some(s) = local() {
+            // Quota exceeded: the upload goes on, only resuming it after a reload will not work.
+            let _ = s.set_item(key, value);
+        }
+    }
+
+    pub fn remove(key: &str) {
+        if let Some(s) = local() {
+            let _ = s.remove_item(key);
+        }
+    }
+}

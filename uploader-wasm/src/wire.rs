@@ -1,0 +1,86 @@
+//! Requests of the Droppr protocol (`docs/PROTOCOL.md`) and the reading of their answers.
+
+use droppr_protocol::plan::Chunk;
+use droppr_protocol::retry::{parse_retry_after, Failure};
+use droppr_protocol::wire::{header, ErrorCode, SessionStatus};
+
+use crate::browser::unix_ms;
+use crate::json;
+use crate::options::Options;
+use crate::xhr::HttpAnswer;
+
+/// The caller's headers plus `extra`.
+fn with_user_headers(options: &Options, extra: Vec<(&str, String)>) -> Vec<(String, String)> {
+    let mut all = options.headers.clone();
+    all.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    all
+}
+
+fn encode(s: &str) -> String {
+    String::from(js_sys::encode_uri_component(s))
+}
+
+/// Headers of the `POST` that opens a session.
+pub fn open_headers(options: &Options) -> Vec<(String, String)> {
+    let mut extra = vec![
+        (header::UPLOAD_LENGTH, options.size.to_string()),
+        (header::UPLOAD_NAME, encode(&options.file.name())),
+        (
+            header::UPLOAD_LAST_MODIFIED,
+            options.last_modified.to_string(),
+        ),
+    ];
+    if options.has_rel_path {
+        extra.push((header::UPLOAD_PATH, encode(&options.name)));
+    }
+    let mime = options.file.type_();
+    if !mime.is_empty() {
+        extra.push(("content-type", mime));
+    }
+    with_user_headers(options, extra)
+}
+
+/// Headers of a status query or an abort.
+pub fn session_headers(options: &Options, upload_id: &str) -> Vec<(String, String)> {
+    with_user_headers(options, vec![(header::UPLOAD_ID, upload_id.to_owned())])
+}
+
+/// Headers of a chunk.
+pub fn chunk_headers(options: &Options, upload_id: &str, chunk: &Chunk) -> Vec<(String, String)> {
+    with_user_headers(
+        options,
+        vec![
+            (header::UPLOAD_ID, upload_id.to_owned()),
+            (
+                header::CONTENT_RANGE,
+                chunk.content_range(options.size).to_string(),
+            ),
+            (header::CHUNK_INDEX, chunk.index.to_string()),
+        ],
+    )
+}
+
+/// True for 2xx.
+pub fn is_success(answer: &HttpAnswer) -> bool {
+    (200..300).contains(&answer.status)
+}
+
+/// A session status from a 2xx answer.
+pub fn session_status(answer: &HttpAnswer) -> Option<SessionStatus> {
+    json::session_status(&answer.body)
+}
+
+/// The failure an error answer stands for; an unknown code counts as no code.
+pub fn failure(answer: &HttpAnswer) -> Failure {
+    let (message, code) = json::error_body(&answer.body);
+    let code = code.and_then(|c| ErrorCode::ALL.iter().copied().find(|k| k.as_str() == c));
+    Failure::Status {
+        status: answer.status,
+        code,
+        message,
+        retry_after_ms: answer
+            .retry_after
+            .as_deref()
+            .and_then(|v| parse_retry_after(v, unix_ms())),
+    }
+}

@@ -1,0 +1,291 @@
+//! Uploads against the real server: bytes, progress, stats, the parallel limit, retries after
+//! injected failures, fail-fast refusals and abort.
+
+mod support;
+
+use droppr_uploader::ParallelUploader;
+use support::*;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn uploader(pairs: &[(&str, JsValue)]) -> ParallelUploader {
+    ParallelUploader::new(object(pairs).unchecked_ref()).expect("valid options")
+}
+
+#[wasm_bindgen_test]
+async fn uploads_every_byte_with_monotonic_progress_and_sane_stats() {
+    let size = 3 * MIB + 12_345;
+    let file = checked_file("identical", size, 1);
+    let progress = Recorder::new();
+    let completed = Recorder::new();
+    let errors = Recorder::new();
+    let up = uploader(&[
+        ("file", file.into()),
+        ("uploadUrl", open_url().into()),
+        ("chunkSize", (256 * KIB).into()),
+        ("maxParallelChunks", 4.into()),
+        ("onProgress", progress.function.clone().into()),
+        ("onComplete", completed.function.clone().into()),
+        ("onError", errors.function.clone().into()),
+    ]);
+    let before = up.get_stats();
+    assert_eq!(get_f64(&before, "total"), f64::from(size));
+    assert_eq!(get_f64(&before, "totalChunks"), 13.0);
+    assert_eq!(get_f64(&before, "loaded"), 0.0);
+
+    let result = settle_promise(up.start())
+        .await
+        .expect("the upload completes");
+    assert_eq!(get_f64(&result, "size"), f64::from(size));
+    assert_eq!(
+        get(&result, "name").as_string().as_deref(),
+        Some("identical-s1-n3158073.bin")
+    );
+    assert_eq!(completed.count(), 1);
+    assert_eq!(errors.count(), 0);
+
+    let loaded = progress_values(&progress, f64::from(size));
+    assert!(
+        loaded.len() >= 2,
+        "byte-level progress, not one event: {loaded:?}"
+    );
+    assert_eq!(
+        loaded.last().copied(),
+        Some(f64::from(size)),
+        "ends exactly at the file size"
+    );
+
+    let stats = up.get_stats();
+    assert_eq!(get_f64(&stats, "loaded"), f64::from(size));
+    assert_eq!(get_f64(&stats, "total"), f64::from(size));
+    assert_eq!(get_f64(&stats, "completedChunks"), 13.0);
+    assert_eq!(get_f64(&stats, "totalChunks"), 13.0);
+    assert_eq!(get_f64(&stats, "activeUploads"), 0.0);
+    assert_eq!(get_f64(&stats, "failedChunks"), 0.0);
+    assert_eq!(get_f64(&stats, "eta"), 0.0);
+    let speed = get_f64(&stats, "speed");
+    assert!(speed.is_finite() && speed >= 0.0, "speed {speed}");
+
+    let id = up.upload_id().expect("an upload id");
+    let (requests, max_in_flight, _) = counters(&id).await;
+    assert_eq!(requests, 13.0, "every chunk sent exactly once");
+    assert!(max_in_flight <= 4.0);
+}
+
+async fn peak_in_flight(limit: u32, seed: u32) -> (f64, f64) {
+    let size = 4 * MIB;
+    let up = uploader(&[
+        ("file", checked_file("parallel", size, seed).into()),
+        ("uploadUrl", open_url().into()),
+        ("chunkSize", (128 * KIB).into()),
+        ("maxParallelChunks", limit.into()),
+    ]);
+    settle_promise(up.start())
+        .await
+        .expect("the upload completes");
+    let (requests, max_in_flight, _) = counters(&up.upload_id().expect("an id")).await;
+    (requests, max_in_flight)
+}
+
+#[wasm_bindgen_test]
+async fn never_more_requests_in_flight_than_the_limit() {
+    // Counted on the server: the original overshot a limit of 4 up to 7 (defect 2).
+    let (requests, peak) = peak_in_flight(3, 2).await;
+    assert_eq!(requests, 32.0);
+    assert!(peak <= 3.0, "peak {peak} over the limit of 3");
+    assert!(peak >= 2.0, "peak {peak}: chunks were not sent in parallel");
+    let (_, peak) = peak_in_flight(1, 3).await;
+    assert_eq!(peak, 1.0, "a limit of 1 is sequential");
+}
+
+#[wasm_bindgen_test]
+async fn retries_dropped_connections_and_503s() {
+    inject_faults(r#"{"fail_status": 503, "fail_count": 2, "drop_count": 2}"#).await;
+    let size = MIB + 7;
+    let errors = Recorder::new();
+    let up = uploader(&[
+        ("file", checked_file("retried", size, 4).into()),
+        ("uploadUrl", open_url().into()),
+        ("chunkSize", (256 * KIB).into()),
+        ("maxParallelChunks", 2.into()),
+        ("onError", errors.function.clone().into()),
+    ]);
+    let result = settle_promise(up.start())
+        .await
+        .expect("retries get the upload through");
+    assert_eq!(get_f64(&result, "size"), f64::from(size));
+    let (requests, _, _) = counters(&up.upload_id().expect("an id")).await;
+    assert!(
+        requests >= 5.0 + 4.0,
+        "5 chunks + 4 failed attempts, saw {requests}"
+    );
+    let stats = up.get_stats();
+    assert!(
+        get_f64(&stats, "failedChunks") >= 2.0,
+        "the 503s were seen and retried"
+    );
+    assert_eq!(get_f64(&stats, "completedChunks"), 5.0);
+    // Dropped connections are network failures, reported with the design document's words.
+    for call in errors.calls.borrow().iter() {
+        let e = &call[0];
+        assert_eq!(get(e, "retrying"), JsValue::TRUE);
+        let message = get(e, "message").as_string().unwrap_or_default();
+        assert!(message.starts_with("Network error"), "{message}");
+    }
+}
+
+#[wasm_bindgen_test]
+async fn honours_retry_after() {
+    inject_faults(r#"{"fail_status": 429, "fail_count": 1, "retry_after": 2}"#).await;
+    let up = uploader(&[
+        ("file", checked_file("retry-after", 64 * KIB, 5).into()),
+        ("uploadUrl", open_url().into()),
+        ("maxParallelChunks", 1.into()),
+    ]);
+    let started = now_ms();
+    settle_promise(up.start())
+        .await
+        .expect("completes after waiting");
+    let took = now_ms() - started;
+    assert!(
+        took >= 2000.0,
+        "retried after {took} ms, before Retry-After: 2"
+    );
+    assert_eq!(get_f64(&up.get_stats(), "failedChunks"), 1.0);
+}
+
+#[wasm_bindgen_test]
+async fn a_refused_type_fails_fast_with_the_server_words() {
+    let errors = Recorder::new();
+    let up = uploader(&[
+        ("file", file_with("tool.exe", &pattern(4096, 0), 1.0).into()),
+        ("uploadUrl", strict_url().into()),
+        ("onError", errors.function.clone().into()),
+    ]);
+    let started = now_ms();
+    let error = settle_promise(up.start())
+        .await
+        .expect_err("an .exe is refused");
+    assert!(now_ms() - started < 900.0, "refusals are not retried");
+    assert_eq!(
+        get(&error, "code").as_string().as_deref(),
+        Some("type-not-allowed")
+    );
+    assert_eq!(get_f64(&error, "status"), 415.0);
+    let message = get(&error, "message").as_string().unwrap_or_default();
+    assert!(
+        message.contains(".exe") || message.contains("exe"),
+        "the server's words: {message}"
+    );
+    assert_eq!(errors.count(), 1);
+    assert_eq!(up.upload_id(), None, "no session was opened");
+}
+
+#[wasm_bindgen_test]
+async fn content_that_does_not_match_its_extension_fails_fast() {
+    // Not a JPEG: the server sniffs the first bytes when they arrive and answers 415.
+    let up = uploader(&[
+        (
+            "file",
+            file_with("photo.jpg", &pattern(600 * KIB, 9), 1.0).into(),
+        ),
+        ("uploadUrl", strict_url().into()),
+        ("chunkSize", (128 * KIB).into()),
+        ("maxParallelChunks", 2.into()),
+    ]);
+    let started = now_ms();
+    let error = settle_promise(up.start())
+        .await
+        .expect_err("a fake JPEG is refused");
+    assert!(now_ms() - started < 900.0, "refusals are not retried");
+    assert_eq!(
+        get(&error, "code").as_string().as_deref(),
+        Some("content-mismatch")
+    );
+    let id = up.upload_id().expect("the session was opened");
+    assert_eq!(settle(&id, 2000).await, 0.0, "nothing left running");
+    let (requests, _, _) = counters(&id).await;
+    assert!(
+        requests <= 5.0,
+        "no retries of a refused chunk: {requests} requests"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn abort_settles_cancels_requests_and_drops_the_session() {
+    let up = std::rc::Rc::new(std::cell::RefCell::new(None::<ParallelUploader>));
+    let handle = up.clone();
+    let aborted_at = std::rc::Rc::new(std::cell::Cell::new(0.0));
+    let at = aborted_at.clone();
+    // Abort from inside the first progress callback: requests are in flight right then.
+    let progress = Recorder::with(move |_| {
+        if at.get() == 0.0 {
+            at.set(now_ms());
+            if let Some(u) = handle.borrow().as_ref() {
+                u.abort();
+            }
+        }
+    });
+    *up.borrow_mut() = Some(uploader(&[
+        ("file", checked_file("aborted", 16 * MIB, 6).into()),
+        ("uploadUrl", open_url().into()),
+        ("chunkSize", (2 * MIB).into()),
+        ("maxParallelChunks", 3.into()),
+        ("onProgress", progress.function.clone().into()),
+    ]));
+    let promise = up.borrow().as_ref().expect("set").start();
+    let error = settle_promise(promise)
+        .await
+        .expect_err("abort rejects start()");
+    assert_eq!(get(&error, "code").as_string().as_deref(), Some("aborted"));
+    assert!(aborted_at.get() > 0.0, "abort happened during the upload");
+    let u = up.borrow_mut().take().expect("set");
+    assert_eq!(get_f64(&u.get_stats(), "activeUploads"), 0.0);
+    let id = u.upload_id().expect("the session was open");
+    assert_eq!(
+        settle(&id, 3000).await,
+        0.0,
+        "no request left running on the server"
+    );
+    let (before, _, _) = counters(&id).await;
+    sleep(1500).await;
+    let (after, _, _) = counters(&id).await;
+    assert_eq!(before, after, "nothing is sent after abort");
+    let (status, body) = session_status(&open_url(), &id).await;
+    assert_eq!(status, 404, "the server dropped the session: {body:?}");
+    // A second abort and a second start are harmless and settle.
+    u.abort();
+    assert!(settle_promise(u.start()).await.is_err());
+}
+
+#[wasm_bindgen_test]
+async fn bad_options_are_refused_with_a_clear_error() {
+    let no_file =
+        ParallelUploader::new(object(&[("uploadUrl", open_url().into())]).unchecked_ref());
+    assert!(no_file.is_err());
+    let file = checked_file("unused", 10, 0);
+    let bad_chunk = ParallelUploader::new(
+        object(&[
+            ("file", file.clone().into()),
+            ("uploadUrl", open_url().into()),
+            ("chunkSize", (-5).into()),
+        ])
+        .unchecked_ref(),
+    );
+    assert!(bad_chunk.is_err());
+    let bad_header = ParallelUploader::new(
+        object(&[
+            ("file", file.into()),
+            ("uploadUrl", open_url().into()),
+            (
+                "headers",
+                object(&[("X-Request-Password", 5.into())]).into(),
+            ),
+        ])
+        .unchecked_ref(),
+    );
+    assert!(bad_header.is_err());
+}
