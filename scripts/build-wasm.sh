@@ -11,22 +11,27 @@ export CARGO_PROFILE_RELEASE_OPT_LEVEL=s
 export CARGO_PROFILE_RELEASE_LTO=true
 export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 export CARGO_PROFILE_RELEASE_PANIC=abort
-export CARGO_PROFILE_RELEASE_STRIP=true
 export CARGO_PROFILE_RELEASE_DEBUG=false
+wasm_opt=node_modules/.bin/wasm-opt
+if [ -x "$wasm_opt" ]; then
+  # wasm-opt strips the names afterwards; keeping them until then keeps the target_features
+  # section wasm-bindgen reads.
+  export CARGO_PROFILE_RELEASE_STRIP=false
+else
+  echo "[build-wasm] $wasm_opt not found (npm install): building without wasm-opt"
+  export CARGO_PROFILE_RELEASE_STRIP=true
+fi
 
 wasm-pack build --mode no-install --target web --release uploader-wasm
 
 wasm=uploader-wasm/pkg/droppr_uploader_bg.wasm
-if [ -x node_modules/.bin/wasm-opt ]; then
-  # npm binaryen (never Debian's 108, whose output fails in Chromium: TOOLCHAIN.md). A stripped
-  # module carries no feature section, so the features wasm-bindgen's output uses are named.
-  node_modules/.bin/wasm-opt -Os \
+if [ -x "$wasm_opt" ]; then
+  # npm binaryen (never Debian's 108, whose output fails in Chromium: TOOLCHAIN.md).
+  "$wasm_opt" -Os --strip-debug --strip-producers \
     --enable-bulk-memory --enable-bulk-memory-opt --enable-nontrapping-float-to-int \
     --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
     "$wasm" -o "$wasm.opt"
   mv "$wasm.opt" "$wasm"
-else
-  echo "[build-wasm] node_modules/.bin/wasm-opt not found (npm install): skipping wasm-opt"
 fi
 
 js=uploader-wasm/pkg/droppr_uploader.js

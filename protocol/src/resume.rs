@@ -98,8 +98,8 @@ impl SessionRecord {
         }
     }
 
-    /// Reads a stored record for `file`, refusing anything that does not fit. Chunk indices are
-    /// deduplicated and sorted, so a later step never trips over them.
+    /// Reads a stored record for `file`, refusing anything that does not fit (chunk indices must
+    /// be strictly ascending, as this uploader writes them), so a later step never trips over it.
     pub fn load(json: &str, file: &FileIdentity<'_>, now_ms: u64) -> Result<Self, RecordRejected> {
         let record: Self = serde_json::from_str(json).map_err(|_| RecordRejected::Corrupt)?;
         record.validate(file, now_ms)
@@ -128,8 +128,10 @@ impl SessionRecord {
         if record.completed_chunks.len() > MAX_COMPLETED_CHUNKS {
             return Err(RecordRejected::Corrupt);
         }
-        record.completed_chunks.sort_unstable();
-        record.completed_chunks.dedup();
+        // This uploader writes them strictly ascending; anything else is not its record.
+        if record.completed_chunks.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(RecordRejected::Corrupt);
+        }
         let past_last = record
             .completed_chunks
             .last()
@@ -212,7 +214,7 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_and_tidies_indices() {
+    fn round_trips_and_refuses_disordered_indices() {
         let mut r = SessionRecord::new(&file(), "abcdefgh12345678", NOW);
         r.chunk_done(3, 4, NOW);
         r.chunk_done(1, 4, NOW);
@@ -222,12 +224,18 @@ mod tests {
         assert!(json.contains(r#""uploadId":"abcdefgh12345678""#), "{json}");
         assert!(json.contains(r#""completedChunks":[1,3]"#), "{json}");
         assert_eq!(SessionRecord::load(&json, &file(), NOW + 10), Ok(r));
-        let messy = json
-            .replace("[1,3]", "[9,3,3,1]")
-            .replace(r#""nextChunkIndex":4"#, r#""nextChunkIndex":0"#);
-        let tidy = SessionRecord::load(&messy, &file(), NOW).unwrap();
-        assert_eq!(tidy.completed_chunks, vec![1, 3, 9]);
-        assert_eq!(tidy.next_chunk_index, 10);
+        let messy = json.replace("[1,3]", "[9,3,3,1]");
+        assert_eq!(
+            SessionRecord::load(&messy, &file(), NOW),
+            Err(RecordRejected::Corrupt)
+        );
+        let behind = json.replace(r#""nextChunkIndex":4"#, r#""nextChunkIndex":0"#);
+        assert_eq!(
+            SessionRecord::load(&behind, &file(), NOW)
+                .unwrap()
+                .next_chunk_index,
+            4
+        );
     }
 
     #[test]

@@ -298,12 +298,9 @@ impl ChunkScheduler {
         Some(chunk)
     }
 
+    /// Moves the retries that are due to `ready`. `waiting` is kept sorted by due time (then
+    /// file order), so this is a split, not a sort.
     fn promote_due(&mut self, now_ms: f64) {
-        self.waiting.sort_by(|a, b| {
-            a.due_ms
-                .total_cmp(&b.due_ms)
-                .then(a.chunk.start.cmp(&b.chunk.start))
-        });
         let due = self.waiting.partition_point(|w| w.due_ms <= now_ms);
         for w in self.waiting.drain(..due) {
             self.ready.push_back((w.chunk, w.retries));
@@ -415,9 +412,14 @@ impl ChunkScheduler {
                 Ok(q) if !q.is_empty() && self.replans <= MAX_REPLANS => self.queue = q,
                 _ => {
                     self.phase = Phase::Over;
+                    let missing: u64 = status
+                        .missing_ranges
+                        .iter()
+                        .map(|&(a, b)| b.saturating_sub(a) + 1)
+                        .sum();
                     return Err(UploadError::ServerInconsistent(format!(
-                        "missing {:?} after {} re-plans",
-                        status.missing_ranges, self.replans
+                        "{missing} bytes still missing after {} re-plans",
+                        self.replans
                     )));
                 }
             }
@@ -442,11 +444,18 @@ impl ChunkScheduler {
         if let Some(delay_ms) = self.retry.delay_ms(retries, failure, jitter) {
             self.tuning
                 .on_transient_failure(*failure == Failure::Timeout);
-            self.waiting.push(Waiting {
-                chunk: f.chunk,
-                retries,
-                due_ms: now_ms + crate::js_number::f64_saturating(delay_ms),
+            let due_ms = now_ms + crate::js_number::f64_saturating(delay_ms);
+            let at = self.waiting.partition_point(|w| {
+                w.due_ms < due_ms || (w.due_ms == due_ms && w.chunk.start < f.chunk.start)
             });
+            self.waiting.insert(
+                at,
+                Waiting {
+                    chunk: f.chunk,
+                    retries,
+                    due_ms,
+                },
+            );
             return Some(AfterFailure::Retry {
                 delay_ms,
                 network: failure.is_network(),
@@ -471,11 +480,15 @@ impl ChunkScheduler {
     /// counts) and their indices are returned for the glue to cancel.
     pub fn pause(&mut self) -> Vec<u64> {
         self.paused = true;
-        let mut taken: Vec<_> = self.in_flight.drain(..).collect();
-        taken.sort_by_key(|f| f.chunk.start);
-        let cancelled = taken.iter().map(|f| f.chunk.index).collect();
-        for f in taken.into_iter().rev() {
-            self.ready.push_front((f.chunk, f.retries));
+        // In file order (an insertion sort: there are at most `parallelism` of them).
+        let mut taken: Vec<(Chunk, u32)> = Vec::with_capacity(self.in_flight.len());
+        for f in self.in_flight.drain(..) {
+            let at = taken.partition_point(|(c, _)| c.start < f.chunk.start);
+            taken.insert(at, (f.chunk, f.retries));
+        }
+        let cancelled = taken.iter().map(|(c, _)| c.index).collect();
+        for t in taken.into_iter().rev() {
+            self.ready.push_front(t);
         }
         cancelled
     }

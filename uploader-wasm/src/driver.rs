@@ -6,6 +6,8 @@
 //! borrowed for short, synchronous steps and never while a JS callback runs.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use droppr_protocol::js_number::f64_saturating;
@@ -429,57 +431,63 @@ fn handle(
 
 /// Sends a control request and waits for its answer, retrying what the retry policy allows.
 /// Returns the final answer: a success, or an error status that is not worth retrying.
-async fn control_request(
-    inner: &Inner,
-    method: &str,
-    headers: &[(String, String)],
-) -> Result<(HttpAnswer, f64), Stop> {
-    let mut retries = 0;
-    loop {
-        let started = browser::now_ms();
-        let spec = RequestSpec {
-            method,
-            url: &inner.options.upload_url,
-            headers,
-            body: None,
-        };
-        let request = xhr::send(&spec, Tag::Control, &inner.events)
-            .map_err(|e| Stop::Client(describe_js(&e, "the browser refused to send a request")))?;
-        inner.core.borrow_mut().control = Some(request);
-        let failure = match await_control(inner).await? {
-            Ok(answer) if wire::is_success(&answer) => {
-                return Ok((answer, browser::now_ms() - started))
-            }
-            Ok(answer) => {
-                let failure = wire::failure(&answer);
-                if !failure.is_retryable() {
-                    return Ok((answer, 0.0));
+/// Boxed, so the one copy of its state machine serves every call site (a smaller binary).
+type ControlFuture<'a> = Pin<Box<dyn Future<Output = Result<(HttpAnswer, f64), Stop>> + 'a>>;
+
+fn control_request<'a>(
+    inner: &'a Inner,
+    method: &'a str,
+    headers: &'a [(String, String)],
+) -> ControlFuture<'a> {
+    Box::pin(async move {
+        let mut retries = 0;
+        loop {
+            let started = browser::now_ms();
+            let spec = RequestSpec {
+                method,
+                url: &inner.options.upload_url,
+                headers,
+                body: None,
+            };
+            let request = xhr::send(&spec, Tag::Control, &inner.events).map_err(|e| {
+                Stop::Client(describe_js(&e, "the browser refused to send a request"))
+            })?;
+            inner.core.borrow_mut().control = Some(request);
+            let failure = match await_control(inner).await? {
+                Ok(answer) if wire::is_success(&answer) => {
+                    return Ok((answer, browser::now_ms() - started))
                 }
-                failure
+                Ok(answer) => {
+                    let failure = wire::failure(&answer);
+                    if !failure.is_retryable() {
+                        return Ok((answer, 0.0));
+                    }
+                    failure
+                }
+                Err(failure) => failure,
+            };
+            retries += 1;
+            let Some(delay) = inner
+                .options
+                .retry
+                .delay_ms(retries, &failure, browser::jitter())
+            else {
+                let cause = droppr_protocol::scheduler::describe(&failure);
+                return Err(Stop::Failed(UploadError::Unreachable {
+                    retries: retries - 1,
+                    cause,
+                }));
+            };
+            if failure.is_network() {
+                let message = format!("Network error: retrying in {delay} ms");
+                call(
+                    inner.options.on_error.as_ref(),
+                    &[js_error::retry_notice(&message)],
+                );
             }
-            Err(failure) => failure,
-        };
-        retries += 1;
-        let Some(delay) = inner
-            .options
-            .retry
-            .delay_ms(retries, &failure, browser::jitter())
-        else {
-            let cause = droppr_protocol::scheduler::describe(&failure);
-            return Err(Stop::Failed(UploadError::Unreachable {
-                retries: retries - 1,
-                cause,
-            }));
-        };
-        if failure.is_network() {
-            let message = format!("Network error: retrying in {delay} ms");
-            call(
-                inner.options.on_error.as_ref(),
-                &[js_error::retry_notice(&message)],
-            );
+            sleep(inner, browser::now_ms() + f64_saturating(delay)).await?;
         }
-        sleep(inner, browser::now_ms() + f64_saturating(delay)).await?;
-    }
+    })
 }
 
 /// Waits for the control request's outcome (or an abort).

@@ -221,11 +221,14 @@ async fn abort_settles_cancels_requests_and_drops_the_session() {
     let aborted_at = std::rc::Rc::new(std::cell::Cell::new(0.0));
     let at = aborted_at.clone();
     // Abort from inside the first progress callback: requests are in flight right then.
+    let active_after_abort = std::rc::Rc::new(std::cell::Cell::new(-1.0));
+    let active = active_after_abort.clone();
     let progress = Recorder::with(move |_| {
         if at.get() == 0.0 {
             at.set(now_ms());
             if let Some(u) = handle.borrow().as_ref() {
                 u.abort();
+                active.set(get_f64(&u.get_stats(), "activeUploads"));
             }
         }
     });
@@ -242,6 +245,11 @@ async fn abort_settles_cancels_requests_and_drops_the_session() {
         .expect_err("abort rejects start()");
     assert_eq!(get(&error, "code").as_string().as_deref(), Some("aborted"));
     assert!(aborted_at.get() > 0.0, "abort happened during the upload");
+    assert_eq!(
+        active_after_abort.get(),
+        0.0,
+        "abort() cancels at once, not later"
+    );
     let u = up.borrow_mut().take().expect("set");
     assert_eq!(get_f64(&u.get_stats(), "activeUploads"), 0.0);
     let id = u.upload_id().expect("the session was open");
@@ -288,4 +296,55 @@ async fn bad_options_are_refused_with_a_clear_error() {
         .unchecked_ref(),
     );
     assert!(bad_header.is_err());
+}
+
+#[wasm_bindgen_test]
+async fn pause_stops_sending_and_resume_finishes() {
+    let size = 2 * MIB;
+    let slot = std::rc::Rc::new(std::cell::RefCell::new(None::<ParallelUploader>));
+    let handle = slot.clone();
+    let paused = std::rc::Rc::new(std::cell::Cell::new(false));
+    let flag = paused.clone();
+    let progress = Recorder::with(move |args| {
+        if !flag.get() && args[0].as_f64().unwrap_or(0.0) >= f64::from(size) * 0.3 {
+            flag.set(true);
+            if let Some(u) = handle.borrow().as_ref() {
+                u.pause();
+            }
+        }
+    });
+    *slot.borrow_mut() = Some(uploader(&[
+        ("file", checked_file("paused", size, 11).into()),
+        ("uploadUrl", open_url().into()),
+        ("chunkSize", (128 * KIB).into()),
+        ("maxParallelChunks", 2.into()),
+        ("onProgress", progress.function.clone().into()),
+    ]));
+    let promise = slot.borrow().as_ref().expect("set").start();
+    for _ in 0..200 {
+        if paused.get() {
+            break;
+        }
+        sleep(20).await;
+    }
+    assert!(paused.get(), "reached 30 % and paused");
+    let up = slot.borrow_mut().take().expect("set");
+    let id = up.upload_id().expect("an id");
+    assert_eq!(
+        settle(&id, 3000).await,
+        0.0,
+        "pause cancels what is in flight"
+    );
+    let (before, _, _) = counters(&id).await;
+    sleep(600).await;
+    let (after, _, _) = counters(&id).await;
+    assert_eq!(before, after, "nothing is sent while paused");
+    assert_eq!(get_f64(&up.get_stats(), "activeUploads"), 0.0);
+    up.resume();
+    let result = settle_promise(promise)
+        .await
+        .expect("resume finishes the upload");
+    assert_eq!(get_f64(&result, "size"), f64::from(size));
+    let loaded = progress_values(&progress, f64::from(size));
+    assert_eq!(loaded.last().copied(), Some(f64::from(size)));
 }
