@@ -67,7 +67,12 @@ pub struct ServeArgs {
     #[arg(long, env = "DROPPR_FILES_DIR", global = true)]
     pub files_dir: Option<PathBuf>,
     /// Address to listen on.
-    #[arg(long, env = "DROPPR_BIND", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "DROPPR_BIND",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     pub bind: SocketAddr,
     /// URL people reach the server at, for printed links (default: http://BIND).
     #[arg(long, env = "DROPPR_PUBLIC_URL", global = true)]
