@@ -1,0 +1,93 @@
+// Uploads through the page: one big file byte for byte, and a queue of three files that go one
+// after another.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import { launch, newPage, unexpectedProblems } from './support/browser.mjs';
+import { storedPath } from './support/env.mjs';
+import { MiB, makeFile, sha256File } from './support/files.mjs';
+import { openLink, pickFiles, snapshot, waitForState } from './support/page.mjs';
+import { counters } from './support/server.mjs';
+
+let browser;
+before(async () => { browser = await launch(); });
+after(async () => { await browser?.close(); });
+
+test('a generated 128 MiB file uploaded through the page arrives byte-identical', async () => {
+  const file = await makeFile('big-128MiB.bin', 128 * MiB);
+  const { context, page, problems } = await newPage(browser);
+  await openLink(page, 'open');
+  await pickFiles(page, [file.path]);
+
+  const done = await waitForState(page, file.name, 'done', 180000);
+  assert.equal(done.percent, '100%');
+  assert.equal(done.progressValue, 100);
+  assert.equal(done.loaded, file.size);
+  assert.match(done.message, /^Uploaded/);
+  assert.equal(await sha256File(storedPath('open', file.name)), file.sha256, 'stored bytes differ');
+
+  const seen = await counters(done.uploadId);
+  assert.ok(seen.chunk_requests >= 1 && seen.chunk_bytes >= file.size, JSON.stringify(seen));
+  assert.ok(seen.max_in_flight > 1, `chunks went one at a time: ${JSON.stringify(seen)}`);
+  assert.deepEqual(unexpectedProblems(problems), []);
+  await context.close();
+});
+
+test('three queued files all arrive, one file at a time', async () => {
+  const files = [];
+  for (const name of ['queue-a.bin', 'queue-b.bin', 'queue-c.bin']) files.push(await makeFile(name, 24 * MiB));
+  const { context, page, problems } = await newPage(browser);
+  // Watch the wire: which files have requests in flight at the same moment.
+  await page.addInitScript(() => {
+    // A request counts as in flight from send() until its answer is in (readyState DONE);
+    // checked at every send(), which is when a second file's request would overlap.
+    const wire = { active: new Set(), mostFilesAtOnce: 0, files: new Set() };
+    window.__wire = wire;
+    const { send, setRequestHeader } = XMLHttpRequest.prototype;
+    XMLHttpRequest.prototype.setRequestHeader = function patchedHeader(name, value) {
+      const lower = name.toLowerCase();
+      if (lower === 'x-upload-id') this.__file = `id:${value}`;
+      if (lower === 'x-upload-name' && !this.__file) this.__file = `name:${decodeURIComponent(value)}`;
+      return setRequestHeader.call(this, name, value);
+    };
+    XMLHttpRequest.prototype.send = function patchedSend(body) {
+      if (this.__file) {
+        for (const xhr of wire.active) if (xhr.readyState === XMLHttpRequest.DONE) wire.active.delete(xhr);
+        wire.active.add(this);
+        wire.files.add(this.__file);
+        const filesNow = new Set([...wire.active].map((xhr) => xhr.__file));
+        wire.mostFilesAtOnce = Math.max(wire.mostFilesAtOnce, filesNow.size);
+      }
+      return send.call(this, body);
+    };
+  });
+  await openLink(page, 'open');
+  await pickFiles(page, files.map((f) => f.path));
+
+  // Watch the page: never two files uploading, and they finish in the order they were picked.
+  const finished = [];
+  let mostUploading = 0;
+  const deadline = Date.now() + 120000;
+  while (finished.length < files.length && Date.now() < deadline) {
+    const states = await Promise.all(files.map((f) => snapshot(page, f.name)));
+    mostUploading = Math.max(mostUploading, states.filter((s) => s.state === 'uploading' || s.state === 'paused').length);
+    states.forEach((s, i) => {
+      if (s.state === 'failed' || s.state === 'cancelled') throw new Error(`${files[i].name}: ${s.state} (${s.message})`);
+      if (s.state === 'done' && !finished.includes(files[i].name)) finished.push(files[i].name);
+    });
+    await page.waitForTimeout(40);
+  }
+  assert.deepEqual(finished, files.map((f) => f.name), 'finished in the order picked');
+  assert.equal(mostUploading, 1, 'the page showed more than one file uploading at once');
+  const wire = await page.evaluate(() => ({ most: window.__wire.mostFilesAtOnce, files: window.__wire.files.size }));
+  assert.ok(wire.files >= files.length, `saw requests of ${wire.files} files`);
+  assert.equal(wire.most, 1, 'requests of two files were in flight at the same time');
+  assert.match(await page.locator('#queue-summary').textContent(), /3 of 3 done/);
+
+  for (const file of files) {
+    assert.equal(await sha256File(storedPath('open', file.name)), file.sha256, `${file.name}: stored bytes differ`);
+  }
+  assert.deepEqual(unexpectedProblems(problems), []);
+  await context.close();
+});

@@ -1,0 +1,359 @@
+// The upload queue: files go one after another (the design document's best practice 5), each
+// with its own ParallelUploader sending several chunks at once. The queue owns the item states
+// and tells people, at every moment, why an upload is or is not moving.
+
+import { explainFailure } from './messages.js';
+import { formatBytes, formatDuration, formatSpeed } from './format.js';
+
+/** How often the active upload's stats are read and its message reconsidered. */
+const TICK_MS = 250;
+/** No new byte for this long, and the page says so. */
+const STALL_MS = 5000;
+
+let nextId = 1;
+
+/**
+ * @typedef {'queued' | 'uploading' | 'paused' | 'done' | 'failed' | 'cancelled'} ItemState
+ * @typedef {{text: string, tone: 'info' | 'ok' | 'warn' | 'error'}} Message
+ */
+
+export class UploadItem {
+  constructor(file, relPath, resumedBytes) {
+    this.id = nextId++;
+    this.file = file;
+    this.relPath = relPath || '';
+    this.name = relPath || file.name;
+    /** @type {ItemState} */
+    this.state = 'queued';
+    /** Bytes the server already had when the file was picked again after a reload. */
+    this.resumedBytes = resumedBytes || 0;
+    this.uploader = null;
+    this.uploadId = null;
+    this.stats = null;
+    this.loaded = 0;
+    /** @type {Message | null} a lasting message (failure, result) */
+    this.outcome = null;
+    /** @type {Message | null} what is happening right now, recomputed every tick */
+    this.live = null;
+    this.result = null;
+    this.startedAt = 0;
+    this.finishedAt = 0;
+    this.loadedAtStart = 0;
+    this.lastProgressAt = 0;
+    this.failuresAtLastProgress = 0;
+    this.retryUntil = 0;
+    /** After a failure: 'file', 'link' or 'network' (see messages.js). */
+    this.failureScope = null;
+  }
+
+  get message() {
+    return this.live ?? this.outcome;
+  }
+
+  get total() {
+    return this.file.size;
+  }
+
+  get isActive() {
+    return this.state === 'uploading' || this.state === 'paused';
+  }
+
+  /** Same file as another item (it would resume the same session). */
+  sameFileAs(other) {
+    return other.name === this.name && other.file.size === this.file.size
+      && other.file.lastModified === this.file.lastModified;
+  }
+}
+
+export class UploadQueue extends EventTarget {
+  /**
+   * @param {{ParallelUploader: Function}} uploaderModule the wasm package's exports
+   * @param {() => {uploadUrl: string, password: string, info: object | null}} context
+   */
+  constructor(uploaderModule, context) {
+    super();
+    this.module = uploaderModule;
+    this.context = context;
+    /** @type {UploadItem[]} */
+    this.items = [];
+    /** Why the queue waits (a link or network failure), or null. */
+    this.hold = null;
+    this.running = null;
+    this.ticker = 0;
+  }
+
+  /** Adds files; returns the new items and the names of files already in the list. */
+  add(entries) {
+    const added = [];
+    const duplicates = [];
+    for (const { file, relPath, resumedBytes } of entries) {
+      const item = new UploadItem(file, relPath, resumedBytes);
+      const twin = this.items.find((other) => other.sameFileAs(item) && !['done', 'cancelled'].includes(other.state));
+      if (twin) {
+        duplicates.push(item.name);
+        continue;
+      }
+      this.items.push(item);
+      added.push(item);
+    }
+    this.changed(null);
+    this.pump();
+    return { added, duplicates };
+  }
+
+  get busy() {
+    return this.items.some((item) => item.state === 'queued' || item.isActive);
+  }
+
+  counts() {
+    const count = (state) => this.items.filter((item) => item.state === state).length;
+    return {
+      total: this.items.length,
+      done: count('done'),
+      failed: count('failed'),
+      queued: count('queued'),
+      active: this.items.filter((item) => item.isActive).length,
+    };
+  }
+
+  /** Starts the next queued file when nothing runs and nothing holds the queue. */
+  pump() {
+    if (this.running || this.hold) return;
+    const next = this.items.find((item) => item.state === 'queued');
+    if (!next) return;
+    this.running = next;
+    this.run(next).finally(() => {
+      this.running = null;
+      this.dispatchEvent(new CustomEvent('settled', { detail: next }));
+      this.pump();
+    });
+  }
+
+  async run(item) {
+    const { uploadUrl, password } = this.context();
+    const { ParallelUploader } = this.module;
+    item.state = 'uploading';
+    item.outcome = null;
+    item.live = { text: item.resumedBytes ? 'Checking what the server already has…' : 'Starting…', tone: 'info' };
+    item.startedAt = performance.now();
+    item.lastProgressAt = item.startedAt;
+    item.retryUntil = 0;
+    let uploader;
+    try {
+      uploader = new ParallelUploader({
+        file: item.file,
+        uploadUrl,
+        relPath: item.relPath || undefined,
+        // Text headers are percent-encoded UTF-8 (docs/PROTOCOL.md).
+        headers: { 'X-Request-Password': password ? encodeURIComponent(password) : undefined },
+        adaptiveChunkSizing: true,
+        onProgress: (loaded) => this.onProgress(item, loaded),
+        onError: (error) => this.onNotice(item, error),
+      });
+    } catch (error) {
+      this.fail(item, { code: 'client-error', message: error?.message ?? String(error) });
+      return;
+    }
+    item.uploader = uploader;
+    this.changed(item);
+    this.startTicking();
+    try {
+      item.result = await uploader.start();
+      item.state = 'done';
+      item.loaded = item.total;
+      item.finishedAt = performance.now();
+      item.live = null;
+      item.outcome = { text: this.doneText(item), tone: 'ok' };
+    } catch (error) {
+      this.fail(item, error);
+    } finally {
+      this.refreshStats(item);
+      item.uploader = null;
+      uploader.free();
+      this.changed(item);
+    }
+  }
+
+  doneText(item) {
+    const stored = item.result?.path || item.result?.name || item.name;
+    const seconds = (item.finishedAt - item.startedAt) / 1000;
+    const sent = item.total - item.loadedAtStart;
+    const pace = seconds >= 1 && sent > 0 ? ` in ${formatDuration(seconds)}, ${formatSpeed(sent / seconds)} on average` : '';
+    const renamed = stored !== item.name ? ` as “${stored}” (that name was taken)` : '';
+    const resumed = item.resumedBytes ? ` ${formatBytes(item.resumedBytes)} of it were already there from before.` : '';
+    return `Uploaded${renamed}${pace}.${resumed}`;
+  }
+
+  fail(item, error) {
+    const { info } = this.context();
+    const explained = explainFailure(error, { file: item.file, info });
+    item.live = null;
+    item.finishedAt = performance.now();
+    if (explained.scope === 'aborted') {
+      item.state = 'cancelled';
+      item.outcome = { text: explained.text, tone: 'info' };
+      return;
+    }
+    item.state = 'failed';
+    item.failureScope = explained.scope;
+    item.outcome = { text: explained.text, tone: 'error' };
+    if (explained.scope !== 'file' && this.items.some((other) => other.state === 'queued')) {
+      // Every other file would fail the same way: wait for the person instead.
+      this.hold = { text: 'The other files wait until this is sorted out: fix it, then press Retry.', focus: explained.focus };
+    }
+    this.dispatchEvent(new CustomEvent('failure', { detail: { item, explained } }));
+  }
+
+  onProgress(item, loaded) {
+    if (loaded > item.loaded) {
+      item.loaded = loaded;
+      item.lastProgressAt = performance.now();
+      item.retryUntil = 0;
+      if (item.uploader) item.failuresAtLastProgress = item.stats?.failedChunks ?? 0;
+    }
+    this.changed(item);
+  }
+
+  /** `onError` also brings notices about network failures being retried. */
+  onNotice(item, error) {
+    if (!error?.retrying) return; // fatal errors arrive through start()'s rejection
+    const match = /retrying in (\d+) ms/.exec(error.message ?? '');
+    const delay = match ? Number(match[1]) : 2000;
+    item.retryUntil = performance.now() + delay;
+    this.changed(item);
+  }
+
+  refreshStats(item) {
+    if (!item.uploader) return;
+    const stats = item.uploader.getStats();
+    if (item.stats === null) item.loadedAtStart = stats.loaded;
+    item.stats = stats;
+    item.uploadId = item.uploader.uploadId ?? item.uploadId;
+    if (stats.loaded > item.loaded) {
+      item.loaded = stats.loaded;
+      item.lastProgressAt = performance.now();
+    }
+  }
+
+  /** What is happening now, in words, so nothing ever looks stuck without a reason. */
+  liveMessage(item) {
+    const now = performance.now();
+    if (item.state === 'paused') {
+      return { text: 'Paused. Nothing is sent until you resume; what is done stays on the server.', tone: 'info' };
+    }
+    if (!navigator.onLine) {
+      return { text: 'You are offline. The upload goes on by itself when the connection is back.', tone: 'warn' };
+    }
+    if (item.retryUntil > 0 && now < item.retryUntil + 1500) {
+      const seconds = Math.max(1, Math.ceil((item.retryUntil - now) / 1000));
+      const when = now < item.retryUntil ? `trying again in ${seconds} s` : 'trying again now';
+      return { text: `Connection trouble: ${when}. Nothing is lost.`, tone: 'warn' };
+    }
+    const stalled = now - item.lastProgressAt;
+    if (!item.uploadId) {
+      if (stalled < 3000) return item.live;
+      return { text: 'Waiting for the server to accept the upload…', tone: 'warn' };
+    }
+    if (stalled >= STALL_MS) {
+      const seconds = Math.floor(stalled / 1000);
+      if ((item.stats?.failedChunks ?? 0) > item.failuresAtLastProgress) {
+        return { text: `The server refused or dropped some chunks; retrying them (no progress for ${seconds} s).`, tone: 'warn' };
+      }
+      return { text: `No progress for ${seconds} s. Still trying; the server or the connection is slow.`, tone: 'warn' };
+    }
+    if (item.resumedBytes && now - item.startedAt < 6000) {
+      return { text: `Resumed: ${formatBytes(item.resumedBytes)} were already on the server, only the rest is sent.`, tone: 'info' };
+    }
+    return null;
+  }
+
+  startTicking() {
+    if (this.ticker) return;
+    this.ticker = window.setInterval(() => {
+      const active = this.items.filter((item) => item.isActive);
+      if (active.length === 0) {
+        window.clearInterval(this.ticker);
+        this.ticker = 0;
+        return;
+      }
+      for (const item of active) {
+        this.refreshStats(item);
+        item.live = this.liveMessage(item);
+        this.changed(item);
+      }
+    }, TICK_MS);
+  }
+
+  pause(item) {
+    if (item.state !== 'uploading' || !item.uploader) return;
+    item.uploader.pause();
+    item.state = 'paused';
+    item.live = this.liveMessage(item);
+    this.changed(item);
+  }
+
+  resume(item) {
+    if (item.state !== 'paused' || !item.uploader) return;
+    item.uploader.resume();
+    item.state = 'uploading';
+    item.lastProgressAt = performance.now();
+    item.live = null;
+    this.changed(item);
+  }
+
+  cancel(item) {
+    if (item.isActive && item.uploader) {
+      item.live = { text: 'Cancelling…', tone: 'info' };
+      item.uploader.abort(); // start() then rejects with `aborted`
+      this.changed(item);
+    } else if (item.state === 'queued') {
+      item.state = 'cancelled';
+      item.outcome = { text: 'Removed from the queue.', tone: 'info' };
+      this.changed(item);
+    }
+  }
+
+  /** Sends a failed (or cancelled) file again; it goes first, and the queue goes on. */
+  retry(item) {
+    if (!['failed', 'cancelled'].includes(item.state)) return;
+    this.items.splice(this.items.indexOf(item), 1);
+    const firstQueued = this.items.findIndex((other) => other.state === 'queued');
+    this.items.splice(firstQueued === -1 ? this.items.length : firstQueued, 0, item);
+    item.state = 'queued';
+    item.failureScope = null;
+    item.outcome = null;
+    item.live = null;
+    item.stats = null;
+    item.loaded = 0;
+    item.uploadId = null;
+    // What the server still has is asked again by the new uploader; no claim about it here.
+    item.resumedBytes = 0;
+    this.hold = null;
+    this.changed(null);
+    this.pump();
+  }
+
+  remove(item) {
+    if (item.isActive) return;
+    this.items.splice(this.items.indexOf(item), 1);
+    this.changed(null);
+  }
+
+  clearFinished() {
+    this.items = this.items.filter((item) => !['done', 'cancelled'].includes(item.state));
+    this.changed(null);
+  }
+
+  /** The person fixed what held the queue (e.g. typed the password): go on. */
+  release() {
+    if (!this.hold) return;
+    this.hold = null;
+    this.changed(null);
+    this.pump();
+  }
+
+  /** item null: the list itself changed. */
+  changed(item) {
+    this.dispatchEvent(new CustomEvent('change', { detail: item }));
+  }
+}
