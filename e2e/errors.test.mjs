@@ -61,10 +61,13 @@ test('disallowed type, oversize file and mismatched content are each explained; 
   await waitForState(page, good.name, 'done');
   assert.equal(await sha256File(storedPath('strict', good.name)), good.sha256);
 
+  // Sending a refused file again cannot help: no Retry, only Remove.
   const item = itemLocator(page, exe.name);
-  assert.equal(await item.locator('[data-action="retry"]').isVisible(), true);
+  assert.equal(await item.locator('[data-action="retry"]').isVisible(), false);
   assert.equal(await item.locator('[data-action="remove"]').isVisible(), true);
-  assert.match(await page.locator('#queue-summary').textContent(), /1 of 4 done · 3 stopped/);
+  await item.locator('[data-action="remove"]').click();
+  assert.equal(await item.count(), 0);
+  assert.match(await page.locator('#queue-summary').textContent(), /1 of 3 done · 2 stopped/);
   assert.deepEqual(unexpectedProblems(problems, { httpErrors: true }), []);
   await context.close();
 });

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 
 import { launch, newPage, throttle, unexpectedProblems } from './support/browser.mjs';
-import { artifactsDir, links, storedPath } from './support/env.mjs';
+import { artifactsDir, baseUrl, links, storedPath } from './support/env.mjs';
 import { MiB, makeFile, sha256File } from './support/files.mjs';
 import { itemLocator, openLink, snapshot, waitForItem, waitForState } from './support/page.mjs';
 import { sessionStatus } from './support/server.mjs';
@@ -82,5 +82,18 @@ test('cancel stops the upload and the server drops the partial file', async () =
   assert.notEqual(done.uploadId, running.uploadId);
   assert.equal(await sha256File(storedPath('open', file.name)), file.sha256);
   assert.deepEqual(unexpectedProblems(problems, { httpErrors: true }), []);
+  await context.close();
+});
+
+test('without the uploader package the page says what is wrong instead of failing silently', async () => {
+  const { context, page, problems } = await newPage(browser);
+  await page.route('**/pkg/**', (route) => route.abort());
+  await page.goto(`${baseUrl}/?request=${links.open.hash}`);
+  await page.locator('#link-status[data-tone="ok"]').waitFor();
+  const banner = page.locator('#banner');
+  await banner.waitFor();
+  assert.match(await banner.textContent(), /The uploader could not be loaded/);
+  assert.equal(await page.locator('#choose-button').isDisabled(), true);
+  assert.deepEqual(unexpectedProblems(problems, { networkErrors: true }), []);
   await context.close();
 });

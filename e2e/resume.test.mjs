@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import { launch, newPage, throttle, unexpectedProblems } from './support/browser.mjs';
 import { artifactsDir, links, storedPath } from './support/env.mjs';
 import { MiB, makeFile, sha256File } from './support/files.mjs';
-import { itemLocator, openLink, pickFiles, snapshot, waitForProgress, waitForState } from './support/page.mjs';
+import { itemLocator, openLink, pickFiles, snapshot, waitForItem, waitForProgress, waitForState } from './support/page.mjs';
 import { counters, killServer, restartServer, serverRunning, sessionStatus } from './support/server.mjs';
 
 let browser;
@@ -24,8 +24,13 @@ test('reload in the middle, pick the file again: it completes and only the missi
   await throttle(context, page, { uploadBitsPerSecond: 100e6 });
   await openLink(page, 'open');
   await pickFiles(page, [file.path]);
-  const before = await waitForProgress(page, file.name, 0.35);
-  const uploadId = before.uploadId;
+  // Reload once the server holds a good part of the file (chunks in flight do not count).
+  const { uploadId } = await waitForProgress(page, file.name, 0.05);
+  const deadline = Date.now() + 30000;
+  while ((await sessionStatus(links.open.hash, uploadId)).received_bytes < file.size * 0.3) {
+    if (Date.now() > deadline) throw new Error('the server never held 30% of the file');
+    await page.waitForTimeout(50);
+  }
 
   await page.reload();
   await page.locator('#link-status[data-tone="ok"]').waitFor();
@@ -36,7 +41,7 @@ test('reload in the middle, pick the file again: it completes and only the missi
 
   const status = await sessionStatus(links.open.hash, uploadId);
   assert.equal(status.complete, false);
-  assert.ok(status.received_bytes > 0, 'nothing was received before the reload');
+  assert.ok(status.received_bytes >= file.size * 0.3, 'less was on the server after the reload than before');
   const missing = file.size - status.received_bytes;
   const sentBefore = await counters(uploadId);
 
@@ -88,6 +93,29 @@ test('the server killed with SIGKILL in the middle and restarted: the upload com
   assert.equal(done.loaded, file.size);
   assert.equal(await sha256File(storedPath('open', file.name)), file.sha256, 'stored bytes differ');
   // Only the outage may show up in the console (refused connections).
+  assert.deepEqual(unexpectedProblems(problems, { networkErrors: true }), []);
+  await context.close();
+});
+
+test('offline in the middle: the page says so, and the upload goes on when the connection is back', async () => {
+  const file = await makeFile('offline-24MiB.bin', 24 * MiB);
+  const { context, page, problems } = await newPage(browser);
+  await throttle(context, page, { uploadBitsPerSecond: 50e6 });
+  await openLink(page, 'open');
+  await pickFiles(page, [file.path]);
+  await waitForProgress(page, file.name, 0.2);
+
+  await context.setOffline(true);
+  const offline = await waitForItem(page, file.name, (s) => /offline/.test(s.message), 'saying it is offline', 10000);
+  assert.equal(offline.state, 'uploading');
+  assert.equal(offline.speed, '–', 'a stale speed is shown while offline');
+  assert.match(await page.locator('#banner').textContent(), /You are offline/);
+  await page.waitForTimeout(1000);
+  await context.setOffline(false);
+
+  await waitForState(page, file.name, 'done', 60000);
+  assert.equal(await page.locator('#banner').isVisible(), false);
+  assert.equal(await sha256File(storedPath('open', file.name)), file.sha256, 'stored bytes differ');
   assert.deepEqual(unexpectedProblems(problems, { networkErrors: true }), []);
   await context.close();
 });

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 bash scripts/build.sh
 
-BIN=target/release/droppr-server
+BIN="${CARGO_TARGET_DIR:-target}/release/droppr-server"
 DATA_DIR=${DROPPR_DATA_DIR:-./data}
 BIND=${DROPPR_BIND:-127.0.0.1:8080}
 export DROPPR_DATA_DIR="$DATA_DIR" DROPPR_BIND="$BIND"

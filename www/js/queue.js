@@ -7,6 +7,8 @@ import { formatBytes, formatDuration, formatSpeed } from './format.js';
 
 /** How often the active upload's stats are read and its message reconsidered. */
 const TICK_MS = 250;
+/** Requests one upload may have in flight (see run()). */
+const MAX_PARALLEL = 5;
 /** No new byte for this long, and the page says so. */
 const STALL_MS = 5000;
 
@@ -131,7 +133,7 @@ export class UploadQueue extends EventTarget {
 
   async run(item) {
     const { uploadUrl, password } = this.context();
-    const { ParallelUploader } = this.module;
+    const { ParallelUploader, getOptimalParallelChunks } = this.module;
     item.state = 'uploading';
     item.outcome = null;
     item.live = { text: item.resumedBytes ? 'Checking what the server already has…' : 'Starting…', tone: 'info' };
@@ -147,6 +149,9 @@ export class UploadQueue extends EventTarget {
         // Text headers are percent-encoded UTF-8 (docs/PROTOCOL.md).
         headers: { 'X-Request-Password': password ? encodeURIComponent(password) : undefined },
         adaptiveChunkSizing: true,
+        // Chromium opens at most 6 HTTP/1.1 connections per host. With all 6 carrying chunks, a
+        // reload or any other request to this server waits for a chunk to finish; keep one free.
+        maxParallelChunks: Math.max(1, Math.min(MAX_PARALLEL, getOptimalParallelChunks())),
         onProgress: (loaded) => this.onProgress(item, loaded),
         onError: (error) => this.onNotice(item, error),
       });
@@ -252,7 +257,7 @@ export class UploadQueue extends EventTarget {
     const stalled = now - item.lastProgressAt;
     if (!item.uploadId) {
       if (stalled < 3000) return item.live;
-      return { text: 'Waiting for the server to accept the upload…', tone: 'warn' };
+      return { text: 'Waiting for the server to accept the upload: it has not answered yet, or asked us to wait. Still trying.', tone: 'warn' };
     }
     if (stalled >= STALL_MS) {
       const seconds = Math.floor(stalled / 1000);
@@ -302,15 +307,10 @@ export class UploadQueue extends EventTarget {
   }
 
   cancel(item) {
-    if (item.isActive && item.uploader) {
-      item.live = { text: 'Cancelling…', tone: 'info' };
-      item.uploader.abort(); // start() then rejects with `aborted`
-      this.changed(item);
-    } else if (item.state === 'queued') {
-      item.state = 'cancelled';
-      item.outcome = { text: 'Removed from the queue.', tone: 'info' };
-      this.changed(item);
-    }
+    if (!item.isActive || !item.uploader) return;
+    item.live = { text: 'Cancelling…', tone: 'info' };
+    item.uploader.abort(); // start() then rejects with `aborted`
+    this.changed(item);
   }
 
   /** Sends a failed (or cancelled) file again; it goes first, and the queue goes on. */

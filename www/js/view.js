@@ -101,9 +101,10 @@ export class ItemView {
     });
     this.set('buttons', item.state, () => {
       toggle.hidden = !item.isActive;
-      cancel.hidden = !(item.isActive || item.state === 'queued');
-      retry.hidden = !(item.state === 'failed' || item.state === 'cancelled');
-      remove.hidden = !(item.state === 'failed' || item.state === 'cancelled' || item.state === 'done');
+      cancel.hidden = !item.isActive;
+      // Sending a file the link refused again cannot help; a failed connection or password can.
+      retry.hidden = !((item.state === 'failed' && item.failureScope !== 'file') || item.state === 'cancelled');
+      remove.hidden = item.isActive;
       // A keyboard user whose button just disappeared stays on this item, not at the page top.
       const focused = document.activeElement;
       if (focused instanceof HTMLElement && focused.hidden && this.root.contains(focused)) {
