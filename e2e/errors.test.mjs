@@ -18,26 +18,35 @@ after(async () => { await browser?.close(); });
 
 test('a password link: missing and wrong passwords are explained, the right one uploads', async () => {
   const file = await makeFile('secret-report.bin', 3 * MiB);
+  const second = await makeFile('secret-appendix.bin', 1 * MiB);
   const { context, page, problems } = await newPage(browser);
   await openLink(page, 'password');
   const password = page.locator('#password-input');
   await password.waitFor({ state: 'visible' });
 
-  await pickFiles(page, [file.path]);
+  await pickFiles(page, [file.path, second.path]);
   let shown = await waitForState(page, file.name, 'failed');
   assert.match(shown.message, /needs a password/);
   assert.equal(shown.badge, 'Stopped');
   assert.equal(await password.getAttribute('aria-invalid'), 'true');
+  // The second file would be refused the same way: it waits, and the page says why.
+  assert.equal((await snapshot(page, second.name)).state, 'queued');
+  assert.match(await page.locator('#queue-hold').textContent(), /wait until this is sorted out/);
 
   await password.fill('not the password');
   await password.press('Enter'); // sends again what the link refused
   shown = await waitForItem(page, file.name, (s) => s.state === 'failed' && /Wrong password/.test(s.message), 'refused as a wrong password');
   assert.match(shown.message, /Wrong password\. Check it above, then press Retry\./);
 
+  assert.equal((await snapshot(page, second.name)).state, 'queued');
+
   await password.fill('correct horse');
   await password.press('Enter');
   await waitForState(page, file.name, 'done');
+  await waitForState(page, second.name, 'done');
+  assert.equal(await page.locator('#queue-hold').isVisible(), false);
   assert.equal(await sha256File(storedPath('password', file.name)), file.sha256);
+  assert.equal(await sha256File(storedPath('password', second.name)), second.sha256);
   assert.deepEqual(unexpectedProblems(problems, { httpErrors: true }), []);
   await context.close();
 });

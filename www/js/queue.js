@@ -138,6 +138,7 @@ export class UploadQueue extends EventTarget {
     item.outcome = null;
     item.live = { text: item.resumedBytes ? 'Checking what the server already has…' : 'Starting…', tone: 'info' };
     item.startedAt = performance.now();
+    item.loadedAtStart = 0;
     item.lastProgressAt = item.startedAt;
     item.retryUntil = 0;
     let uploader;
@@ -182,7 +183,8 @@ export class UploadQueue extends EventTarget {
   doneText(item) {
     const stored = item.result?.path || item.result?.name || item.name;
     const seconds = (item.finishedAt - item.startedAt) / 1000;
-    const sent = item.total - item.loadedAtStart;
+    // Bytes sent by this page: without a tick since the session opened, the listing's figure.
+    const sent = item.total - (item.uploadId ? item.loadedAtStart : item.resumedBytes);
     const pace = seconds >= 1 && sent > 0 ? ` in ${formatDuration(seconds)}, ${formatSpeed(sent / seconds)} on average` : '';
     const renamed = stored !== item.name ? ` as “${stored}” (that name was taken)` : '';
     const resumed = item.resumedBytes ? ` ${formatBytes(item.resumedBytes)} of it were already there from before.` : '';
@@ -231,9 +233,13 @@ export class UploadQueue extends EventTarget {
   refreshStats(item) {
     if (!item.uploader) return;
     const stats = item.uploader.getStats();
-    if (item.stats === null) item.loadedAtStart = stats.loaded;
     item.stats = stats;
-    item.uploadId = item.uploader.uploadId ?? item.uploadId;
+    const uploadId = item.uploader.uploadId;
+    if (uploadId && !item.uploadId) {
+      // The session just opened (or was found again): what it starts from was sent earlier.
+      item.uploadId = uploadId;
+      item.loadedAtStart = stats.loaded;
+    }
     if (stats.loaded > item.loaded) {
       item.loaded = stats.loaded;
       item.lastProgressAt = performance.now();
