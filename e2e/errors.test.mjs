@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import { launch, newPage, unexpectedProblems } from './support/browser.mjs';
-import { baseUrl, storedPath } from './support/env.mjs';
+import { baseUrl, links, storedPath } from './support/env.mjs';
 import { MiB, makeFile, sha256File } from './support/files.mjs';
 import { itemLocator, openLink, pickFiles, snapshot, waitForItem, waitForState } from './support/page.mjs';
 import { injectFaults } from './support/server.mjs';
@@ -106,12 +106,36 @@ test('while the server refuses chunks (503) the page says so, then the upload co
       await page.waitForTimeout(100);
       shown = await snapshot(page, file.name);
     } while (shown.state === 'uploading' && !/refused or dropped/.test(shown.message) && Date.now() < deadline);
-    assert.match(shown.message, /The server refused or dropped some chunks; retrying them/);
+    assert.match(shown.message, /The server refused or dropped some chunks; retrying them \(no progress for \d+ s, HTTP 503\)/);
     await waitForState(page, file.name, 'done', 30000);
   } finally {
     await injectFaults({ fail_count: 0, drop_count: 0 });
   }
   assert.equal(await sha256File(storedPath('open', file.name)), file.sha256);
+  assert.deepEqual(unexpectedProblems(problems, { httpErrors: true }), []);
+  await context.close();
+});
+
+test('locked out after too many wrong passwords: the page says the server asked to wait', async () => {
+  // Five wrong passwords from this address lock the link for it (server/src/auth.rs).
+  const url = `${baseUrl}/api/droppr/requests/${links.lockout.hash}/upload-chunk`;
+  for (let i = 0; i < 5; i += 1) {
+    const answer = await fetch(url, {
+      method: 'POST',
+      headers: { 'X-Upload-Length': '10', 'X-Upload-Name': 'probe.bin', 'X-Request-Password': 'wrong' },
+    });
+    assert.equal(answer.status, 401);
+  }
+  const file = await makeFile('locked-out.bin', 64 * 1024);
+  const { context, page, problems } = await newPage(browser);
+  await openLink(page, 'lockout');
+  await page.locator('#password-input').fill('battery staple');
+  await pickFiles(page, [file.path]);
+  const shown = await waitForItem(page, file.name, (s) => /asked us to wait/.test(s.message), 'saying the server asked to wait', 10000);
+  assert.equal(shown.state, 'uploading');
+  // Cancel ends the wait at once.
+  await itemLocator(page, file.name).locator('[data-action="cancel"]').click();
+  await waitForState(page, file.name, 'cancelled', 10000);
   assert.deepEqual(unexpectedProblems(problems, { httpErrors: true }), []);
   await context.close();
 });

@@ -53,10 +53,11 @@ create_link() { # FOLDER [request create options...] -> {"hash":..., "folder":..
   "$server_bin" request create --data-dir "$data_dir" --bind "$bind" --folder "$@" \
     | node -e 'let s = ""; process.stdin.on("data", (d) => s += d).on("end", () => { const r = JSON.parse(s); console.log(JSON.stringify({ hash: r.hash, folder: r.folder })); })'
 }
-links=$(printf '{"open": %s, "password": %s, "strict": %s}' \
+links=$(printf '{"open": %s, "password": %s, "strict": %s, "lockout": %s}' \
   "$(create_link e2e --extensions '*')" \
   "$(create_link e2e-password --password 'correct horse' --extensions '*')" \
-  "$(create_link e2e-strict --max-size 1048576 --extensions 'jpg,png')")
+  "$(create_link e2e-strict --max-size 1048576 --extensions 'jpg,png')" \
+  "$(create_link e2e-lockout --password 'battery staple' --extensions '*')")
 
 server_args=(serve --data-dir "$data_dir" --bind "$bind" --www-dir www --pkg-dir uploader-wasm/pkg --test-hooks)
 "$server_bin" "${server_args[@]}" >>"$server_log" 2>&1 &

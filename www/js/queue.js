@@ -15,6 +15,34 @@ const STALL_MS = 5000;
 let nextId = 1;
 
 /**
+ * The HTTP statuses of refused upload requests, read from Resource Timing. The uploader retries
+ * 429 and 5xx answers quietly (it only reports network failures while it retries), so this is
+ * how the page can say "the server asked us to wait" instead of just "waiting".
+ */
+class RefusalWatch {
+  constructor() {
+    this.last = null;
+    try {
+      new PerformanceObserver((list) => {
+        for (const entry of list.getEntries()) {
+          const status = entry.responseStatus;
+          if (typeof status === 'number' && status >= 400 && entry.name.includes('/upload-chunk')) {
+            this.last = { status, at: performance.now() };
+          }
+        }
+      }).observe({ type: 'resource' });
+    } catch {
+      // No Resource Timing: the messages stay general.
+    }
+  }
+
+  /** The last refusal, if it came after `since` (a performance.now() time). */
+  since(since) {
+    return this.last && this.last.at >= since ? this.last : null;
+  }
+}
+
+/**
  * @typedef {'queued' | 'uploading' | 'paused' | 'done' | 'failed' | 'cancelled'} ItemState
  * @typedef {{text: string, tone: 'info' | 'ok' | 'warn' | 'error'}} Message
  */
@@ -82,6 +110,7 @@ export class UploadQueue extends EventTarget {
     this.hold = null;
     this.running = null;
     this.ticker = 0;
+    this.refusals = new RefusalWatch();
   }
 
   /** Adds files; returns the new items and the names of files already in the list. */
@@ -261,14 +290,26 @@ export class UploadQueue extends EventTarget {
       return { text: `Connection trouble: ${when}. Nothing is lost.`, tone: 'warn' };
     }
     const stalled = now - item.lastProgressAt;
+    const refusal = this.refusals.since(item.lastProgressAt);
     if (!item.uploadId) {
       if (stalled < 3000) return item.live;
-      return { text: 'Waiting for the server to accept the upload: it has not answered yet, or asked us to wait. Still trying.', tone: 'warn' };
+      if (refusal?.status === 429) {
+        return {
+          text: 'The server asked us to wait before trying again (too many attempts, or too busy). '
+            + 'The upload starts by itself when it lets us; Cancel stops it.',
+          tone: 'warn',
+        };
+      }
+      if (refusal) {
+        return { text: `The server is having trouble (HTTP ${refusal.status}); trying again.`, tone: 'warn' };
+      }
+      return { text: 'Waiting for the server to accept the upload: it has not answered yet. Still trying.', tone: 'warn' };
     }
     if (stalled >= STALL_MS) {
       const seconds = Math.floor(stalled / 1000);
-      if ((item.stats?.failedChunks ?? 0) > item.failuresAtLastProgress) {
-        return { text: `The server refused or dropped some chunks; retrying them (no progress for ${seconds} s).`, tone: 'warn' };
+      if (refusal || (item.stats?.failedChunks ?? 0) > item.failuresAtLastProgress) {
+        const status = refusal ? `, HTTP ${refusal.status}` : '';
+        return { text: `The server refused or dropped some chunks; retrying them (no progress for ${seconds} s${status}).`, tone: 'warn' };
       }
       return { text: `No progress for ${seconds} s. Still trying; the server or the connection is slow.`, tone: 'warn' };
     }
