@@ -7,7 +7,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 # Size settings for this build only: the workspace's release profile stays tuned for the server.
 # (lto and panic cannot be set per package, so they are set here for the wasm build.)
-export CARGO_PROFILE_RELEASE_OPT_LEVEL=s
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=z
 export CARGO_PROFILE_RELEASE_LTO=true
 export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 export CARGO_PROFILE_RELEASE_PANIC=abort
@@ -27,7 +27,7 @@ wasm-pack build --mode no-install --target web --release uploader-wasm
 wasm=uploader-wasm/pkg/droppr_uploader_bg.wasm
 if [ -x "$wasm_opt" ]; then
   # npm binaryen (never Debian's 108, whose output fails in Chromium: TOOLCHAIN.md).
-  "$wasm_opt" -Os --strip-debug --strip-producers \
+  "$wasm_opt" -Oz --converge --strip-debug --strip-producers \
     --enable-bulk-memory --enable-bulk-memory-opt --enable-nontrapping-float-to-int \
     --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
     "$wasm" -o "$wasm.opt"

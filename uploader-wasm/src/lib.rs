@@ -35,6 +35,15 @@ use wasm_bindgen::prelude::*;
 use crate::driver::{Core, Inner, Phase};
 use crate::events::{Event, EventQueue};
 
+/// A free-list allocator instead of the default dlmalloc: a few hundred bytes of code instead of
+/// several kilobytes. It frees and coalesces adjacent blocks, so memory stays bounded over an
+/// upload of hours (the file's bytes live in JS `Blob`s; wasm only holds small records). The
+/// lock is an uncontended spin lock in a single-threaded page; it keeps the static safe to declare.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
+    lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());
+
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &str = r#"
 /** Options of `new ParallelUploader(...)` (the design document's, plus adaptive sizing bounds). */
