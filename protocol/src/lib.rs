@@ -11,6 +11,7 @@
 //! - [`resume`]: the `localStorage` resume record, validated before it is trusted.
 //! - [`scheduler`]: the uploader's state machine, driven by the wasm glue.
 //! - [`js_number`]: checked `u64` <-> JS number conversions.
+//! - [`text`]: messages built without `core::fmt` (kilobytes of wasm).
 //!
 //! Everything here builds for the host and for `wasm32-unknown-unknown`.
 
@@ -21,6 +22,7 @@ pub mod ranges;
 pub mod resume;
 pub mod retry;
 pub mod scheduler;
+pub mod text;
 pub mod throughput;
 pub mod tuning;
 pub mod wire;

@@ -107,20 +107,24 @@ pub fn adaptive_chunk_size(
 ) -> u64 {
     let base = if base == 0 { DEFAULT_CHUNK_SIZE } else { base };
     let hints = hints.sanitized();
-    let by_downlink: (u128, u128) = match hints.downlink_mbps {
+    let by_downlink: (u64, u64) = match hints.downlink_mbps {
         Some(d) if d >= 20.0 => (2, 1),
         Some(d) if d >= 10.0 => (3, 2),
         Some(d) if d >= 5.0 => (5, 4),
         Some(d) if d < 1.0 => (3, 5),
         _ => (1, 1),
     };
-    let by_type: (u128, u128) = match hints.effective_type {
+    let by_type: (u64, u64) = match hints.effective_type {
         Some(EffectiveType::G2 | EffectiveType::Slow2g) => (3, 5),
         Some(EffectiveType::G3) => (17, 20),
         _ => (1, 1),
     };
-    let scaled = u128::from(base) * by_downlink.0 * by_type.0 / (by_downlink.1 * by_type.1);
-    let scaled = u64::try_from(scaled).unwrap_or(u64::MAX);
+    let (num, den) = (by_downlink.0 * by_type.0, by_downlink.1 * by_type.1);
+    // base * num / den, exactly, without the u128 division (a kilobyte of wasm): base is
+    // q * den + r, so the product is q * num + r * num / den, and only q * num can overflow.
+    let scaled = (base / den)
+        .saturating_mul(num)
+        .saturating_add(base % den * num / den);
     let lower = min.unwrap_or(0).max(base / 2).max(MIN_ADAPTIVE_CHUNK_SIZE);
     let upper = max.unwrap_or_else(|| base.saturating_mul(3));
     scaled.max(lower).min(upper)
@@ -129,8 +133,27 @@ pub fn adaptive_chunk_size(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const MIB: u64 = 1024 * 1024;
+
+    proptest! {
+        /// The split multiplication equals the plain one done in u128.
+        #[test]
+        fn scaling_is_exact(base in 1u64..=u64::MAX, d in 0usize..5, t in 0usize..3) {
+            let downlink = [Some(25.0), Some(15.0), Some(7.0), Some(0.5), None][d];
+            let kind = [Some("2g"), Some("3g"), None][t];
+            let (num, den): (u128, u128) = match (d, t) {
+                (0, 0) => (6, 5), (0, 1) => (34, 20), (1, 0) => (9, 10), (1, 1) => (51, 40),
+                (2, 0) => (15, 20), (2, 1) => (85, 80), (3, 0) => (9, 25), (3, 1) => (51, 100),
+                (0, _) => (2, 1), (1, _) => (3, 2), (2, _) => (5, 4), (3, _) => (3, 5),
+                (_, 0) => (3, 5), (_, 1) => (17, 20), _ => (1, 1),
+            };
+            let exact = u64::try_from(u128::from(base) * num / den).unwrap_or(u64::MAX);
+            let got = adaptive_chunk_size(base, &hints(kind, downlink), Some(1), Some(u64::MAX));
+            prop_assert_eq!(got, exact.max(base / 2).max(MIN_ADAPTIVE_CHUNK_SIZE));
+        }
+    }
 
     fn hints(t: Option<&str>, downlink: Option<f64>) -> NetworkHints {
         NetworkHints {

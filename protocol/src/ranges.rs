@@ -7,17 +7,51 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::text::decimal;
+
 /// An inclusive byte range `[start, end]`; `start <= end` always holds.
 pub type InclusiveRange = (u64, u64);
 
 /// Why a range was refused. Nothing is recorded when this is returned.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RangeError {
-    #[error("range {start}-{end} is empty or reversed")]
     Reversed { start: u64, end: u64 },
-    #[error("range {start}-{end} ends past the last byte of a {total}-byte file")]
     OutOfBounds { start: u64, end: u64, total: u64 },
 }
+
+impl RangeError {
+    /// The error in words (what `Display` writes), built without `core::fmt` (see [`crate::text`]).
+    pub fn message(&self) -> String {
+        match *self {
+            Self::Reversed { start, end } => [
+                "range ",
+                &decimal(start),
+                "-",
+                &decimal(end),
+                " is empty or reversed",
+            ]
+            .concat(),
+            Self::OutOfBounds { start, end, total } => [
+                "range ",
+                &decimal(start),
+                "-",
+                &decimal(end),
+                " ends past the last byte of a ",
+                &decimal(total),
+                "-byte file",
+            ]
+            .concat(),
+        }
+    }
+}
+
+impl std::fmt::Display for RangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for RangeError {}
 
 /// Received ranges of a file of `total_size` bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

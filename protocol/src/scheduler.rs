@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use crate::plan::{Chunk, ChunkQueue};
 use crate::ranges::ReceivedRanges;
 use crate::retry::{Failure, RetryPolicy};
+use crate::text::decimal;
 use crate::throughput::ThroughputMeter;
 use crate::tuning::Tuning;
 use crate::wire::{ErrorCode, SessionStatus};
@@ -25,19 +26,15 @@ pub const STALL_TIMEOUT_MS: f64 = 30_000.0;
 const MAX_REPLANS: u32 = 3;
 
 /// Why an upload ended without completing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UploadError {
     /// The server refused in a way that retrying cannot change (4xx, 501, 507, ...).
-    #[error("{message} ({status}{})", code.map(|c| format!(" {c}")).unwrap_or_default())]
     Rejected {
         status: u16,
         code: Option<ErrorCode>,
         message: String,
     },
     /// A chunk used all its retries (the design document's words: "Failed to upload").
-    #[error(
-        "Failed to upload chunk {index} (bytes {start}-{end}) after {retries} retries: {cause}"
-    )]
     RetriesExhausted {
         index: u64,
         start: u64,
@@ -46,12 +43,12 @@ pub enum UploadError {
         cause: String,
     },
     /// Opening or querying the session got no usable answer, even after retries.
-    #[error("Failed to upload: no answer from the server after {retries} retries: {cause}")]
-    Unreachable { retries: u32, cause: String },
+    Unreachable {
+        retries: u32,
+        cause: String,
+    },
     /// The server's answers contradict each other (e.g. bytes missing after all were acknowledged).
-    #[error("The server reported missing bytes that were already acknowledged: {0}")]
     ServerInconsistent(String),
-    #[error("Upload aborted")]
     Aborted,
 }
 
@@ -67,6 +64,55 @@ impl UploadError {
         }
     }
 
+    /// The error in words (what `Display` writes), built without `core::fmt` (see
+    /// [`crate::text`]), with the design document's "Failed to upload".
+    pub fn message(&self) -> String {
+        match self {
+            Self::Rejected {
+                status,
+                code,
+                message,
+            } => {
+                let code = code.map_or("", ErrorCode::as_str);
+                let space = if code.is_empty() { "" } else { " " };
+                let status = decimal(u64::from(*status));
+                [message, " (", &status, space, code, ")"].concat()
+            }
+            Self::RetriesExhausted {
+                index,
+                start,
+                end,
+                retries,
+                cause,
+            } => [
+                "Failed to upload chunk ",
+                &decimal(*index),
+                " (bytes ",
+                &decimal(*start),
+                "-",
+                &decimal(*end),
+                ") after ",
+                &decimal(u64::from(*retries)),
+                " retries: ",
+                cause,
+            ]
+            .concat(),
+            Self::Unreachable { retries, cause } => [
+                "Failed to upload: no answer from the server after ",
+                &decimal(u64::from(*retries)),
+                " retries: ",
+                cause,
+            ]
+            .concat(),
+            Self::ServerInconsistent(detail) => [
+                "The server reported missing bytes that were already acknowledged: ",
+                detail,
+            ]
+            .concat(),
+            Self::Aborted => "Upload aborted".to_owned(),
+        }
+    }
+
     /// The error for a failure that will not be retried.
     pub fn from_failure(failure: &Failure) -> Self {
         match failure {
@@ -78,9 +124,9 @@ impl UploadError {
             } => Self::Rejected {
                 status: *status,
                 code: *code,
-                message: message
-                    .clone()
-                    .unwrap_or_else(|| format!("The server answered HTTP {status}")),
+                message: message.clone().unwrap_or_else(|| {
+                    ["The server answered HTTP ", &decimal(u64::from(*status))].concat()
+                }),
             },
             other => Self::Unreachable {
                 retries: 0,
@@ -90,6 +136,14 @@ impl UploadError {
     }
 }
 
+impl std::fmt::Display for UploadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for UploadError {}
+
 /// A failure in words, starting with the design document's "Network error" for network failures.
 pub fn describe(failure: &Failure) -> String {
     match failure {
@@ -97,10 +151,13 @@ pub fn describe(failure: &Failure) -> String {
         Failure::Timeout => "Network error: no upload progress for 30 s".to_owned(),
         Failure::Status {
             status, message, ..
-        } => match message {
-            Some(m) => format!("HTTP {status}: {m}"),
-            None => format!("HTTP {status}"),
-        },
+        } => {
+            let status = decimal(u64::from(*status));
+            match message {
+                Some(m) => ["HTTP ", &status, ": ", m].concat(),
+                None => ["HTTP ", &status].concat(),
+            }
+        }
     }
 }
 
@@ -201,7 +258,7 @@ impl ChunkScheduler {
             crate::plan::ChunkLimits::from_server(status.max_chunk_size, status.chunk_alignment);
         tuning.set_server_limits(limits);
         let inconsistent =
-            |e: crate::ranges::RangeError| UploadError::ServerInconsistent(e.to_string());
+            |e: crate::ranges::RangeError| UploadError::ServerInconsistent(e.message());
         let queue = ChunkQueue::new(total, &status.missing_ranges, limits.alignment, first_index)
             .map_err(inconsistent)?;
         // What the server holds is the complement of what it misses.
@@ -417,10 +474,15 @@ impl ChunkScheduler {
                         .iter()
                         .map(|&(a, b)| b.saturating_sub(a) + 1)
                         .sum();
-                    return Err(UploadError::ServerInconsistent(format!(
-                        "{missing} bytes still missing after {} re-plans",
-                        self.replans
-                    )));
+                    return Err(UploadError::ServerInconsistent(
+                        [
+                            &decimal(missing),
+                            " bytes still missing after ",
+                            &decimal(u64::from(self.replans)),
+                            " re-plans",
+                        ]
+                        .concat(),
+                    ));
                 }
             }
         }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ranges::InclusiveRange;
+use crate::text::decimal;
 
 /// Header names, lower case as HTTP/2 and `fetch` present them.
 pub mod header {
@@ -80,9 +81,25 @@ impl ContentRange {
     }
 }
 
+impl ContentRange {
+    /// The header value, `bytes START-END/TOTAL` (what `Display` writes), built without
+    /// `core::fmt` (see [`crate::text`]).
+    pub fn header_value(&self) -> String {
+        [
+            "bytes ",
+            &decimal(self.start),
+            "-",
+            &decimal(self.end),
+            "/",
+            &decimal(self.total),
+        ]
+        .concat()
+    }
+}
+
 impl std::fmt::Display for ContentRange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "bytes {}-{}/{}", self.start, self.end, self.total)
+        f.write_str(&self.header_value())
     }
 }
 
@@ -266,6 +283,7 @@ mod tests {
         );
         assert_eq!(r.len(), 8_388_608);
         assert_eq!(ContentRange::parse(&r.to_string()), Some(r));
+        assert_eq!(r.header_value(), "bytes 0-8388607/20000000");
         for bad in [
             "bytes */100",
             "bytes 5-4/100",

@@ -14,6 +14,7 @@ use droppr_protocol::js_number::f64_saturating;
 use droppr_protocol::resume::{RecordRejected, SessionRecord};
 use droppr_protocol::retry::Failure;
 use droppr_protocol::scheduler::{Acknowledged, AfterFailure, ChunkScheduler, Stats, UploadError};
+use droppr_protocol::text::decimal;
 use droppr_protocol::tuning::Tuning;
 use droppr_protocol::wire::SessionStatus;
 use gloo_timers::callback::Timeout;
@@ -217,10 +218,15 @@ async fn drive(inner: &Rc<Inner>, key: &str) -> Result<JsValue, Stop> {
     let options = &inner.options;
     let (status, mut record, rtt) = open_or_resume(inner, key).await?;
     if status.size != options.size {
-        return Err(Stop::Failed(UploadError::ServerInconsistent(format!(
-            "the session is for {} bytes, the file has {}",
-            status.size, options.size
-        ))));
+        return Err(Stop::Failed(UploadError::ServerInconsistent(
+            [
+                "the session is for ",
+                &decimal(status.size),
+                " bytes, the file has ",
+                &decimal(options.size),
+            ]
+            .concat(),
+        )));
     }
     storage::set(key, &json::record_to_json(&record));
     {
@@ -315,7 +321,7 @@ fn describe_js(error: &JsValue, context: &str) -> String {
         .map(|e| String::from(e.message()))
         .or_else(|| error.as_string());
     match detail {
-        Some(d) => format!("{context}: {d}"),
+        Some(d) => [context, ": ", &d].concat(),
         None => context.to_owned(),
     }
 }
@@ -392,9 +398,16 @@ fn handle(
                     delay_ms,
                     network: true,
                 }) => {
-                    notices.push(Notice::Retrying(format!(
-                        "Network error: chunk {i} failed, retrying in {delay_ms} ms"
-                    )));
+                    notices.push(Notice::Retrying(
+                        [
+                            "Network error: chunk ",
+                            &decimal(i),
+                            " failed, retrying in ",
+                            &decimal(delay_ms),
+                            " ms",
+                        ]
+                        .concat(),
+                    ));
                     if !browser::is_online() && core.online_watch.is_none() {
                         let events = inner.events.clone();
                         core.online_watch =
@@ -479,7 +492,7 @@ fn control_request<'a>(
                 }));
             };
             if failure.is_network() {
-                let message = format!("Network error: retrying in {delay} ms");
+                let message = ["Network error: retrying in ", &decimal(delay), " ms"].concat();
                 call(
                     inner.options.on_error.as_ref(),
                     &[js_error::retry_notice(&message)],

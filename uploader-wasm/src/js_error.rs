@@ -18,7 +18,7 @@ fn set(target: &js_sys::Error, key: &str, value: &JsValue) {
 
 /// The error an upload ends with.
 pub fn upload_error(e: &UploadError) -> JsValue {
-    let js = error(&e.to_string(), e.code());
+    let js = error(&e.message(), e.code());
     if let UploadError::Rejected { status, .. } = e {
         set(&js, "status", &JsValue::from(*status));
     }

@@ -4,6 +4,7 @@ use droppr_protocol::js_number::u64_from_f64;
 use droppr_protocol::plan::DEFAULT_CHUNK_SIZE;
 use droppr_protocol::resume::FileIdentity;
 use droppr_protocol::retry::RetryPolicy;
+use droppr_protocol::text::decimal;
 use droppr_protocol::tuning::TuningConfig;
 use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
@@ -32,9 +33,14 @@ pub struct Options {
     pub on_error: Option<Function>,
 }
 
+/// `options.KEY PROBLEM` (no `format!`: see `droppr_protocol::text`).
+fn invalid(key: &str, problem: &str) -> JsError {
+    JsError::new(&["options.", key, problem].concat())
+}
+
 fn field(options: &JsValue, key: &str) -> Result<Option<JsValue>, JsError> {
     let value = Reflect::get(options, &JsValue::from_str(key))
-        .map_err(|_| JsError::new(&format!("options.{key} cannot be read")))?;
+        .map_err(|_| invalid(key, " cannot be read"))?;
     Ok((!value.is_undefined() && !value.is_null()).then_some(value))
 }
 
@@ -48,9 +54,13 @@ fn whole_number(options: &JsValue, key: &str, min: u64, max: u64) -> Result<Opti
         .filter(|n| (min..=max).contains(n))
         .map(Some)
         .ok_or_else(|| {
-            JsError::new(&format!(
-                "options.{key} must be a whole number from {min} to {max}"
-            ))
+            let range = [
+                " must be a whole number from ",
+                &decimal(min),
+                " to ",
+                &decimal(max),
+            ];
+            invalid(key, &range.concat())
         })
 }
 
@@ -58,7 +68,7 @@ fn function(options: &JsValue, key: &str) -> Result<Option<Function>, JsError> {
     field(options, key)?
         .map(|v| {
             v.dyn_into::<Function>()
-                .map_err(|_| JsError::new(&format!("options.{key} must be a function")))
+                .map_err(|_| invalid(key, " must be a function"))
         })
         .transpose()
 }
@@ -67,7 +77,7 @@ fn string(options: &JsValue, key: &str) -> Result<Option<String>, JsError> {
     field(options, key)?
         .map(|v| {
             v.as_string()
-                .ok_or_else(|| JsError::new(&format!("options.{key} must be a string")))
+                .ok_or_else(|| invalid(key, " must be a string"))
         })
         .transpose()
 }
@@ -91,10 +101,8 @@ fn headers(options: &JsValue) -> Result<Vec<(String, String)>, JsError> {
         match (name, value.as_string()) {
             (Some(n), Some(v)) => out.push((n, v)),
             (n, _) => {
-                return Err(JsError::new(&format!(
-                    "options.headers[\"{}\"] must be a string",
-                    n.unwrap_or_default()
-                )))
+                let key = ["headers[\"", &n.unwrap_or_default(), "\"]"].concat();
+                return Err(invalid(&key, " must be a string"));
             }
         }
     }

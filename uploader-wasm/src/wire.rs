@@ -1,7 +1,9 @@
 //! Requests of the Droppr protocol (`docs/PROTOCOL.md`) and the reading of their answers.
 
+use droppr_protocol::js_number::u64_from_f64;
 use droppr_protocol::plan::Chunk;
-use droppr_protocol::retry::{parse_retry_after, Failure};
+use droppr_protocol::retry::Failure;
+use droppr_protocol::text::decimal;
 use droppr_protocol::wire::{header, ErrorCode, SessionStatus};
 
 use crate::browser::unix_ms;
@@ -23,12 +25,9 @@ fn encode(s: &str) -> String {
 /// Headers of the `POST` that opens a session.
 pub fn open_headers(options: &Options) -> Vec<(String, String)> {
     let mut extra = vec![
-        (header::UPLOAD_LENGTH, options.size.to_string()),
+        (header::UPLOAD_LENGTH, decimal(options.size)),
         (header::UPLOAD_NAME, encode(&options.file.name())),
-        (
-            header::UPLOAD_LAST_MODIFIED,
-            options.last_modified.to_string(),
-        ),
+        (header::UPLOAD_LAST_MODIFIED, decimal(options.last_modified)),
     ];
     if options.has_rel_path {
         extra.push((header::UPLOAD_PATH, encode(&options.name)));
@@ -53,9 +52,9 @@ pub fn chunk_headers(options: &Options, upload_id: &str, chunk: &Chunk) -> Vec<(
             (header::UPLOAD_ID, upload_id.to_owned()),
             (
                 header::CONTENT_RANGE,
-                chunk.content_range(options.size).to_string(),
+                chunk.content_range(options.size).header_value(),
             ),
-            (header::CHUNK_INDEX, chunk.index.to_string()),
+            (header::CHUNK_INDEX, decimal(chunk.index)),
         ],
     )
 }
@@ -81,6 +80,22 @@ pub fn failure(answer: &HttpAnswer) -> Failure {
         retry_after_ms: answer
             .retry_after
             .as_deref()
-            .and_then(|v| parse_retry_after(v, unix_ms())),
+            .and_then(|v| retry_after_ms(v, unix_ms())),
     }
+}
+
+/// `Retry-After` in milliseconds from now: delay-seconds, or an HTTP date read by the browser's
+/// own `Date.parse`. The rule is `droppr_protocol::retry::parse_retry_after`'s, but a date
+/// parser in Rust, with the string slicing and the panic messages it brings, costs kilobytes of
+/// wasm where the browser already has one.
+fn retry_after_ms(value: &str, now_unix_ms: u64) -> Option<u64> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        let seconds = value.bytes().fold(0u64, |n, digit| {
+            n.saturating_mul(10).saturating_add(u64::from(digit - b'0'))
+        });
+        return Some(seconds.saturating_mul(1000));
+    }
+    let at = u64_from_f64(js_sys::Date::parse(value))?;
+    Some(at.saturating_sub(now_unix_ms))
 }
