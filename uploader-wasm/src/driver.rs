@@ -300,6 +300,7 @@ fn launch(inner: &Inner, upload_id: &str) -> Result<(), Stop> {
             let spec = RequestSpec {
                 method: "PUT",
                 url: &inner.options.upload_url,
+                user_headers: &inner.options.headers,
                 headers: &headers,
                 body: Some(&blob),
             };
@@ -450,7 +451,7 @@ type ControlFuture<'a> = Pin<Box<dyn Future<Output = Result<(HttpAnswer, f64), S
 fn control_request<'a>(
     inner: &'a Inner,
     method: &'a str,
-    headers: &'a [(String, String)],
+    headers: &'a [(&'static str, String)],
 ) -> ControlFuture<'a> {
     Box::pin(async move {
         let mut retries = 0;
@@ -459,6 +460,7 @@ fn control_request<'a>(
             let spec = RequestSpec {
                 method,
                 url: &inner.options.upload_url,
+                user_headers: &inner.options.headers,
                 headers,
                 body: None,
             };
@@ -560,7 +562,7 @@ async fn open_or_resume(
         loaded.ok()
     });
     if let Some(record) = stored {
-        let headers = wire::session_headers(options, &record.upload_id);
+        let headers = wire::session_headers(&record.upload_id);
         let (answer, rtt) = control_request(inner, "GET", &headers).await?;
         let usable = wire::is_success(&answer)
             .then(|| wire::session_status(&answer))
@@ -587,10 +589,11 @@ async fn open_or_resume(
 
 /// Tells the server to drop the session; gives up quietly after [`ABORT_GRACE_MS`].
 async fn delete_session(inner: &Inner, upload_id: &str) {
-    let headers = wire::session_headers(&inner.options, upload_id);
+    let headers = wire::session_headers(upload_id);
     let spec = RequestSpec {
         method: "DELETE",
         url: &inner.options.upload_url,
+        user_headers: &inner.options.headers,
         headers: &headers,
         body: None,
     };

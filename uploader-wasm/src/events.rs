@@ -1,6 +1,12 @@
 //! One queue for everything the running upload waits for: XHR events, timer ticks and
 //! `online`. Callbacks only push; the upload's single task pops and decides, so no callback ever
 //! runs upload logic while another piece of it is half-way through.
+//!
+//! The queue also runs that task: a one-future executor, in place of `wasm-bindgen-futures`
+//! (whose general task queue, wakers and promise plumbing were a fifth of the package). The
+//! task only ever waits for this queue's next event, so "wake" is simply "an event was pushed":
+//! each push schedules one poll on a microtask, never synchronously, so the task never runs
+//! inside the callback or the JS method that pushed.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -9,7 +15,16 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+use js_sys::{Function, Promise};
+use wasm_bindgen::prelude::*;
+
 use crate::xhr::HttpAnswer;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_name = queueMicrotask)]
+    fn queue_microtask(callback: &JsValue);
+}
 
 /// Which request an XHR event belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,27 +50,38 @@ pub enum Event {
     Online,
 }
 
+/// The upload's future and the functions that settle `start()`'s promise with its output.
+struct Task {
+    future: Pin<Box<dyn Future<Output = Result<JsValue, JsValue>>>>,
+    resolve: Function,
+    reject: Function,
+}
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Task")
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     events: VecDeque<Event>,
-    waker: Option<Waker>,
+    /// The task while it runs (and is not being polled right now).
+    task: Option<Task>,
+    poll_scheduled: bool,
+    /// Polls the task; made once, on the first push.
+    poll_callback: Option<Closure<dyn FnMut()>>,
 }
 
-/// A single-consumer event queue for one upload.
+/// A single-consumer event queue for one upload, and the executor of its task.
 #[derive(Debug, Clone, Default)]
 pub struct EventQueue(Rc<RefCell<State>>);
 
 impl EventQueue {
     /// Adds an event and wakes the upload task (on the next microtask, never synchronously).
     pub fn push(&self, event: Event) {
-        let waker = {
-            let mut state = self.0.borrow_mut();
-            state.events.push_back(event);
-            state.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.0.borrow_mut().events.push_back(event);
+        self.schedule_poll();
     }
 
     /// Waits for the next event.
@@ -67,6 +93,62 @@ impl EventQueue {
     pub fn clear(&self) {
         self.0.borrow_mut().events.clear();
     }
+
+    /// Runs `task` until it finishes; the promise settles with its output.
+    pub fn spawn(&self, task: impl Future<Output = Result<JsValue, JsValue>> + 'static) -> Promise {
+        let mut settle = None;
+        let promise = Promise::new(&mut |resolve, reject| settle = Some((resolve, reject)));
+        if let Some((resolve, reject)) = settle {
+            self.0.borrow_mut().task = Some(Task {
+                future: Box::pin(task),
+                resolve,
+                reject,
+            });
+            self.schedule_poll();
+        }
+        promise
+    }
+
+    fn schedule_poll(&self) {
+        let mut state = self.0.borrow_mut();
+        if state.poll_scheduled {
+            return;
+        }
+        state.poll_scheduled = true;
+        let queue = Rc::downgrade(&self.0);
+        let callback = state.poll_callback.get_or_insert_with(|| {
+            Closure::new(move || {
+                if let Some(state) = queue.upgrade() {
+                    EventQueue(state).poll();
+                }
+            })
+        });
+        queue_microtask(callback.as_ref());
+    }
+
+    /// Runs the task until it waits for an event that has not come yet, or ends.
+    fn poll(&self) {
+        let task = {
+            let mut state = self.0.borrow_mut();
+            state.poll_scheduled = false;
+            state.task.take()
+        };
+        let Some(mut task) = task else {
+            return;
+        };
+        // No waker: every push schedules a poll (see the module docs).
+        let mut cx = Context::from_waker(Waker::noop());
+        match task.future.as_mut().poll(&mut cx) {
+            Poll::Pending => self.0.borrow_mut().task = Some(task),
+            Poll::Ready(outcome) => {
+                let (settle, value) = match outcome {
+                    Ok(value) => (task.resolve, value),
+                    Err(error) => (task.reject, error),
+                };
+                let _ = settle.call1(&JsValue::UNDEFINED, &value);
+            }
+        }
+    }
 }
 
 /// Future of [`EventQueue::next`].
@@ -77,14 +159,10 @@ pub struct NextEvent<'a>(&'a EventQueue);
 impl Future for NextEvent<'_> {
     type Output = Event;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Event> {
-        let mut state = (self.0).0.borrow_mut();
-        match state.events.pop_front() {
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Event> {
+        match (self.0).0.borrow_mut().events.pop_front() {
             Some(event) => Poll::Ready(event),
-            None => {
-                state.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
+            None => Poll::Pending,
         }
     }
 }

@@ -11,52 +11,46 @@ use crate::json;
 use crate::options::Options;
 use crate::xhr::HttpAnswer;
 
-/// The caller's headers plus `extra`.
-fn with_user_headers(options: &Options, extra: Vec<(&str, String)>) -> Vec<(String, String)> {
-    let mut all = options.headers.clone();
-    all.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
-    all
-}
+/// Protocol headers of a request; `xhr::send` sends the caller's headers (`options.headers`)
+/// before them, so they are never copied.
+pub type Headers = Vec<(&'static str, String)>;
 
 fn encode(s: &str) -> String {
     String::from(js_sys::encode_uri_component(s))
 }
 
 /// Headers of the `POST` that opens a session.
-pub fn open_headers(options: &Options) -> Vec<(String, String)> {
-    let mut extra = vec![
+pub fn open_headers(options: &Options) -> Headers {
+    let mut headers = vec![
         (header::UPLOAD_LENGTH, decimal(options.size)),
         (header::UPLOAD_NAME, encode(&options.file.name())),
         (header::UPLOAD_LAST_MODIFIED, decimal(options.last_modified)),
     ];
     if options.has_rel_path {
-        extra.push((header::UPLOAD_PATH, encode(&options.name)));
+        headers.push((header::UPLOAD_PATH, encode(&options.name)));
     }
     let mime = options.file.type_();
     if !mime.is_empty() {
-        extra.push(("content-type", mime));
+        headers.push(("content-type", mime));
     }
-    with_user_headers(options, extra)
+    headers
 }
 
 /// Headers of a status query or an abort.
-pub fn session_headers(options: &Options, upload_id: &str) -> Vec<(String, String)> {
-    with_user_headers(options, vec![(header::UPLOAD_ID, upload_id.to_owned())])
+pub fn session_headers(upload_id: &str) -> Headers {
+    vec![(header::UPLOAD_ID, upload_id.to_owned())]
 }
 
 /// Headers of a chunk.
-pub fn chunk_headers(options: &Options, upload_id: &str, chunk: &Chunk) -> Vec<(String, String)> {
-    with_user_headers(
-        options,
-        vec![
-            (header::UPLOAD_ID, upload_id.to_owned()),
-            (
-                header::CONTENT_RANGE,
-                chunk.content_range(options.size).header_value(),
-            ),
-            (header::CHUNK_INDEX, decimal(chunk.index)),
-        ],
-    )
+pub fn chunk_headers(options: &Options, upload_id: &str, chunk: &Chunk) -> Headers {
+    vec![
+        (header::UPLOAD_ID, upload_id.to_owned()),
+        (
+            header::CONTENT_RANGE,
+            chunk.content_range(options.size).header_value(),
+        ),
+        (header::CHUNK_INDEX, decimal(chunk.index)),
+    ]
 }
 
 /// True for 2xx.

@@ -26,7 +26,9 @@ pub struct HttpAnswer {
 pub struct RequestSpec<'a> {
     pub method: &'a str,
     pub url: &'a str,
-    pub headers: &'a [(String, String)],
+    /// The caller's headers (`options.headers`), sent first.
+    pub user_headers: &'a [(String, String)],
+    pub headers: &'a [(&'static str, String)],
     pub body: Option<&'a Blob>,
 }
 
@@ -37,8 +39,7 @@ pub struct XhrGuard {
     xhr: XmlHttpRequest,
     finished: Rc<Cell<bool>>,
     _on_progress: Closure<dyn FnMut(ProgressEvent)>,
-    _on_load: Closure<dyn FnMut()>,
-    _on_error: Closure<dyn FnMut()>,
+    _on_loadend: Closure<dyn FnMut()>,
 }
 
 /// Starts a request whose events go to `queue` under `tag`. Fails if the browser refuses to
@@ -46,6 +47,9 @@ pub struct XhrGuard {
 pub fn send(spec: &RequestSpec<'_>, tag: Tag, queue: &EventQueue) -> Result<XhrGuard, JsValue> {
     let xhr = XmlHttpRequest::new()?;
     xhr.open_with_async(spec.method, spec.url, true)?;
+    for (name, value) in spec.user_headers {
+        xhr.set_request_header(name, value)?;
+    }
     for (name, value) in spec.headers {
         xhr.set_request_header(name, value)?;
     }
@@ -60,7 +64,8 @@ pub fn send(spec: &RequestSpec<'_>, tag: Tag, queue: &EventQueue) -> Result<XhrG
             });
         })
     };
-    let on_load = {
+    // `loadend` follows `load`, `error` and `timeout` alike: status 0 means no answer.
+    let on_loadend = {
         let (queue, xhr, finished) = (queue.clone(), xhr.clone(), finished.clone());
         Closure::<dyn FnMut()>::new(move || {
             finished.set(true);
@@ -77,26 +82,16 @@ pub fn send(spec: &RequestSpec<'_>, tag: Tag, queue: &EventQueue) -> Result<XhrG
             queue.push(Event::Answered { tag, answer });
         })
     };
-    let on_error = {
-        let (queue, finished) = (queue.clone(), finished.clone());
-        Closure::<dyn FnMut()>::new(move || {
-            finished.set(true);
-            queue.push(Event::NetworkFailure { tag });
-        })
-    };
     if spec.body.is_some() {
         xhr.upload()?
             .set_onprogress(Some(on_progress.as_ref().unchecked_ref()));
     }
-    xhr.set_onload(Some(on_load.as_ref().unchecked_ref()));
-    xhr.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-    xhr.set_ontimeout(Some(on_error.as_ref().unchecked_ref()));
+    xhr.set_onloadend(Some(on_loadend.as_ref().unchecked_ref()));
     let guard = XhrGuard {
         xhr,
         finished,
         _on_progress: on_progress,
-        _on_load: on_load,
-        _on_error: on_error,
+        _on_loadend: on_loadend,
     };
     // If send throws, the guard's drop detaches the handlers.
     guard.xhr.send_with_opt_blob(spec.body)?;
@@ -108,9 +103,7 @@ impl Drop for XhrGuard {
         if let Ok(upload) = self.xhr.upload() {
             upload.set_onprogress(None);
         }
-        self.xhr.set_onload(None);
-        self.xhr.set_onerror(None);
-        self.xhr.set_ontimeout(None);
+        self.xhr.set_onloadend(None);
         if !self.finished.get() {
             // Nothing is listening any more; a failure to abort leaves nothing to clean up.
             let _ = self.xhr.abort();
