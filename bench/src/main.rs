@@ -95,6 +95,9 @@ enum Cmd {
         quick: bool,
         #[arg(long, default_value = "1,4,16,64")]
         streams: String,
+        /// Upload sizes of the completion runs, in MiB (default 1024,4096; quick: 1024).
+        #[arg(long)]
+        completion_mib: Option<String>,
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -162,11 +165,12 @@ async fn run(cli: Cli) -> Result<()> {
                 let spec = LinkSpec::new(p.rate_mbit, p.rtt_ms, window(window_mib)?);
                 let c = link_check::check(&p.name, spec, seconds).await?;
                 eprintln!(
-                    "[link-check] {}: set {} Mbit/s {} ms -> measured {:.1} Mbit/s, RTT {:.1} ms (first request {:.1} ms) {}",
+                    "[link-check] {}: set {} Mbit/s {} ms -> measured {:.1} Mbit/s (6 connections: {:.1}), RTT {:.1} ms (first request {:.1} ms) {}",
                     c.profile,
                     c.rate_mbit.unwrap_or(0.0),
                     c.rtt_ms,
                     c.measured_mbit.unwrap_or(f64::NAN),
+                    c.measured_parallel_mbit.unwrap_or(f64::NAN),
                     c.measured_rtt_ms,
                     c.first_request_ms,
                     if c.ok { "ok" } else { "OUT OF TOLERANCE" }
@@ -190,13 +194,15 @@ async fn run(cli: Cli) -> Result<()> {
             work_dir,
             quick,
             streams,
+            completion_mib,
             out,
         } => {
-            let streams = streams
-                .split(',')
-                .map(|s| s.trim().parse::<usize>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| BenchError::Usage(format!("--streams: {e}")))?;
+            let streams: Vec<usize> = numbers(&streams, "--streams")?;
+            let completion_mib: Vec<u64> = match completion_mib {
+                Some(list) => numbers(&list, "--completion-mib")?,
+                None if quick => vec![1024],
+                None => vec![1024, 4096],
+            };
             if streams.contains(&0) {
                 return Err(BenchError::Usage("--streams must be positive".into()));
             }
@@ -206,11 +212,7 @@ async fn run(cli: Cli) -> Result<()> {
                 disk_bytes: if quick { 512 * MIB } else { 2048 * MIB },
                 run_bytes: if quick { 512 * MIB } else { 2048 * MIB },
                 streams,
-                completion_sizes: if quick {
-                    vec![1024 * MIB]
-                } else {
-                    vec![1024 * MIB, 4096 * MIB]
-                },
+                completion_sizes: completion_mib.iter().map(|m| m * MIB).collect(),
                 chunk: 8 * MIB,
             };
             let report = ingest::run(&plan).await;
@@ -218,6 +220,19 @@ async fn run(cli: Cli) -> Result<()> {
             write_json(out.as_deref(), &report?)
         }
     }
+}
+
+/// A comma-separated list of numbers; empty entries are skipped.
+fn numbers<T: std::str::FromStr>(list: &str, what: &str) -> Result<Vec<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<T>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BenchError::Usage(format!("{what}: {e}")))
 }
 
 fn window(mib: u64) -> Result<usize> {

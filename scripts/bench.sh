@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# `npm run bench`: the benchmarks of ../shared/DESIGN.md, measured in one run (bench/README in
+# docs/BENCHMARKS.md). Builds what is missing (release server, droppr-bench, the wasm package),
+# checks the link emulator, runs the server ingest benchmark and the browser benchmark, then prints
+# the tables and writes bench-out/{results.json,chart.svg,summary.md}.
+#
+#   npm run bench                         # everything (about 10-15 minutes)
+#   npm run bench -- --quick              # smaller files and runs (about 3 minutes)
+#   npm run bench -- --with-peers         # also install rustus 0.5.10 (once, about 7 minutes) for tus-js-client
+#   npm run bench -- --only link,ingest   # some parts: link, ingest, browser
+#   npm run bench -- --profiles P1,P2     # browser profiles (bench/profiles.json)
+# rustus is used whenever it is installed (RUSTUS_BIN, or the cache below); only --with-peers installs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+quick=0
+with_peers=0
+only=link,ingest,browser
+profiles=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --with-peers) with_peers=1 ;;
+    --only) only=$2; shift ;;
+    --profiles) profiles=$2; shift ;;
+    *) echo "[bench] unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+want() { [[ ",$only," == *",$1,"* ]]; }
+say() { printf '[bench] %s\n' "$*" >&2; }
+
+out=bench-out
+mkdir -p "$out"
+rm -f "$out"/{link-check,ingest,browser,results}.json
+printf '{"started": "%s", "loadavg_start": "%s", "quick": %s, "with_peers": %s}\n' \
+  "$(date -u +%FT%TZ)" "$(cut -d' ' -f1-3 /proc/loadavg)" \
+  "$([ $quick = 1 ] && echo true || echo false)" "$([ $with_peers = 1 ] && echo true || echo false)" >"$out/run-info.json"
+started=$(date +%s)
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+say "building the release server and droppr-bench"
+cargo build --release -p droppr-server -p droppr-bench
+server_bin="$target_dir/release/droppr-server"
+bench_bin="$target_dir/release/droppr-bench"
+
+if want browser; then
+  if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/tus-js-client ]; then
+    npm ci --no-audit --no-fund
+  fi
+  if [ ! -x /usr/bin/chromium ]; then
+    bash scripts/bootstrap.sh browser
+  fi
+  # The uploader as the browser gets it: rebuilt when missing or older than its sources.
+  pkg_wasm=uploader-wasm/pkg/droppr_uploader_bg.wasm
+  if [ ! -f "$pkg_wasm" ] || [ -n "$(find uploader-wasm/src protocol/src uploader-wasm/Cargo.toml -newer "$pkg_wasm" 2>/dev/null | head -n 1)" ]; then
+    bash scripts/bootstrap.sh wasm
+    bash scripts/build-wasm.sh
+  fi
+  rustus_root="${XDG_CACHE_HOME:-$HOME/.cache}/droppr-bench/rustus-0.5.10"
+  rustus_bin="${RUSTUS_BIN:-$rustus_root/bin/rustus}"
+  if [ ! -x "$rustus_bin" ] && [ $with_peers = 1 ]; then
+    say "installing rustus 0.5.10 into $rustus_root (about 7 minutes, once)"
+    cargo install rustus --version 0.5.10 --root "$rustus_root"
+  fi
+fi
+
+if want link; then
+  say "link emulator self-check"
+  secs=2; [ $quick = 1 ] && secs=1
+  # A busy machine can starve the emulator: try twice, then go on with a warning (the table shows it).
+  if ! "$bench_bin" link-check --profiles bench/profiles.json --seconds "$secs" --out "$out/link-check.json"; then
+    say "link check out of tolerance; once more"
+    "$bench_bin" link-check --profiles bench/profiles.json --seconds "$secs" --out "$out/link-check.json" ||
+      say "WARNING: the link emulator missed its rate or RTT (machine too busy?): browser figures are suspect"
+  fi
+fi
+
+if want ingest; then
+  say "server ingest"
+  ingest_args=(ingest --server-bin "$server_bin" --work-dir "$out/ingest-data" --out "$out/ingest.json")
+  [ $quick = 1 ] && ingest_args+=(--quick)
+  "$bench_bin" "${ingest_args[@]}"
+fi
+
+if want browser; then
+  say "browser uploads"
+  browser_args=(--bench-bin "$bench_bin" --server-bin "$server_bin" --out "$out/browser.json" --server-log "$out/browser-server.log")
+  rm -f "$out/browser-server.log"
+  [ -x "$rustus_bin" ] && browser_args+=(--rustus-bin "$rustus_bin")
+  [ $quick = 1 ] && browser_args+=(--quick)
+  [ -n "$profiles" ] && browser_args+=(--profiles "$profiles")
+  node bench/browser.mjs "${browser_args[@]}"
+fi
+
+node bench/report.mjs "$out"
+say "done in $(( $(date +%s) - started )) s"
