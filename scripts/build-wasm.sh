@@ -12,6 +12,12 @@ export CARGO_PROFILE_RELEASE_LTO=true
 export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 export CARGO_PROFILE_RELEASE_PANIC=abort
 export CARGO_PROFILE_RELEASE_DEBUG=false
+# Panic locations name their source files; strip the registry's absolute folder from them
+# (shorter, and the package no longer records where it was built).
+for registry in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do
+  [ -d "$registry" ] && RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$registry="
+done
+export RUSTFLAGS="${RUSTFLAGS:-}"
 wasm_opt=node_modules/.bin/wasm-opt
 if [ -x "$wasm_opt" ]; then
   # wasm-opt strips the names afterwards; keeping them until then keeps the target_features

@@ -1,16 +1,32 @@
 //! The few browser facts the uploader reads: clocks, `navigator.connection`, `navigator.onLine`,
 //! `localStorage`, and event listeners owned by guards.
+//!
+//! Everything is read from `globalThis` by name rather than through `web_sys::window()`, whose
+//! search for the global object (four accessors and an `instanceof Window`) is more glue than
+//! the uploader's own reads; it also works in a worker.
 
 use droppr_protocol::js_number::u64_from_f64;
 use droppr_protocol::network::{EffectiveType, NetworkHints};
 use js_sys::{Function, Reflect};
 use wasm_bindgen::prelude::*;
 
+#[wasm_bindgen]
+extern "C" {
+    /// The global object: `window` in a page, `self` in a worker.
+    #[wasm_bindgen(thread_local_v2, js_name = globalThis)]
+    static GLOBAL: JsValue;
+}
+
+/// `globalThis[key]`; `None` when absent or when reading it throws (`localStorage` may).
+fn global(key: &str) -> Option<JsValue> {
+    GLOBAL.with(|g| get(g, key))
+}
+
 /// Milliseconds on a monotonic clock (`performance.now()`), for durations and speeds.
 pub fn now_ms() -> f64 {
-    web_sys::window()
-        .and_then(|w| w.performance())
-        .map_or_else(js_sys::Date::now, |p| p.now())
+    global("performance").map_or_else(js_sys::Date::now, |p| {
+        p.unchecked_into::<web_sys::Performance>().now()
+    })
 }
 
 /// Milliseconds since the Unix epoch, for records that outlive the page.
@@ -30,7 +46,7 @@ fn get(target: &JsValue, key: &str) -> Option<JsValue> {
 }
 
 fn navigator() -> Option<JsValue> {
-    web_sys::window().map(|w| w.navigator().into())
+    global("navigator")
 }
 
 /// `navigator.connection`, when the browser has one (Chromium; not Firefox or Safari). Read
@@ -59,7 +75,10 @@ pub fn network_hints() -> NetworkHints {
 
 /// `navigator.onLine`; true when unknown.
 pub fn is_online() -> bool {
-    web_sys::window().is_none_or(|w| w.navigator().on_line())
+    navigator()
+        .and_then(|n| get(&n, "onLine"))
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true)
 }
 
 /// An event listener that is removed when the guard is dropped.
@@ -90,12 +109,12 @@ pub fn listen(
     })
 }
 
-/// Listens on `window`.
+/// Listens on the global object (`window`).
 pub fn listen_window(
     event: &'static str,
     handler: impl FnMut() + 'static,
 ) -> Option<ListenerGuard> {
-    listen(web_sys::window()?.into(), event, handler)
+    listen(GLOBAL.with(Clone::clone), event, handler)
 }
 
 impl Drop for ListenerGuard {
@@ -117,8 +136,10 @@ impl Drop for ListenerGuard {
 /// `localStorage`, when the page may use it (not in some private modes or sandboxed frames).
 /// Every failure means "no resume", never a failed upload.
 pub mod storage {
+    use wasm_bindgen::JsCast;
+
     fn local() -> Option<web_sys::Storage> {
-        web_sys::window()?.local_storage().ok().flatten()
+        super::global("localStorage").map(JsCast::unchecked_into)
     }
 
     pub fn get(key: &str) -> Option<String> {

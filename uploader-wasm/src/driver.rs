@@ -18,7 +18,7 @@ use droppr_protocol::text::decimal;
 use droppr_protocol::tuning::Tuning;
 use droppr_protocol::wire::SessionStatus;
 use gloo_timers::callback::Timeout;
-use js_sys::{Function, Object, Reflect};
+use js_sys::{Function, Reflect};
 use wasm_bindgen::prelude::*;
 
 use crate::browser::{self, storage, ListenerGuard};
@@ -199,13 +199,14 @@ pub async fn run(inner: Rc<Inner>) -> Result<JsValue, JsValue> {
     }
 }
 
-/// Calls a user callback; what it throws is its own business and does not stop the upload.
+/// Calls a user callback with one or two arguments; what it throws is its own business and
+/// does not stop the upload.
 fn call(callback: Option<&Function>, args: &[JsValue]) {
     if let Some(f) = callback {
         let _ = match args {
-            [a] => f.call1(&JsValue::NULL, a),
             [a, b] => f.call2(&JsValue::NULL, a, b),
-            _ => f.call0(&JsValue::NULL),
+            [a, ..] => f.call1(&JsValue::NULL, a),
+            [] => f.call1(&JsValue::NULL, &JsValue::UNDEFINED),
         };
     }
 }
@@ -264,18 +265,15 @@ async fn drive(inner: &Rc<Inner>, key: &str) -> Result<JsValue, Stop> {
 
 /// `start()`'s value: `{uploadId, name, path, size}`.
 fn result(options: &Options, status: &SessionStatus) -> JsValue {
-    let object = Object::new();
     let name = status.name.clone().unwrap_or_else(|| options.file.name());
     let path = status.path.clone().unwrap_or_else(|| options.name.clone());
-    for (k, v) in [
+    json::object(&[
         ("uploadId", JsValue::from_str(&status.upload_id)),
         ("name", JsValue::from_str(&name)),
         ("path", JsValue::from_str(&path)),
         ("size", JsValue::from_f64(f64_saturating(status.size))),
-    ] {
-        let _ = Reflect::set(&object, &JsValue::from_str(k), &v);
-    }
-    object.into()
+    ])
+    .into()
 }
 
 /// Starts every chunk the scheduler allows now and arms the wake-up timer.
@@ -317,9 +315,10 @@ fn launch(inner: &Inner, upload_id: &str) -> Result<(), Stop> {
 }
 
 fn describe_js(error: &JsValue, context: &str) -> String {
-    let detail = error
-        .dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.message()))
+    // An `Error`'s (or `DOMException`'s) message, or a thrown string.
+    let detail = Reflect::get(error, &JsValue::from_str("message"))
+        .ok()
+        .and_then(|m| m.as_string())
         .or_else(|| error.as_string());
     match detail {
         Some(d) => [context, ": ", &d].concat(),

@@ -21,33 +21,44 @@ fn field(object: &JsValue, key: &str) -> Option<JsValue> {
 }
 
 fn u64_field(object: &JsValue, key: &str) -> Option<u64> {
-    field(object, key)?.as_f64().and_then(u64_from_f64)
+    u64_of(&field(object, key)?)
 }
 
 fn string_field(object: &JsValue, key: &str) -> Option<String> {
     field(object, key)?.as_string()
 }
 
+fn u64_of(value: &JsValue) -> Option<u64> {
+    value.as_f64().and_then(u64_from_f64)
+}
+
+// The lists are read with plain loops: `collect::<Option<Vec<_>>>()` instantiates its
+// short-circuiting adapter once per list type, which costs more wasm than the loops.
 fn u64_list(value: &JsValue) -> Option<Vec<u64>> {
-    let array = value.dyn_ref::<Array>()?;
-    array
-        .iter()
-        .map(|v| v.as_f64().and_then(u64_from_f64))
-        .collect()
+    let mut out = Vec::new();
+    for v in value.dyn_ref::<Array>()?.iter() {
+        out.push(u64_of(&v)?);
+    }
+    Some(out)
+}
+
+/// `[[start, end], ...]`.
+fn range_list(value: &JsValue) -> Option<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    for pair in value.dyn_ref::<Array>()?.iter() {
+        let pair = pair.dyn_ref::<Array>()?;
+        if pair.length() != 2 {
+            return None;
+        }
+        out.push((u64_of(&pair.get(0))?, u64_of(&pair.get(1))?));
+    }
+    Some(out)
 }
 
 /// A session status (`protocol/src/wire.rs`); `None` if a field is missing or ill-typed.
 pub fn session_status(text: &str) -> Option<SessionStatus> {
     let o = parse(text)?;
-    let ranges = field(&o, "missing_ranges")?;
-    let missing_ranges = ranges
-        .dyn_ref::<Array>()?
-        .iter()
-        .map(|pair| match u64_list(&pair)?.as_slice() {
-            [start, end] => Some((*start, *end)),
-            _ => None,
-        })
-        .collect::<Option<Vec<_>>>()?;
+    let missing_ranges = range_list(&field(&o, "missing_ranges")?)?;
     Some(SessionStatus {
         upload_id: string_field(&o, "upload_id")?,
         complete: field(&o, "complete")?.as_bool()?,
@@ -98,8 +109,7 @@ pub fn record_to_json(record: &SessionRecord) -> String {
         .iter()
         .map(|&i| JsValue::from_f64(f64_saturating(i)))
         .collect();
-    let o = Object::new();
-    for (key, value) in [
+    let o = object(&[
         ("uploadId", JsValue::from_str(&record.upload_id)),
         ("completedChunks", chunks.into()),
         ("timestamp", f64_saturating(record.timestamp).into()),
@@ -111,9 +121,17 @@ pub fn record_to_json(record: &SessionRecord) -> String {
             "nextChunkIndex",
             f64_saturating(record.next_chunk_index).into(),
         ),
-    ] {
-        // Setting a property of a fresh plain object cannot fail.
-        let _ = Reflect::set(&o, &JsValue::from_str(key), &value);
-    }
+    ]);
     JSON::stringify(&o).map(String::from).unwrap_or_default()
+}
+
+/// A plain object with these properties (one copy of the loop for every object the package
+/// builds).
+pub fn object(entries: &[(&str, JsValue)]) -> Object {
+    let o = Object::new();
+    for (key, value) in entries {
+        // Setting a property of a fresh plain object cannot fail.
+        let _ = Reflect::set(&o, &JsValue::from_str(key), value);
+    }
+    o
 }

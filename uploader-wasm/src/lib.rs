@@ -249,9 +249,9 @@ impl ParallelUploader {
             stats.parallelism.into(),
             f64_saturating(stats.chunk_size),
         ];
-        let object = Object::new();
         // One loop over numbers (the unknown ETA, NaN, becomes null): a tenth of the code of a
         // differently typed value per key.
+        let object = Object::new();
         for (key, value) in STATS_KEYS.iter().zip(values) {
             let value = if value.is_nan() {
                 JsValue::NULL

@@ -83,7 +83,7 @@ pub fn failure(answer: &HttpAnswer) -> Failure {
 /// parser in Rust, with the string slicing and the panic messages it brings, costs kilobytes of
 /// wasm where the browser already has one.
 fn retry_after_ms(value: &str, now_unix_ms: u64) -> Option<u64> {
-    let value = value.trim();
+    let value = value.trim_ascii();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         let seconds = value.bytes().fold(0u64, |n, digit| {
             n.saturating_mul(10).saturating_add(u64::from(digit - b'0'))
