@@ -122,8 +122,9 @@ pub fn app(
             }
         })
         .default_service(web::to(routes::not_found))
-        .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
         .wrap(cors)
+        // Outside CORS, so that the preflight answers it makes itself are no-store too.
+        .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
         .wrap(Logger::new("%a \"%r\" %s %b %Dms").log_target("droppr::http"))
 }
 
