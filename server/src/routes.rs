@@ -151,12 +151,14 @@ fn client_ip(req: &HttpRequest) -> String {
 fn chunk_range(req: &HttpRequest) -> Result<Option<ContentRange>> {
     let content_length = header_u64(req, "content-length")?;
     let range = if let Some(v) = header_str(req, h::CONTENT_RANGE) {
-        ContentRange::parse(v).ok_or_else(|| {
-            Error::client(
-                ErrorCode::BadRange,
-                format!("Invalid Content-Range '{v}': expected 'bytes START-END/TOTAL'."),
-            )
-        })?
+        ContentRange::parse(v)
+            .or_else(|| ends_past_total(v))
+            .ok_or_else(|| {
+                Error::client(
+                    ErrorCode::BadRange,
+                    format!("Invalid Content-Range '{v}': expected 'bytes START-END/TOTAL'."),
+                )
+            })?
     } else if let Some(start) = header_u64(req, h::UPLOAD_OFFSET)? {
         let total = header_u64(req, h::UPLOAD_LENGTH)?.ok_or_else(|| {
             Error::client(
@@ -201,6 +203,20 @@ fn chunk_range(req: &HttpRequest) -> Result<Option<ContentRange>> {
         }
     }
     Ok(Some(range))
+}
+
+/// `bytes S-E/T` with S <= E but E >= T: well formed, yet past the end of the file.
+/// [`ContentRange::parse`] refuses it like a malformed value; returned here so that the check
+/// below answers it with the documented `range-outside-file`.
+fn ends_past_total(v: &str) -> Option<ContentRange> {
+    let (range, total) = v.trim().strip_prefix("bytes")?.trim_start().split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let range = ContentRange {
+        start: parse_u64(start)?,
+        end: parse_u64(end)?,
+        total: parse_u64(total)?,
+    };
+    (range.start <= range.end && range.end >= range.total).then_some(range)
 }
 
 /// Fields to open a session with, from `X-Upload-Path` (folders and name) or `X-Upload-Name`.
