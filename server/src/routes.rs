@@ -209,7 +209,11 @@ fn chunk_range(req: &HttpRequest) -> Result<Option<ContentRange>> {
 /// [`ContentRange::parse`] refuses it like a malformed value; returned here so that the check
 /// below answers it with the documented `range-outside-file`.
 fn ends_past_total(v: &str) -> Option<ContentRange> {
-    let (range, total) = v.trim().strip_prefix("bytes")?.trim_start().split_once('/')?;
+    let (range, total) = v
+        .trim()
+        .strip_prefix("bytes")?
+        .trim_start()
+        .split_once('/')?;
     let (start, end) = range.split_once('-')?;
     let range = ContentRange {
         start: parse_u64(start)?,
@@ -277,6 +281,16 @@ async fn upload(
     let uploads = &state.uploads;
     let request = uploads.request(&hash).await?;
     let range = chunk_range(&req)?;
+    let sha256 = header_str(&req, h::CHUNK_SHA256)
+        .map(|v| {
+            parse_sha256(v).ok_or_else(|| {
+                Error::client(
+                    ErrorCode::ChecksumMismatch,
+                    "X-Chunk-Sha256 must be 64 hex digits.",
+                )
+            })
+        })
+        .transpose()?;
     let id = header_str(&req, h::UPLOAD_ID).map(str::to_owned);
     let (id, opened) = match (id, range) {
         (Some(id), Some(_)) => (id, false),
@@ -361,20 +375,23 @@ async fn upload(
             }
         }
     }
-    let sha256 = header_str(&req, h::CHUNK_SHA256)
-        .map(|v| {
-            parse_sha256(v).ok_or_else(|| {
-                Error::client(
-                    ErrorCode::ChecksumMismatch,
-                    "X-Chunk-Sha256 must be 64 hex digits.",
-                )
-            })
-        })
-        .transpose()?;
     let body = payload.map(|piece| piece.map_err(|e| BodyError(e.to_string())));
-    let session = uploads
+    let session = match uploads
         .write_chunk(&request, &id, range, body, sha256)
-        .await?;
+        .await
+    {
+        Ok(session) => session,
+        Err(e) => {
+            if opened {
+                // Nobody knows this session's id and it holds nothing: free its reserved space
+                // now instead of leaving it to expire.
+                if let Err(abort) = uploads.abort(&request, &id).await {
+                    tracing::debug!(error = %abort, "session opened by a refused chunk already gone");
+                }
+            }
+            return Err(e);
+        }
+    };
     let builder = if opened {
         HttpResponse::Created()
     } else {
