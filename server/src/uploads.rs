@@ -230,22 +230,23 @@ impl Uploads {
             || session.ranges.contains(range.start, range.end)
         {
             // Already durable: take the bytes off the wire but never overwrite good data.
-            let mut received = 0u64;
-            while let Some(piece) = body.next().await {
-                received += piece.map_err(cut_short)?.len() as u64;
-                if received > range.len() {
-                    return Err(too_long(range));
-                }
-            }
-            if received != range.len() {
-                return Err(too_short(range, received));
-            }
-            return self.session(request, id).await;
+            drain(&mut body, range).await?;
+            // Under the session's lock, so that a completion in progress is seen finished.
+            return self.after_range(request, id, None).await;
         }
 
         let store = self.store.clone();
         let owned = id.to_owned();
-        let writer = blocking(move || Ok(store.writer(&owned)?)).await?;
+        let writer = match blocking(move || Ok(store.writer(&owned)?)).await {
+            Ok(writer) => writer,
+            // The part file went since the check above: another chunk finished the file (or
+            // the upload was discarded). Answer with where the session stands now.
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                drain(&mut body, range).await?;
+                return self.after_range(request, id, None).await;
+            }
+            Err(e) => return Err(e),
+        };
         let mut hasher = sha256.map(|_| Sha256::new());
         let mut buf = BytesMut::new();
         let mut received = 0u64;
@@ -460,6 +461,24 @@ impl Uploads {
             path: final_path,
         }
     }
+}
+
+/// Reads a body whose bytes are not needed, checking that it holds exactly `range`.
+async fn drain<S>(body: &mut S, range: ContentRange) -> Result<()>
+where
+    S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
+{
+    let mut received = 0u64;
+    while let Some(piece) = body.next().await {
+        received += piece.map_err(cut_short)?.len() as u64;
+        if received > range.len() {
+            return Err(too_long(range));
+        }
+    }
+    if received != range.len() {
+        return Err(too_short(range, received));
+    }
+    Ok(())
 }
 
 async fn finish(pending: Option<JoinHandle<std::io::Result<()>>>) -> Result<()> {
