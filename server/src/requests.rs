@@ -57,7 +57,8 @@ pub fn create(
 pub fn created(config: &ServerConfig, r: &UploadRequest) -> CreatedRequest {
     CreatedRequest {
         hash: r.hash.clone(),
-        url: format!("{}/request/{}", config.public_url, r.hash),
+        // The demo page takes the link as ?request=; it reads the original /request/{hash} form too.
+        url: format!("{}/?request={}", config.public_url, r.hash),
         upload_url: format!(
             "{}/api/droppr/requests/{}/upload-chunk",
             config.public_url, r.hash
