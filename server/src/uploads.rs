@@ -60,6 +60,39 @@ pub struct Uploads {
     pub store: Arc<dyn ByteStore>,
     pub meta: Arc<dyn MetadataStore>,
     locks: SessionLocks,
+    /// Sessions discarded because their content did not fit the extension, with the reason, so
+    /// that their other chunks in flight get that 415 too rather than a puzzling 404.
+    refused: Refused,
+}
+
+/// Recently refused sessions and why; forgotten after ten minutes.
+#[derive(Debug, Default, Clone)]
+struct Refused(Arc<Mutex<HashMap<String, (String, std::time::Instant)>>>);
+
+impl Refused {
+    const KEEP: std::time::Duration = std::time::Duration::from_secs(600);
+
+    fn insert(&self, id: &str, reason: &str) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.retain(|_, (_, at)| at.elapsed() < Self::KEEP);
+        map.insert(
+            id.to_owned(),
+            (reason.to_owned(), std::time::Instant::now()),
+        );
+    }
+
+    fn reason(&self, id: &str) -> Option<Error> {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(id)
+            .filter(|(_, at)| at.elapsed() < Self::KEEP)
+            .map(|(reason, _)| client(ErrorCode::ContentMismatch, reason.clone()))
+    }
 }
 
 /// Runs blocking storage work off the async executor.
@@ -86,6 +119,7 @@ impl Uploads {
             store,
             meta,
             locks: SessionLocks::default(),
+            refused: Refused::default(),
         }
     }
 
@@ -224,7 +258,13 @@ impl Uploads {
     where
         S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
     {
-        let session = self.session(request, id).await?;
+        // A chunk of a session refused for its content a moment ago gets that 415, not a 404.
+        let session = self.session(request, id).await.map_err(|e| {
+            match (e.code(), self.refused.reason(id)) {
+                (ErrorCode::SessionNotFound, Some(reason)) => reason,
+                _ => e,
+            }
+        })?;
         self.check_range(&session, range)?;
         if session.state == SessionState::Complete
             || session.ranges.contains(range.start, range.end)
@@ -363,10 +403,12 @@ impl Uploads {
         })
         .await?
         .ok_or_else(|| {
-            client(
-                ErrorCode::SessionNotFound,
-                "The upload was aborted or has expired.",
-            )
+            self.refused.reason(id).unwrap_or_else(|| {
+                client(
+                    ErrorCode::SessionNotFound,
+                    "The upload was aborted or has expired.",
+                )
+            })
         })?;
         let mut session = session;
         let head_len = SNIFF_LEN.min(session.size());
@@ -407,6 +449,7 @@ impl Uploads {
     ) -> Result<()> {
         let (store, meta, s) = (self.store.clone(), self.meta.clone(), session.clone());
         let allowed = request.allowed_extensions.clone();
+        let refused = self.refused.clone();
         blocking(move || {
             let head = store.read_at(&s.id, 0, head_len)?;
             let path = RelPath::parse(&s.rel_path)?;
@@ -414,6 +457,7 @@ impl Uploads {
                 Ok(_) => meta.mark_content_checked(&s.id),
                 Err(e) => {
                     tracing::warn!(upload = %s.id, error = %e, "content refused; session discarded");
+                    refused.insert(&s.id, &e.to_string());
                     meta.delete_session(&s.id)?;
                     store.discard(&s.id)?;
                     Err(e)

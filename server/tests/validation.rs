@@ -363,9 +363,10 @@ fn content_not_fitting_the_extension_is_415_and_discards_the_session() {
     server
         .status(&hash, &id)
         .assert_error(404, "session-not-found");
+    // A later chunk of the refused session (say, a parallel one still in flight) hears why.
     server
         .chunk(&hash, &id, &data, 0, 100 * KIB - 1)
-        .assert_error(404, "session-not-found");
+        .assert_error(415, "content-mismatch");
     assert!(!server.part_path(&id).exists(), "part file deleted");
     let after = server.snapshot();
     assert!(after.sessions.is_empty() && after.parts.is_empty() && after.files.is_empty());
