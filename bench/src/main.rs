@@ -4,6 +4,8 @@
 //!   and a one-way delay each way), which the browser benchmark puts between Chromium and a server.
 //! - `link-check`: the emulator's self-check for the link profiles in `bench/profiles.json`.
 //! - `ingest`: the server ingest benchmark against the real release server.
+//! - `path`, `path-sink`, `path-probe`: the emulated path between two network namespaces (real
+//!   kernel TCP end to end) and its self-check; `bench/netpath.mjs` sets them up.
 //!
 //! Results go to a JSON file (`--out`) and progress to stderr; `bench/report.mjs` makes the table,
 //! the chart and the summary.
@@ -12,6 +14,7 @@ mod http;
 mod ingest;
 mod link;
 mod link_check;
+mod path;
 mod server;
 
 use std::net::SocketAddr;
@@ -83,6 +86,37 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Forward packets between a TUN device in each namespace with the profile's rate, delay,
+    /// jitter and loss per direction, until killed. Prints `path ready` once both devices exist.
+    Path {
+        #[arg(long)]
+        client_netns: String,
+        #[arg(long)]
+        server_netns: String,
+        /// Name of the TUN device created in each namespace.
+        #[arg(long, default_value = "dbtun")]
+        device: String,
+        #[command(flatten)]
+        settings: PathSettings,
+    },
+    /// The self-check's far end (in the server namespace): UDP echo and TCP bulk sink on --bind.
+    PathSink {
+        #[arg(long)]
+        bind: SocketAddr,
+    },
+    /// The self-check (in the client namespace): RTT and loss by UDP pings, rate over 1 and 6 TCP
+    /// connections, the sockets' congestion control; JSON on stdout, exit 1 when out of tolerance.
+    PathProbe {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long, default_value = "")]
+        profile: String,
+        /// Seconds of each bulk transfer (at least 12 round trips, so slow start is over).
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        #[command(flatten)]
+        settings: PathSettings,
+    },
     /// Server ingest: disk rate, 1/4/16/64 streams of 8 MiB chunks, completion latency.
     Ingest {
         #[arg(long, default_value = "target/release/droppr-server")]
@@ -103,6 +137,72 @@ enum Cmd {
     },
 }
 
+/// A path profile's settings (each direction gets them all).
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct PathSettings {
+    /// Bottleneck rate per direction (absent: none).
+    #[arg(long)]
+    rate_mbit: Option<f64>,
+    /// Round-trip time (half each way).
+    #[arg(long, default_value_t = 0.0)]
+    rtt_ms: f64,
+    /// Extra one-way delay drawn from 0..jitter per packet (packets keep their order).
+    #[arg(long, default_value_t = 0.0)]
+    jitter_ms: f64,
+    /// Random loss per direction, in percent.
+    #[arg(long, default_value_t = 0.0)]
+    loss_pct: f64,
+}
+
+impl PathSettings {
+    fn spec(self) -> path::PathSpec {
+        path::PathSpec::from_profile(self.rate_mbit, self.rtt_ms, self.jitter_ms, self.loss_pct)
+    }
+
+    fn expected(self) -> path::probe::Expected {
+        path::probe::Expected {
+            rate_mbit: self.rate_mbit,
+            rtt_ms: self.rtt_ms,
+            jitter_ms: self.jitter_ms,
+            loss_pct: self.loss_pct,
+        }
+    }
+}
+
+/// The path commands run on plain threads (the forwarder moves threads between namespaces).
+fn run_path_command(command: Cmd) -> Result<()> {
+    match command {
+        Cmd::Path {
+            client_netns,
+            server_netns,
+            device,
+            settings,
+        } => Ok(path::run(
+            &client_netns,
+            &server_netns,
+            &device,
+            settings.spec(),
+        )?),
+        Cmd::PathSink { bind } => Ok(path::probe::sink(bind)?),
+        Cmd::PathProbe {
+            target,
+            profile,
+            seconds,
+            settings,
+        } => {
+            let seconds = seconds.max(settings.rtt_ms * 12.0 / 1000.0);
+            let check = path::probe::check(&profile, target, settings.expected(), seconds)?;
+            write_json(None, &check)?;
+            if check.ok {
+                Ok(())
+            } else {
+                Err(BenchError::LinkCheck(check.checks.join("; ")))
+            }
+        }
+        _ => Err(BenchError::Usage("not a path command".into())),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct Profile {
     name: String,
@@ -112,6 +212,18 @@ struct Profile {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Cmd::Path { .. } | Cmd::PathSink { .. } | Cmd::PathProbe { .. }
+    ) {
+        return match run_path_command(cli.command) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("droppr-bench: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -218,6 +330,9 @@ async fn run(cli: Cli) -> Result<()> {
             let report = ingest::run(&plan).await;
             let _ = std::fs::remove_dir(&work_dir);
             write_json(out.as_deref(), &report?)
+        }
+        Cmd::Path { .. } | Cmd::PathSink { .. } | Cmd::PathProbe { .. } => {
+            run_path_command(cli.command)
         }
     }
 }
