@@ -14,10 +14,14 @@
 //!   the factory that `main.rs` and the tests share.
 
 pub mod auth;
+pub mod captcha;
 pub mod cleanup;
+pub mod client;
 pub mod config;
+pub mod defences;
 pub mod error;
 pub mod hooks;
+pub mod limits;
 pub mod meta;
 pub mod requests;
 pub mod routes;
@@ -142,6 +146,7 @@ pub async fn start(config: ServerConfig) -> Result<(Server, SocketAddr)> {
     }
     actix_web::rt::spawn(cleanup::sweep_forever(uploads.clone(), sweep_interval));
     let state = AppState {
+        defences: Arc::new(defences::Defences::new(&uploads.config.defences)),
         uploads,
         hooks: test_hooks.then(hooks::TestHooks::default),
     };

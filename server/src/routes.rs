@@ -9,6 +9,8 @@ use droppr_protocol::wire::{header as h, parse_u64, CreateRequest, ErrorCode, Se
 use droppr_protocol::ContentRange;
 use futures_util::StreamExt;
 
+use crate::client::ClientId;
+use crate::defences::Defences;
 use crate::error::{Error, Result};
 use crate::hooks::{Faults, Injected, TestHooks};
 use crate::meta::UploadRequest;
@@ -20,6 +22,8 @@ use crate::validate::RelPath;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub uploads: Arc<Uploads>,
+    /// Client identity, rate limits, passwords, captcha.
+    pub defences: Arc<Defences>,
     /// Present only with `--test-hooks`.
     pub hooks: Option<TestHooks>,
 }
@@ -78,14 +82,23 @@ async fn create_request(
     Ok(HttpResponse::Created().json(created))
 }
 
-async fn request_info(hash: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse> {
+async fn request_info(
+    req: HttpRequest,
+    hash: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
     let uploads = &state.uploads;
     let request = uploads.request(&hash).await?;
-    Ok(HttpResponse::Ok().json(requests::info(
-        &uploads.config,
-        &request,
-        uploads.size_limit(&request),
-    )))
+    let mut info = requests::info(&uploads.config, &request, uploads.size_limit(&request));
+    let client = state.defences.client(&req);
+    let captcha = state
+        .defences
+        .captcha_info(uploads.meta.clone(), &request, &client)
+        .await?;
+    info.captcha_enabled = captcha.enabled;
+    info.captcha_required = captcha.required;
+    info.captcha_site_key = captcha.site_key;
+    Ok(HttpResponse::Ok().json(info))
 }
 
 fn header_str<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
@@ -138,12 +151,6 @@ fn header_text(req: &HttpRequest, name: &str) -> Result<Option<String>> {
     String::from_utf8(out)
         .map(Some)
         .map_err(|_| Error::client(ErrorCode::BadPath, format!("{name} is not valid UTF-8.")))
-}
-
-fn client_ip(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default()
 }
 
 /// The chunk's range from `Content-Range`, or `X-Upload-Offset` with `X-Upload-End` (inclusive) or
@@ -265,9 +272,21 @@ fn status_response(
     }
 }
 
-async fn authorize(uploads: &Uploads, req: &HttpRequest, request: &UploadRequest) -> Result<()> {
+/// Before a session opens: the open rate limit, then captcha and password.
+async fn admit_open(
+    state: &AppState,
+    req: &HttpRequest,
+    request: &UploadRequest,
+    client: &ClientId,
+) -> Result<()> {
+    state.defences.check_open(client, &request.hash)?;
     let password = header_text(req, h::REQUEST_PASSWORD)?;
-    uploads.authorize(request, client_ip(req), password).await
+    let captcha = header_str(req, h::CAPTCHA_TOKEN).map(str::to_owned);
+    let meta = state.uploads.meta.clone();
+    state
+        .defences
+        .authorize(meta, request, client, password, captcha)
+        .await
 }
 
 /// POST/PUT/PATCH on the upload URL: open a session, or take a chunk.
@@ -280,6 +299,7 @@ async fn upload(
 ) -> Result<HttpResponse> {
     let uploads = &state.uploads;
     let request = uploads.request(&hash).await?;
+    let client = state.defences.client(&req);
     let range = chunk_range(&req)?;
     let sha256 = header_str(&req, h::CHUNK_SHA256)
         .map(|v| {
@@ -293,7 +313,10 @@ async fn upload(
         .transpose()?;
     let id = header_str(&req, h::UPLOAD_ID).map(str::to_owned);
     let (id, opened) = match (id, range) {
-        (Some(id), Some(_)) => (id, false),
+        (Some(id), Some(_)) => {
+            state.defences.check_chunk(&client, &request.hash)?;
+            (id, false)
+        }
         (Some(_), None) => {
             return Err(Error::client(
                 ErrorCode::LengthRequired,
@@ -315,7 +338,7 @@ async fn upload(
                 )
             })?;
             let open = open_fields(&req, size)?;
-            authorize(uploads, &req, &request).await?;
+            admit_open(&state, &req, &request, &client).await?;
             let session = uploads.open(&request, open).await?;
             return Ok(status_response(
                 HttpResponse::Created(),
@@ -332,7 +355,7 @@ async fn upload(
         (None, Some(r)) => {
             // The original protocol: a first chunk at offset 0 without an id opens the session.
             let open = open_fields(&req, r.total)?;
-            authorize(uploads, &req, &request).await?;
+            admit_open(&state, &req, &request, &client).await?;
             (uploads.open(&request, open).await?.id, true)
         }
     };
