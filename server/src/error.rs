@@ -60,8 +60,19 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::Client { code, .. } => *code,
-            Error::Io(e) if is_no_space(e) => ErrorCode::InsufficientStorage,
+            _ if self.is_disk_full() => ErrorCode::InsufficientStorage,
             _ => ErrorCode::Internal,
+        }
+    }
+
+    /// The disk (or the user's quota) is full: for the bytes, or for the metadata database.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io(e) => is_no_space(e),
+            Error::Db(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            _ => false,
         }
     }
 }
