@@ -255,6 +255,7 @@ error_codes! {
     LengthRequired = "length-required", 411, false;
     FileTooLarge = "file-too-large", 413, false;
     ChunkTooLarge = "chunk-too-large", 413, false;
+    BodyTooLarge = "body-too-large", 413, false;
     TypeNotAllowed = "type-not-allowed", 415, false;
     ContentMismatch = "content-mismatch", 415, false;
     LockedOut = "locked-out", 429, true;

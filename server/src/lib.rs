@@ -139,10 +139,16 @@ pub fn app(
         })
         .default_service(web::to(routes::not_found))
         .wrap(Condition::new(test_hooks, from_fn(hooks::middleware)))
+        .wrap(from_fn(error::json_errors))
         .wrap(cors)
         // Outside CORS, so that the preflight answers it makes itself are no-store too.
         .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
-        .wrap(Logger::new("%a \"%r\" %s %b %Dms").log_target("droppr::http"))
+        // The path without its query: `?upload_id=` is a capability and never goes to a log.
+        .wrap(
+            Logger::new("%a %{method}xi %U %s %b %Dms")
+                .custom_request_replace("method", |req| req.method().to_string())
+                .log_target("droppr::http"),
+        )
 }
 
 /// Opens storage, finishes what a crash interrupted, starts the sweeper and binds the server.
