@@ -78,8 +78,9 @@ pub fn open_uploads(config: ServerConfig) -> Result<Uploads> {
             max_chunk_size: config.max_chunk_size,
         },
     )?;
-    let meta = SqliteMetadata::open(&config.data_dir.join("droppr.db"))?;
     let space = Space::open(&config.data_dir, config.resources.min_free_space);
+    // On a full disk even opening the database needs the reserve's room (its shared memory file).
+    let meta = space.freeing(|| SqliteMetadata::open(&config.data_dir.join("droppr.db")))?;
     Ok(Uploads::new(
         Arc::new(config),
         Arc::new(store),

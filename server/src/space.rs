@@ -11,8 +11,9 @@ use droppr_protocol::wire::ErrorCode;
 
 use crate::error::{Error, Result};
 
-/// Bytes kept in the reserve file: far more than deleting rows of sessions ever needs.
-pub const RESERVE_BYTES: u64 = 8 * 1024 * 1024;
+/// Bytes kept in the reserve file: far more than opening the database (its 32 KiB shared-memory
+/// file) and deleting rows of sessions (a few WAL pages) need.
+pub const RESERVE_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug)]
 pub struct Space {
@@ -57,11 +58,17 @@ impl Space {
         Ok(())
     }
 
-    /// Runs `op`, a write that frees space; if the disk is too full for it, releases the reserve
-    /// and runs it once more.
+    /// Whether the disk has less room left than the reserve holds.
+    fn nearly_full(&self) -> bool {
+        self.available().is_ok_and(|free| free < RESERVE_BYTES)
+    }
+
+    /// Runs `op`, a write that frees space (or opening the metadata, which needs a little room);
+    /// if it fails on a full disk (SQLite reports that as "full" or as an I/O error on its
+    /// journal), releases the reserve and runs it once more.
     pub fn freeing<T>(&self, mut op: impl FnMut() -> Result<T>) -> Result<T> {
         match op() {
-            Err(e) if e.is_disk_full() => {
+            Err(e) if e.is_disk_full() || self.nearly_full() => {
                 tracing::warn!("disk full: releasing the metadata reserve to free space");
                 match fs::remove_file(&self.reserve) {
                     Ok(()) => {}

@@ -658,7 +658,9 @@ impl Uploads {
         let (store, meta, space) = (self.store.clone(), self.meta.clone(), self.space.clone());
         blocking(move || {
             store.discard(&session.id)?;
-            space.freeing(|| meta.delete_session(&session.id))
+            space.freeing(|| meta.delete_session(&session.id))?;
+            space.restore_reserve();
+            Ok(())
         })
         .await?;
         tracing::info!(upload = %log_tag(id), "upload aborted");

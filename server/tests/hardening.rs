@@ -453,3 +453,59 @@ fn errors_the_framework_makes_are_json_too() {
         .send();
     answer.assert_error(413, "body-too-large");
 }
+
+/// Figure for docs/SECURITY.md: an honest upload's time alone and while 500 slow bodies from
+/// ten other clients are open (each below its per-client cap, so none is refused up front).
+#[test]
+fn figure_honest_uploads_while_500_slow_bodies_are_open() {
+    let server = Server::start(&[]);
+    let hash = server.open_request();
+    let honest = pseudo_random(53, 16 * MIB);
+    let timed = |name: &str| {
+        let started = Instant::now();
+        server.upload(&hash, name, &honest, MIB);
+        started.elapsed()
+    };
+    let alone = timed("alone.bin");
+
+    let size = 10 * MIB;
+    let filler = pseudo_random(54, size);
+    let mut slow: Vec<Pending> = Vec::new();
+    for client in 0..10 {
+        let ip = format!("127.0.0.{}", 20 + client);
+        for _ in 0..5 {
+            let id = id_of(
+                &server
+                    .open_req(&hash, "slow.bin", size)
+                    .source_ip(&ip)
+                    .send()
+                    .ok_json(201),
+            );
+            for k in 0..10 {
+                let req = server
+                    .chunk_req(&hash, &id, &filler, k * MIB, (k + 1) * MIB - 1)
+                    .source_ip(&ip);
+                slow.push(req.start(10).expect("a slow body"));
+            }
+        }
+    }
+    wait_until("500 slow bodies inside the server", || {
+        std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            >= 500
+    });
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .unwrap()
+        .count();
+    let crowded = timed("crowded.bin");
+    assert_eq!(server.stored_file("crowded.bin"), honest);
+    eprintln!(
+        "figure: honest 16 MiB upload (1 MiB chunks, one at a time) took {alone:?} alone and \
+         {crowded:?} with {} slow bodies open; server file descriptors then: {fds}",
+        slow.len()
+    );
+    for p in slow {
+        p.abort();
+    }
+}

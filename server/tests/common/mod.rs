@@ -48,9 +48,14 @@ pub struct Server {
 impl Server {
     /// `serve --test-hooks` with the given extra flags.
     pub fn start(flags: &[&str]) -> Server {
+        Self::start_in(&std::env::temp_dir(), flags)
+    }
+
+    /// Like [`Server::start`], with the data directory inside `parent` (e.g. a small filesystem).
+    pub fn start_in(parent: &Path, flags: &[&str]) -> Server {
         let data = tempfile::Builder::new()
             .prefix("droppr-test-")
-            .tempdir()
+            .tempdir_in(parent)
             .expect("temporary data directory");
         let mut server = Server {
             child: None,
