@@ -32,6 +32,12 @@ pub const MIB: usize = 1024 * 1024;
 
 const BIN: &str = env!("CARGO_BIN_EXE_droppr-server");
 
+/// The binary under test: this build's, or `DROPPR_TEST_SERVER_BIN` (to show that a test fails
+/// against an older server, or with a defence removed).
+fn server_bin() -> String {
+    std::env::var("DROPPR_TEST_SERVER_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 /// The folder every test request uploads into (under `DATA/files/`).
 pub const FOLDER: &str = "inbox";
 
@@ -278,7 +284,7 @@ impl Drop for Server {
 
 /// The binary with none of the caller's `DROPPR_*` settings: only the test's flags count.
 fn droppr_command() -> Command {
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(server_bin());
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("DROPPR_") {
             command.env_remove(name);
