@@ -10,7 +10,8 @@ use droppr_protocol::wire::{header as h, CreateRequest, ErrorCode, SessionStatus
 use futures_util::StreamExt;
 
 use crate::error::{Error, Result};
-use crate::parse::{self, UploadCall};
+use crate::meta::{UploadRequest, UploadSession};
+use crate::parse::{self, ChunkHeaders, UploadCall};
 use crate::requests;
 use crate::uploads::{log_tag, BodyError, Uploads};
 
@@ -130,22 +131,14 @@ async fn upload(
                 .authorize(&request, client.clone(), password)
                 .await?;
             let session = uploads.open(&request, open, &client).await?;
-            Ok(status_response(
-                HttpResponse::Created(),
-                &uploads.status(&session),
-                true,
-            ))
+            Ok(answer(HttpResponse::Created(), uploads, &session))
         }
         UploadCall::Chunk { id, chunk } => {
             tracing::Span::current().record("upload", log_tag(&id).as_str());
             let session = uploads
                 .write_chunk(&request, &id, chunk.range, body, chunk.sha256)
                 .await?;
-            Ok(status_response(
-                HttpResponse::Ok(),
-                &uploads.status(&session),
-                true,
-            ))
+            Ok(answer(HttpResponse::Ok(), uploads, &session))
         }
         UploadCall::FirstChunk {
             open,
@@ -156,25 +149,43 @@ async fn upload(
                 .authorize(&request, client.clone(), password)
                 .await?;
             let id = uploads.open(&request, open, &client).await?.id;
-            tracing::Span::current().record("upload", log_tag(&id).as_str());
-            match uploads
-                .write_chunk(&request, &id, chunk.range, body, chunk.sha256)
-                .await
-            {
-                Ok(session) => Ok(status_response(
-                    HttpResponse::Created(),
-                    &uploads.status(&session),
-                    true,
-                )),
-                Err(e) => {
-                    // Nobody knows this session's id and it holds nothing: free its reserved
-                    // space now instead of leaving it to expire.
-                    if let Err(abort) = uploads.abort(&request, &id).await {
-                        tracing::debug!(error = %abort, "session opened by a refused chunk already gone");
-                    }
-                    Err(e)
-                }
+            first_chunk(uploads, &request, &id, chunk, body).await
+        }
+    }
+}
+
+fn answer(
+    builder: actix_web::HttpResponseBuilder,
+    uploads: &Uploads,
+    session: &UploadSession,
+) -> HttpResponse {
+    status_response(builder, &uploads.status(session), true)
+}
+
+/// The original protocol's first chunk, which opened session `id`: if the chunk is refused,
+/// nobody knows the id and the session holds nothing, so its reserved space is freed now
+/// instead of when it expires.
+async fn first_chunk<S>(
+    uploads: &Uploads,
+    request: &UploadRequest,
+    id: &str,
+    chunk: ChunkHeaders,
+    body: S,
+) -> Result<HttpResponse>
+where
+    S: futures_util::Stream<Item = std::result::Result<web::Bytes, BodyError>> + Unpin,
+{
+    tracing::Span::current().record("upload", log_tag(id).as_str());
+    match uploads
+        .write_chunk(request, id, chunk.range, body, chunk.sha256)
+        .await
+    {
+        Ok(session) => Ok(answer(HttpResponse::Created(), uploads, &session)),
+        Err(e) => {
+            if let Err(abort) = uploads.abort(request, id).await {
+                tracing::debug!(error = %abort, "session opened by a refused chunk already gone");
             }
+            Err(e)
         }
     }
 }
