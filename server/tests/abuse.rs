@@ -77,7 +77,7 @@ fn count(tally: &BTreeMap<(u16, String), usize>, status: u16, code: &str) -> usi
 // ---- passwords -----------------------------------------------------------------------------
 
 /// 200 wrong passwords at once from one client: each is counted before it is verified, so only
-/// the budget of 5 reaches argon2 (401); every other one is 429 `locked-out`. Then even the
+/// the budget of 5 reaches argon2 (401); every other one is 429. Then even the
 /// right password is locked out. Removing the atomic counting lets dozens through.
 #[test]
 fn a_burst_of_wrong_passwords_is_evaluated_only_up_to_the_budget() {
@@ -94,10 +94,20 @@ fn a_burst_of_wrong_passwords_is_evaluated_only_up_to_the_budget() {
         server.rss_kib()
     );
     assert_eq!(count(&counts, 401, "wrong-password"), 5, "{counts:?}");
-    assert_eq!(count(&counts, 429, "locked-out"), 195, "{counts:?}");
+    // The rest are locked out, or turned away sooner by the cap on one client's requests in
+    // flight (`--max-requests-per-client`, 64): either way argon2 never sees them.
+    let locked = count(&counts, 429, "locked-out");
+    assert_eq!(
+        locked + count(&counts, 429, "rate-limited"),
+        195,
+        "{counts:?}"
+    );
+    assert!(locked > 0, "{counts:?}");
     for a in answers.iter().filter(|a| a.status == 429) {
-        a.assert_error(429, "locked-out");
-        assert!((890..=901).contains(&retry_after(a)), "{:?}", a.headers);
+        assert!(retry_after(a) > 0, "{:?}", a.headers);
+        if a.json()["code"] == "locked-out" {
+            assert!((890..=901).contains(&retry_after(a)), "{:?}", a.headers);
+        }
     }
     open_as(&server, &hash, None, Some(PASSWORD))
         .send()
