@@ -170,6 +170,7 @@ impl ByteStore for FsByteStore {
                 Err(e) => return Err(e),
             };
             if linked {
+                #[cfg(not(feature = "mutant-no-link-dir-sync"))]
                 sync_dir(&dir)?;
                 return Ok(match path.parent() {
                     Some(parent) => format!("{parent}/{candidate}"),

@@ -335,6 +335,7 @@ impl Uploads {
             }
         }
         // Durable first, recorded second: a crash can lose a range, never claim one it lacks.
+        #[cfg(not(feature = "mutant-no-chunk-sync"))]
         blocking(move || Ok(writer.sync()?)).await?;
         self.after_range(request, id, Some((range.start, range.end)))
             .await

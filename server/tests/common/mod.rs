@@ -40,7 +40,7 @@ pub const FOLDER: &str = "inbox";
 pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
-    data: tempfile::TempDir,
+    data: DataDir,
     flags: Vec<String>,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -52,6 +52,15 @@ impl Server {
             .prefix("droppr-test-")
             .tempdir()
             .expect("temporary data directory");
+        Self::start_with(DataDir::Temp(data), flags)
+    }
+
+    /// `serve --test-hooks` on a data directory the caller owns (a FUSE mount, say), which outlives it.
+    pub fn start_in(dir: &Path, flags: &[&str]) -> Server {
+        Self::start_with(DataDir::At(dir.to_owned()), flags)
+    }
+
+    fn start_with(data: DataDir, flags: &[&str]) -> Server {
         let mut server = Server {
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -267,6 +276,22 @@ impl Drop for Server {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// Where a test server keeps its data: its own temporary directory, or one the test provides.
+#[derive(Debug)]
+enum DataDir {
+    Temp(tempfile::TempDir),
+    At(std::path::PathBuf),
+}
+
+impl DataDir {
+    fn path(&self) -> &Path {
+        match self {
+            DataDir::Temp(dir) => dir.path(),
+            DataDir::At(path) => path,
         }
     }
 }
