@@ -4,6 +4,7 @@
 # else enables), and expects server/tests/powercut.rs to FAIL against every one of them.
 #   mutant-no-chunk-sync     no fdatasync of a chunk's bytes before its range is recorded
 #   mutant-no-link-dir-sync  no fsync of the folder after the finished file is linked into it
+#   mutant-no-mkdir-parent-sync  no fsync of a parent after a folder for finished files is made in it
 # Needs root and /dev/fuse, like the tier itself. Prints one line per mutant; exits 1 if any survives.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 bash scripts/bootstrap.sh rust
 
 survived=0
-for mutant in mutant-no-chunk-sync mutant-no-link-dir-sync; do
+for mutant in mutant-no-chunk-sync mutant-no-link-dir-sync mutant-no-mkdir-parent-sync; do
   printf '\n=== %s\n' "$mutant"
   # A build failure must not pass for a killed mutant: build first, then run.
   cargo test -q -p droppr-server --features "$mutant" --test powercut --no-run

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use droppr_faultfs::{Mounted, NewDirs};
 
+/// Where the upload lands, under the request's folder: completion makes the folder `clips`.
+const TARGET: &str = "clips/powercut.bin";
 const CHUNK: usize = 128 * KIB;
 const CHUNKS: usize = 96;
 const CYCLES: usize = 12;
@@ -59,13 +61,15 @@ impl PowerRig {
             droppr_faultfs::mount(
                 self.backing.path(),
                 self.mountpoint.path(),
-                NewDirs::WithOwnSync,
+                // Strict POSIX: a new folder's name is durable only once its parent is synced.
+                NewDirs::WithParentSync,
             )
             .expect("mount droppr-faultfs (needs root and /dev/fuse)"),
         );
     }
 
-    fn data_dir(&self) -> &Path {
+    /// Where the server's data directory is made.
+    fn root(&self) -> &Path {
         self.mountpoint.path()
     }
 
@@ -196,7 +200,7 @@ fn check_survivors(
             !server.part_path(id).exists(),
             "a finished upload keeps its part file"
         );
-        std::fs::read(server.files_dir().join("powercut.bin"))
+        std::fs::read(server.files_dir().join(TARGET))
             .expect("the finished file after the power cut")
     } else {
         std::fs::read(server.part_path(id)).expect("part file after the power cut")
@@ -221,11 +225,24 @@ fn power_cut_keeps_every_acknowledged_range() {
     println!("power-cut: seed {seed} (POWERCUT_SEED={seed} replays it)");
     let mut rng = Rng(seed);
     let mut rig = PowerRig::new();
-    let mut server = Server::start_in(rig.data_dir(), &["--workers", "2"]);
+    let mut server = Server::start_in(rig.root(), &["--workers", "2"]);
     let hash = server.open_request();
+    // The data directory and its layout exist long before the cuts that count: the kernel has
+    // written them back by then.
+    rig.fs
+        .as_ref()
+        .expect("mounted")
+        .sync_all()
+        .expect("sync the setup");
     let size = CHUNKS * CHUNK - 1000;
     let data = pseudo_random(90, size);
-    let id = id_of(&server.open(&hash, "powercut.bin", size));
+    let opened = server
+        .req("POST", &upload_url(&hash))
+        .header("X-Upload-Length", size)
+        .header("X-Upload-Path", percent_encode(TARGET))
+        .send()
+        .ok_json(201);
+    let id = id_of(&opened);
 
     let mut acknowledged: Vec<(u64, u64)> = Vec::new();
     let mut totals = (0, 0, 0, 0);
@@ -292,8 +309,8 @@ fn power_cut_keeps_every_acknowledged_range() {
     server.restart();
     let status = server.status_json(&hash, &id);
     assert_eq!(status["complete"], true, "{status}");
-    assert_eq!(status["path"], "powercut.bin");
-    let stored = std::fs::read(server.files_dir().join("powercut.bin"))
+    assert_eq!(status["path"], TARGET);
+    let stored = std::fs::read(server.files_dir().join(TARGET))
         .expect("the finished file survives a power cut right after completion");
     assert_eq!(sha256_hex(&stored), sha256_hex(&data));
     assert!(!server.part_path(&id).exists());

@@ -32,6 +32,12 @@ pub const MIB: usize = 1024 * 1024;
 
 const BIN: &str = env!("CARGO_BIN_EXE_droppr-server");
 
+/// The binary under test: this build's, or `DROPPR_TEST_SERVER_BIN` (to show that a test fails
+/// against an older server, or with a defence removed).
+fn server_bin() -> String {
+    std::env::var("DROPPR_TEST_SERVER_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 /// The folder every test request uploads into (under `DATA/files/`).
 pub const FOLDER: &str = "inbox";
 
@@ -40,7 +46,7 @@ pub const FOLDER: &str = "inbox";
 pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
-    data: DataDir,
+    data: tempfile::TempDir,
     flags: Vec<String>,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -48,19 +54,15 @@ pub struct Server {
 impl Server {
     /// `serve --test-hooks` with the given extra flags.
     pub fn start(flags: &[&str]) -> Server {
+        Self::start_in(&std::env::temp_dir(), flags)
+    }
+
+    /// Like [`Server::start`], with the data directory inside `parent` (e.g. a small filesystem).
+    pub fn start_in(parent: &Path, flags: &[&str]) -> Server {
         let data = tempfile::Builder::new()
             .prefix("droppr-test-")
-            .tempdir()
+            .tempdir_in(parent)
             .expect("temporary data directory");
-        Self::start_with(DataDir::Temp(data), flags)
-    }
-
-    /// `serve --test-hooks` on a data directory the caller owns (a FUSE mount, say), which outlives it.
-    pub fn start_in(dir: &Path, flags: &[&str]) -> Server {
-        Self::start_with(DataDir::At(dir.to_owned()), flags)
-    }
-
-    fn start_with(data: DataDir, flags: &[&str]) -> Server {
         let mut server = Server {
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -280,25 +282,9 @@ impl Drop for Server {
     }
 }
 
-/// Where a test server keeps its data: its own temporary directory, or one the test provides.
-#[derive(Debug)]
-enum DataDir {
-    Temp(tempfile::TempDir),
-    At(std::path::PathBuf),
-}
-
-impl DataDir {
-    fn path(&self) -> &Path {
-        match self {
-            DataDir::Temp(dir) => dir.path(),
-            DataDir::At(path) => path,
-        }
-    }
-}
-
 /// The binary with none of the caller's `DROPPR_*` settings: only the test's flags count.
 fn droppr_command() -> Command {
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(server_bin());
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("DROPPR_") {
             command.env_remove(name);
