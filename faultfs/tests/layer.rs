@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use droppr_faultfs::{Mounted, NewDirs};
 
 struct Rig {
-    backing: tempfile::TempDir,
-    mountpoint: tempfile::TempDir,
+    // Fields drop in this order: unmount first, then the (empty) mount point, then the backing.
     fs: Option<Mounted>,
+    mountpoint: tempfile::TempDir,
+    backing: tempfile::TempDir,
     new_dirs: NewDirs,
 }
 

@@ -32,9 +32,10 @@ const PER_CYCLE: usize = 10;
 
 /// A backing directory, a mount point, and the FUSE layer between them.
 struct PowerRig {
-    backing: tempfile::TempDir,
-    mountpoint: tempfile::TempDir,
+    // Fields drop in this order: unmount first, then the (empty) mount point, then the backing.
     fs: Option<Mounted>,
+    mountpoint: tempfile::TempDir,
+    backing: tempfile::TempDir,
 }
 
 impl PowerRig {
