@@ -63,6 +63,17 @@ function parseArgs(list) {
 
 const log = (...m) => console.error('[browser]', ...m);
 
+// What a signal must clean up: children we started (servers, browser) and the current path.
+const live = { children: new Set(), path: null };
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, async () => {
+    log(`${signal}: stopping what this run started`);
+    for (const c of live.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    if (live.path) await live.path.down().catch(() => {});
+    process.exit(130);
+  });
+}
+
 function freePort() {
   return new Promise((ok, fail) => {
     const s = createServer().listen(0, '127.0.0.1', () => {
@@ -75,6 +86,8 @@ function freePort() {
 /** Starts a child and waits for a stderr/stdout line matching `ready` (returns its match). */
 function startProcess(name, cmd, argv, ready, env = {}, logFile = null) {
   const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', ...env } });
+  live.children.add(child);
+  child.once('exit', () => live.children.delete(child));
   const tail = [];
   const sink = logFile ? createWriteStream(logFile, { flags: 'a' }) : null;
   return new Promise((ok, fail) => {
@@ -284,6 +297,7 @@ async function runProfile(profile, clients, ctx) {
   try {
     if (shaped) {
       path = await pathUp(args['bench-bin'], profile);
+      live.path = path;
       const check = await selfCheck(args['bench-bin'], profile, quick ? 2 : 3);
       ctx.pathChecks.push(check);
       log(`${profile.name} path: RTT ${check.rtt_ms_median.toFixed(1)} ms, loss ${check.loss_pct_measured.toFixed(2)} %, `
@@ -299,12 +313,15 @@ async function runProfile(profile, clients, ctx) {
     }
     const executablePath = shaped ? chromiumInClientNamespace(ctx.work) : '/usr/bin/chromium';
     browser = await chromium.launch({ executablePath, args: LAUNCH_ARGS });
+    const browserProcess = browser.process?.();
+    if (browserProcess) live.children.add(browserProcess);
     ctx.chromiumVersion = browser.version();
     const capS = (profile.cap_s ?? DEFAULT_CAP_S) * (quick ? 0.5 : 1);
     for (const bytes of sizes) {
       const ideal = profile.rate_mbit ? (bytes * 8) / (profile.rate_mbit * 1e6) : 1;
-      // Short runs are noisy on a shared machine: median of three.
-      const repeats = quick ? 1 : (ideal < 8 ? 3 : 1);
+      // Short runs are noisy on a shared machine: median of three (lossy paths run far below the
+      // link rate, so their runs are long anyway).
+      const repeats = quick || profile.loss_pct ? 1 : (ideal < 8 ? 3 : 1);
       for (const client of clients) {
         ctx.results.push(await measure(browser, profile, client, servers[client.server], bytes, repeats, capS, ctx.work));
       }
@@ -313,6 +330,7 @@ async function runProfile(profile, clients, ctx) {
     if (browser) await browser.close();
     for (const c of children.reverse()) await stop(c);
     if (path) await path.down();
+    live.path = null;
   }
 }
 

@@ -184,7 +184,7 @@ if (ingest) {
     ingest.completions.map((c) => [`${c.size / MIB} MiB`, `${fmt(c.last_chunk_answer_ms)} ms`, `${fmt(c.baseline_chunk_answer_ms)} ms`,
       `${fmt(c.completion_overhead_ms)} ms`, `${fmt(c.server_finalize_ms)} ms`, `${fmt(c.peak_rss_bytes / MIB)} MiB`])]);
 }
-sections.push(['Targets (DESIGN.md)', ['target', 'measured', 'status', 'note'], targets.map((t) => [t.target, t.measured, t.status, t.note])]);
+sections.push(['Targets (DESIGN.md, issue 13)', ['target', 'measured', 'status', 'note'], targets.map((t) => [t.target, t.measured, t.status, t.note])]);
 
 const out = [];
 out.push(`Machine: ${machine.cores} x ${machine.cpu}, ${machine.memory_gib} GiB, Linux ${machine.kernel}; load average at start ${machine.loadavg_start ?? '?'}, at end ${machine.loadavg_end.join(' ')}`);

@@ -1,8 +1,5 @@
 //! `droppr-bench`: the Rust half of `npm run bench` (scripts/bench.sh runs the whole).
 //!
-//! - `link`: the loopback link emulator as a process (a TCP proxy with a shared bottleneck rate
-//!   and a one-way delay each way), which the browser benchmark puts between Chromium and a server.
-//! - `link-check`: the emulator's self-check for the link profiles in `bench/profiles.json`.
 //! - `ingest`: the server ingest benchmark against the real release server.
 //! - `path`, `path-sink`, `path-probe`: the emulated path between two network namespaces (real
 //!   kernel TCP end to end) and its self-check; `bench/netpath.mjs` sets them up.
@@ -12,8 +9,6 @@
 
 mod http;
 mod ingest;
-mod link;
-mod link_check;
 mod path;
 mod server;
 
@@ -21,11 +16,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
-use serde::Deserialize;
-use tokio::net::TcpListener;
 
 use crate::ingest::{IngestPlan, MIB};
-use crate::link::{Link, LinkSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -39,8 +31,8 @@ pub enum BenchError {
     Server(String),
     #[error("{0}")]
     Usage(String),
-    #[error("link check failed: {0}")]
-    LinkCheck(String),
+    #[error("path check failed: {0}")]
+    PathCheck(String),
 }
 
 pub type Result<T, E = BenchError> = std::result::Result<T, E>;
@@ -55,37 +47,6 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Run the link emulator: a TCP proxy from --listen to --upstream. Prints `listening on ADDR`.
-    Link {
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: SocketAddr,
-        #[arg(long)]
-        upstream: SocketAddr,
-        /// Bottleneck rate per direction, shared by all connections (absent: unshaped).
-        #[arg(long)]
-        rate_mbit: Option<f64>,
-        /// Round-trip time added (half each way).
-        #[arg(long, default_value_t = 0.0)]
-        rtt_ms: f64,
-        /// Most unacknowledged bytes per connection and direction (a TCP receive window).
-        #[arg(long, default_value_t = 16)]
-        window_mib: u64,
-    },
-    /// Check that each shaped profile reaches its rate (±5 %) and pays its RTT; exit 1 if not.
-    LinkCheck {
-        #[arg(long, default_value = "bench/profiles.json")]
-        profiles: PathBuf,
-        /// Only these profiles (comma separated names); default: every shaped one.
-        #[arg(long)]
-        only: Option<String>,
-        /// Seconds of bulk transfer per profile.
-        #[arg(long, default_value_t = 2.0)]
-        seconds: f64,
-        #[arg(long, default_value_t = 16)]
-        window_mib: u64,
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
     /// Forward packets between a TUN device in each namespace with the profile's rate, delay,
     /// jitter and loss per direction, until killed. Prints `path ready` once both devices exist.
     Path {
@@ -196,18 +157,11 @@ fn run_path_command(command: Cmd) -> Result<()> {
             if check.ok {
                 Ok(())
             } else {
-                Err(BenchError::LinkCheck(check.checks.join("; ")))
+                Err(BenchError::PathCheck(check.checks.join("; ")))
             }
         }
         _ => Err(BenchError::Usage("not a path command".into())),
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct Profile {
-    name: String,
-    rate_mbit: Option<f64>,
-    rtt_ms: f64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -246,61 +200,6 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Cmd::Link {
-            listen,
-            upstream,
-            rate_mbit,
-            rtt_ms,
-            window_mib,
-        } => {
-            let spec = LinkSpec::new(rate_mbit, rtt_ms, window(window_mib)?);
-            let listener = TcpListener::bind(listen).await?;
-            eprintln!("listening on {}", listener.local_addr()?);
-            Link::new(spec).serve(listener, upstream).await?;
-            Ok(())
-        }
-        Cmd::LinkCheck {
-            profiles,
-            only,
-            seconds,
-            window_mib,
-            out,
-        } => {
-            let wanted: Option<Vec<String>> =
-                only.map(|o| o.split(',').map(|s| s.trim().to_owned()).collect());
-            let mut checks = Vec::new();
-            for p in load_profiles(&profiles)? {
-                let asked = wanted.as_ref().is_none_or(|w| w.contains(&p.name));
-                if !asked || p.rate_mbit.is_none() {
-                    continue;
-                }
-                let spec = LinkSpec::new(p.rate_mbit, p.rtt_ms, window(window_mib)?);
-                let c = link_check::check(&p.name, spec, seconds).await?;
-                eprintln!(
-                    "[link-check] {}: set {} Mbit/s {} ms -> measured {:.1} Mbit/s (6 connections: {:.1}), RTT {:.1} ms (first request {:.1} ms) {}",
-                    c.profile,
-                    c.rate_mbit.unwrap_or(0.0),
-                    c.rtt_ms,
-                    c.measured_mbit.unwrap_or(f64::NAN),
-                    c.measured_parallel_mbit.unwrap_or(f64::NAN),
-                    c.measured_rtt_ms,
-                    c.first_request_ms,
-                    if c.ok { "ok" } else { "OUT OF TOLERANCE" }
-                );
-                checks.push(c);
-            }
-            write_json(out.as_deref(), &checks)?;
-            let failed: Vec<&str> = checks
-                .iter()
-                .filter(|c| !c.ok)
-                .map(|c| c.profile.as_str())
-                .collect();
-            if failed.is_empty() {
-                Ok(())
-            } else {
-                Err(BenchError::LinkCheck(failed.join(", ")))
-            }
-        }
         Cmd::Ingest {
             server_bin,
             work_dir,
@@ -348,14 +247,6 @@ where
         .map(|s| s.parse::<T>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| BenchError::Usage(format!("{what}: {e}")))
-}
-
-fn window(mib: u64) -> Result<usize> {
-    usize::try_from(mib * MIB).map_err(|_| BenchError::Usage("--window-mib too large".into()))
-}
-
-fn load_profiles(path: &Path) -> Result<Vec<Profile>> {
-    Ok(serde_json::from_slice(&std::fs::read(path)?)?)
 }
 
 fn write_json(out: Option<&Path>, value: &impl serde::Serialize) -> Result<()> {
