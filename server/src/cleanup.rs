@@ -4,6 +4,8 @@
 use std::time::{Duration, SystemTime};
 
 use crate::error::Result;
+use crate::events::{UploadEvent, UploadOutcome};
+use crate::logging::upload_tag;
 use crate::meta::SessionState;
 use crate::now_secs;
 use crate::uploads::Uploads;
@@ -35,7 +37,10 @@ pub fn sweep(uploads: &Uploads) -> Result<SweepReport> {
         if session.state == SessionState::Open {
             report.bytes_freed += uploads.store.discard(&session.id)?;
             report.expired += 1;
-            tracing::info!(upload = %session.id, size = session.size(), "expired upload deleted");
+            let folder = uploads.meta.request(&session.request_hash)?.map(|r| r.folder);
+            let event = UploadEvent::new(UploadOutcome::Expired, &session, &folder.unwrap_or_default());
+            uploads.events.emit(&event);
+            tracing::info!(upload = %upload_tag(&session.id), size = session.size(), "expired upload deleted");
         } else {
             report.forgotten += 1;
         }
@@ -53,7 +58,7 @@ pub fn sweep(uploads: &Uploads) -> Result<SweepReport> {
         {
             report.bytes_freed += uploads.store.discard(&id)?;
             report.orphans += 1;
-            tracing::info!(upload = %id, "orphaned partial file deleted");
+            tracing::info!(upload = %upload_tag(&id), "orphaned partial file deleted");
         }
     }
     Ok(report)

@@ -26,8 +26,7 @@ pub struct AppState {
 
 /// Mounts every API route (the static page and CORS are added by [`crate::app`]).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/api/droppr/requests", web::post().to(create_request))
+    cfg.route("/api/droppr/requests", web::post().to(create_request))
         .route("/api/droppr/requests/{hash}", web::get().to(request_info))
         .service(
             web::resource("/api/droppr/requests/{hash}/upload-chunk")
@@ -41,10 +40,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/__test/uploads/{id}", web::get().to(test_counters))
         .route("/__test/faults", web::post().to(test_faults));
-}
-
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
 async fn method_not_allowed() -> Result<HttpResponse> {
@@ -339,7 +334,7 @@ async fn upload(
     let Some(range) = range else {
         return Err(Error::client(ErrorCode::BadRange, "A chunk needs a range."));
     };
-    tracing::Span::current().record("upload", id.as_str());
+    tracing::Span::current().record("upload", crate::logging::upload_tag(&id).as_str());
     let _in_flight = state
         .hooks
         .as_ref()

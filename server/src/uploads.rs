@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
+use crate::events::{UploadEvent, UploadEvents, UploadOutcome};
+use crate::logging::upload_tag;
 use crate::meta::{MetadataStore, SessionState, UploadRequest, UploadSession};
 use crate::store::ByteStore;
 use crate::validate::{self, RelPath, SNIFF_LEN};
@@ -59,6 +61,8 @@ pub struct Uploads {
     pub config: Arc<ServerConfig>,
     pub store: Arc<dyn ByteStore>,
     pub meta: Arc<dyn MetadataStore>,
+    /// Metrics and hook events of what happens to uploads.
+    pub events: UploadEvents,
     locks: SessionLocks,
     /// Sessions discarded because their content did not fit the extension, with the reason, so
     /// that their other chunks in flight get that 415 too rather than a puzzling 404.
@@ -118,6 +122,7 @@ impl Uploads {
             config,
             store,
             meta,
+            events: UploadEvents::default(),
             locks: SessionLocks::default(),
             refused: Refused::default(),
         }
@@ -220,7 +225,8 @@ impl Uploads {
             Ok(())
         })
         .await?;
-        tracing::info!(upload = %session.id, request = %request.hash, path = %session.rel_path, size = session.size(), "upload opened");
+        self.events.opened();
+        tracing::info!(upload = %upload_tag(&session.id), request = %request.hash, path = %session.rel_path, size = session.size(), "upload opened");
         if session.size() == 0 {
             // Nothing to wait for: an empty file is checked and finished now.
             return self.after_range(request, &session.id, None).await;
@@ -258,6 +264,7 @@ impl Uploads {
     where
         S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
     {
+        let started = std::time::Instant::now();
         // A chunk of a session refused for its content a moment ago gets that 415, not a 404.
         let session = self.session(request, id).await.map_err(|e| {
             match (e.code(), self.refused.reason(id)) {
@@ -336,8 +343,11 @@ impl Uploads {
         }
         // Durable first, recorded second: a crash can lose a range, never claim one it lacks.
         blocking(move || Ok(writer.sync()?)).await?;
-        self.after_range(request, id, Some((range.start, range.end)))
-            .await
+        let session = self
+            .after_range(request, id, Some((range.start, range.end)))
+            .await?;
+        self.events.chunk_stored(range.len(), started);
+        Ok(session)
     }
 
     fn check_range(&self, session: &UploadSession, range: ContentRange) -> Result<()> {
@@ -417,23 +427,27 @@ impl Uploads {
             session.content_checked = true;
         }
         if session.state == SessionState::Open && session.ranges.is_complete() {
-            let (store, meta, s, folder) = (
+            let (store, meta, s, folder, events) = (
                 self.store.clone(),
                 self.meta.clone(),
                 session.clone(),
                 request.folder.clone(),
+                self.events.clone(),
             );
             let started = std::time::Instant::now();
             let final_path = blocking(move || {
                 let path = RelPath::parse(&s.rel_path)?;
                 let final_path = store.finalize(&s.id, &folder, &path)?;
                 meta.mark_complete(&s.id, &final_path, now_secs())?;
+                events.emit(
+                    &UploadEvent::new(UploadOutcome::Completed, &s, &folder).at_path(&final_path),
+                );
                 // Recorded as complete: the part file's name can go (the link keeps the bytes).
                 store.discard(&s.id)?;
                 Ok(final_path)
             })
             .await?;
-            tracing::info!(upload = %session.id, path = %final_path, size = session.size(), micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), "upload complete");
+            tracing::info!(upload = %upload_tag(&session.id), path = %final_path, size = session.size(), micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), "upload complete");
             session.state = SessionState::Complete;
             session.final_path = Some(final_path);
         }
@@ -450,16 +464,19 @@ impl Uploads {
         let (store, meta, s) = (self.store.clone(), self.meta.clone(), session.clone());
         let allowed = request.allowed_extensions.clone();
         let refused = self.refused.clone();
+        let (events, folder) = (self.events.clone(), request.folder.clone());
         blocking(move || {
             let head = store.read_at(&s.id, 0, head_len)?;
             let path = RelPath::parse(&s.rel_path)?;
             match validate::check_content(&path, &allowed, &head) {
                 Ok(_) => meta.mark_content_checked(&s.id),
                 Err(e) => {
-                    tracing::warn!(upload = %s.id, error = %e, "content refused; session discarded");
+                    tracing::warn!(upload = %upload_tag(&s.id), error = %e, "content refused; session discarded");
                     refused.insert(&s.id, &e.to_string());
                     meta.delete_session(&s.id)?;
                     store.discard(&s.id)?;
+                    let event = UploadEvent::new(UploadOutcome::Failed, &s, &folder);
+                    events.emit(&event.because(&e.to_string()));
                     Err(e)
                 }
             }
@@ -473,13 +490,15 @@ impl Uploads {
         let lock = self.locks.get(id);
         let _held = lock.lock().await;
         let (store, meta) = (self.store.clone(), self.meta.clone());
+        let (events, folder) = (self.events.clone(), request.folder.clone());
         blocking(move || {
             meta.delete_session(&session.id)?;
             store.discard(&session.id)?;
+            events.emit(&UploadEvent::new(UploadOutcome::Aborted, &session, &folder));
             Ok(())
         })
         .await?;
-        tracing::info!(upload = %id, "upload aborted");
+        tracing::info!(upload = %upload_tag(id), "upload aborted");
         Ok(())
     }
 
