@@ -12,6 +12,9 @@ use crate::routes::AppState;
 /// How long the metadata store may take to answer the readiness query.
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A session id that no session has.
+const PROBE_ID: &str = "readiness-probe";
+
 /// One readiness check.
 #[derive(Debug, Serialize)]
 struct Check {
@@ -45,10 +48,15 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// A real query against the metadata store (a session lookup that finds nothing), with a deadline.
+/// Real queries against the metadata store, with a deadline: a session lookup, and a write
+/// transaction that changes nothing (it deletes a session id no session can have: real ids are
+/// 22 characters), so a store that cannot take writes (locked, read-only, broken) is not ready.
 async fn metadata_check(state: &AppState) -> Check {
     let meta = state.uploads.meta.clone();
-    let query = web::block(move || meta.session("readiness-probe"));
+    let query = web::block(move || {
+        meta.session(PROBE_ID)?;
+        meta.delete_session(PROBE_ID)
+    });
     let detail = match tokio::time::timeout(STORE_TIMEOUT, query).await {
         Ok(Ok(Ok(_))) => return Check { name: "metadata", ok: true, detail: "answered".into() },
         Ok(Ok(Err(e))) => format!("query failed: {e}"),
