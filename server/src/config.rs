@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub const MIB: u64 = 1024 * 1024;
+pub const GIB: u64 = 1024 * MIB;
 
 /// Droppr upload server: file-request links that take parallel, resumable chunk uploads.
 #[derive(Debug, Parser)]
@@ -32,7 +33,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage upload requests (file-request links).
     #[command(subcommand)]
     Request(RequestCommand),
@@ -141,10 +142,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub session: SessionArgs,
     /// How often expired sessions are swept, in seconds.
-    #[arg(long, env = "DROPPR_SWEEP_SECS", default_value_t = 600)]
+    #[arg(long, env = "DROPPR_SWEEP_SECS", default_value_t = 60)]
     pub sweep_secs: u64,
     /// Largest file any request accepts, in bytes (0 = unlimited).
-    #[arg(long, env = "DROPPR_MAX_FILE_SIZE", default_value_t = 0)]
+    #[arg(long, env = "DROPPR_MAX_FILE_SIZE", default_value_t = 32 * GIB)]
     pub max_file_size: u64,
     /// Largest chunk body, in bytes.
     #[arg(long, env = "DROPPR_MAX_CHUNK_SIZE", default_value_t = 64 * MIB)]
@@ -170,14 +171,94 @@ pub struct ServeArgs {
     /// Seconds that requests in flight get to finish after SIGTERM or SIGINT before they are cut.
     #[arg(long, env = "DROPPR_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
-    /// /readyz answers 503 when the data or files directory has fewer free bytes than this.
-    #[arg(long, env = "DROPPR_MIN_FREE_SPACE", default_value_t = 512 * MIB)]
-    pub min_free_space: u64,
     #[command(flatten)]
     pub hooks: HookArgs,
     /// Test-only endpoints under /__test (fault injection, per-upload counters). Never in production.
     #[arg(long, env = "DROPPR_TEST_HOOKS", hide = true)]
     pub test_hooks: bool,
+    #[command(flatten)]
+    pub resources: ResourceArgs,
+}
+
+/// What one anonymous client may hold of the server: space, time and connections
+/// (docs/SECURITY.md explains each default).
+#[derive(Debug, Args, Clone)]
+pub struct ResourceArgs {
+    /// Bytes that the unfinished uploads of one client may reserve together (0 = no cap).
+    #[arg(long, env = "DROPPR_RESERVE_PER_CLIENT", default_value_t = 64 * GIB)]
+    pub reserve_per_client: u64,
+    /// Bytes that the unfinished uploads of one link may reserve together (0 = no cap).
+    #[arg(long, env = "DROPPR_RESERVE_PER_LINK", default_value_t = 256 * GIB)]
+    pub reserve_per_link: u64,
+    /// Unfinished uploads one client may have open at once (0 = no cap).
+    #[arg(long, env = "DROPPR_SESSIONS_PER_CLIENT", default_value_t = 100)]
+    pub sessions_per_client: u64,
+    /// Free bytes the data directory keeps: a new upload that would leave less gets 507, and
+    /// /readyz answers 503 while the data or files directory has less.
+    #[arg(long, env = "DROPPR_MIN_FREE_SPACE", default_value_t = GIB)]
+    pub min_free_space: u64,
+    /// Seconds an upload that never received a byte keeps its reservation.
+    #[arg(long, env = "DROPPR_EMPTY_SESSION_TTL_SECS", default_value_t = 900)]
+    pub empty_session_ttl_secs: u64,
+    /// Seconds a chunk body may go without sending a byte before it is cut off (408).
+    #[arg(long, env = "DROPPR_BODY_READ_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_read_timeout_secs: u64,
+    /// Slowest average rate a chunk body may keep, in bytes per second, once it has run for
+    /// the read timeout (0 = no floor).
+    #[arg(long, env = "DROPPR_MIN_BODY_RATE", default_value_t = 1024)]
+    pub min_body_rate: u64,
+    /// Chunks of one upload in flight at once; more answer 429.
+    #[arg(long, env = "DROPPR_MAX_CHUNKS_IN_FLIGHT", default_value_t = 16)]
+    pub max_chunks_in_flight: u64,
+    /// Upload requests (chunks, opens) one client may have in flight at once; more answer 429.
+    #[arg(long, env = "DROPPR_MAX_REQUESTS_PER_CLIENT", default_value_t = 64)]
+    pub max_requests_per_client: u64,
+    /// Accept file names that are unsafe on other systems (Windows device names, bidi
+    /// overrides, zero-width characters, trailing dots or spaces).
+    #[arg(long, env = "DROPPR_ALLOW_UNPORTABLE_NAMES")]
+    pub allow_unportable_names: bool,
+}
+
+/// Validated [`ResourceArgs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceLimits {
+    pub reserve: crate::meta::ReserveCaps,
+    pub min_free_space: u64,
+    pub empty_session_ttl: Duration,
+    pub body_read_timeout: Duration,
+    pub min_body_rate: u64,
+    pub max_chunks_in_flight: u64,
+    pub max_requests_per_client: u64,
+    pub allow_unportable_names: bool,
+}
+
+impl ResourceArgs {
+    fn validate(&self) -> Result<ResourceLimits, ConfigError> {
+        if self.body_read_timeout_secs == 0 {
+            return Err(ConfigError(
+                "--body-read-timeout-secs must be positive".into(),
+            ));
+        }
+        if self.max_chunks_in_flight == 0 || self.max_requests_per_client == 0 {
+            return Err(ConfigError(
+                "--max-chunks-in-flight and --max-requests-per-client must be positive".into(),
+            ));
+        }
+        Ok(ResourceLimits {
+            reserve: crate::meta::ReserveCaps {
+                per_client_bytes: self.reserve_per_client,
+                per_link_bytes: self.reserve_per_link,
+                per_client_sessions: self.sessions_per_client,
+            },
+            min_free_space: self.min_free_space,
+            empty_session_ttl: Duration::from_secs(self.empty_session_ttl_secs),
+            body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
+            min_body_rate: self.min_body_rate,
+            max_chunks_in_flight: self.max_chunks_in_flight,
+            max_requests_per_client: self.max_requests_per_client,
+            allow_unportable_names: self.allow_unportable_names,
+        })
+    }
 }
 
 /// Completion hooks: where upload events go.
@@ -226,9 +307,9 @@ pub struct ServerConfig {
     pub pkg_dir: Option<PathBuf>,
     pub workers: usize,
     pub shutdown_timeout: Duration,
-    pub min_free_space: u64,
     pub hooks: HookConfig,
     pub test_hooks: bool,
+    pub resources: ResourceLimits,
 }
 
 /// Where upload events are delivered, and how patiently.
@@ -310,10 +391,7 @@ impl HookArgs {
             timeout: positive_secs(self.hook_timeout_secs, "--hook-timeout-secs")?,
             retry_initial: positive_secs(self.hook_retry_secs, "--hook-retry-secs")?,
             retry_max: positive_secs(self.hook_retry_max_secs, "--hook-retry-max-secs")?,
-            give_up_after: positive_secs(
-                self.hook_give_up_hours * 3600.0,
-                "--hook-give-up-hours",
-            )?,
+            give_up_after: positive_secs(self.hook_give_up_hours * 3600.0, "--hook-give-up-hours")?,
         };
         if config.retry_initial > config.retry_max {
             return bad("--hook-retry-secs must not exceed --hook-retry-max-secs");
@@ -374,9 +452,9 @@ impl ServeArgs {
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
             }),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
-            min_free_space: self.min_free_space,
             hooks: self.hooks.validate()?,
             test_hooks: self.test_hooks,
+            resources: self.resources.validate()?,
         })
     }
 
@@ -429,7 +507,8 @@ impl Command {
 impl Cli {
     /// The subcommand to run (`serve` when none was given).
     pub fn into_command(self) -> Command {
-        self.command.unwrap_or(Command::Serve(self.serve))
+        self.command
+            .unwrap_or_else(|| Command::Serve(Box::new(self.serve)))
     }
 }
 

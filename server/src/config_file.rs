@@ -99,7 +99,11 @@ fn knows_flag(command: &clap::Command, long: &str) -> bool {
 /// The flags that say what `value` says: `--long=value`, or `--long` for a switch set to true.
 fn flag_args(long: &str, action: &ArgAction, value: &toml::Value) -> Result<Vec<String>, String> {
     if let (ArgAction::SetTrue, toml::Value::Boolean(on)) = (action, value) {
-        return Ok(if *on { vec![format!("--{long}")] } else { vec![] });
+        return Ok(if *on {
+            vec![format!("--{long}")]
+        } else {
+            vec![]
+        });
     }
     let text = match value {
         toml::Value::Array(items) => items
@@ -118,7 +122,9 @@ fn scalar(long: &str, value: &toml::Value) -> Result<String, String> {
         toml::Value::Integer(i) => Ok(i.to_string()),
         toml::Value::Float(f) => Ok(f.to_string()),
         toml::Value::Boolean(b) => Ok(b.to_string()),
-        _ => Err(format!("'{long}' must be a string, number, boolean or list")),
+        _ => Err(format!(
+            "'{long}' must be a string, number, boolean or list"
+        )),
     }
 }
 
@@ -163,10 +169,16 @@ mod tests {
         .expect("serve-only keys are skipped by cleanup");
         assert!(matches!(cli.into_command(), Command::Cleanup(_)));
         let err = parse_with("chunk-sise = 5\n", &["serve"]).expect_err("typo");
-        assert!(err.to_string().contains("'chunk-sise' is not an option"), "{err}");
+        assert!(
+            err.to_string().contains("'chunk-sise' is not an option"),
+            "{err}"
+        );
         let err = parse_with("chunk-size = \"lots\"\n", &["serve"]).expect_err("bad value");
         assert!(err.to_string().contains("--chunk-size"), "{err}");
         let err = parse_with("chunk-size = [", &["serve"]).expect_err("bad TOML");
-        assert!(err.to_string().contains("droppr.toml: TOML parse error"), "{err}");
+        assert!(
+            err.to_string().contains("droppr.toml: TOML parse error"),
+            "{err}"
+        );
     }
 }

@@ -12,11 +12,10 @@ use std::time::Instant;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::logging::upload_tag;
 use crate::meta::{SessionState, UploadSession};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
-use crate::uploads::Uploads;
+use crate::uploads::{log_tag, Uploads};
 use crate::{now_secs, rfc3339};
 
 /// How an upload ended.
@@ -148,11 +147,11 @@ impl UploadEvents {
         match outbox.enqueue(event) {
             Ok(0) => {}
             Ok(_) => {
-                tracing::debug!(upload = %upload_tag(&event.upload_id), event = %event.id, kind = event.kind, "event recorded for hooks");
+                tracing::debug!(upload = %log_tag(&event.upload_id), event = %event.id, kind = event.kind, "event recorded for hooks");
             }
             // The upload itself stands; only its notification is lost, so say so loudly.
             Err(e) => {
-                tracing::error!(upload = %upload_tag(&event.upload_id), event = %event.id, kind = event.kind, error = %e, "event NOT recorded for hooks");
+                tracing::error!(upload = %log_tag(&event.upload_id), event = %event.id, kind = event.kind, error = %e, "event NOT recorded for hooks");
             }
         }
     }
@@ -172,9 +171,11 @@ pub fn requeue_completed(uploads: &Uploads) -> crate::error::Result<()> {
         let Some(request) = uploads.meta.request(&session.request_hash)? else {
             continue;
         };
-        uploads
-            .events
-            .record(&UploadEvent::new(UploadOutcome::Completed, &session, &request.folder));
+        uploads.events.record(&UploadEvent::new(
+            UploadOutcome::Completed,
+            &session,
+            &request.folder,
+        ));
     }
     Ok(())
 }

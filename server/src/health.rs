@@ -30,8 +30,11 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let config = state.uploads.config.clone();
     let mut checks = vec![metadata_check(&state).await];
-    for (name, dir) in [("data-dir", &config.data_dir), ("files-dir", &config.files_dir)] {
-        checks.push(space_check(name, dir, config.min_free_space));
+    for (name, dir) in [
+        ("data-dir", &config.data_dir),
+        ("files-dir", &config.files_dir),
+    ] {
+        checks.push(space_check(name, dir, config.resources.min_free_space));
     }
     let ready = checks.iter().all(|c| c.ok);
     for c in checks.iter().filter(|c| !c.ok) {
@@ -58,12 +61,22 @@ async fn metadata_check(state: &AppState) -> Check {
         meta.delete_session(PROBE_ID)
     });
     let detail = match tokio::time::timeout(STORE_TIMEOUT, query).await {
-        Ok(Ok(Ok(_))) => return Check { name: "metadata", ok: true, detail: "answered".into() },
+        Ok(Ok(Ok(_))) => {
+            return Check {
+                name: "metadata",
+                ok: true,
+                detail: "answered".into(),
+            }
+        }
         Ok(Ok(Err(e))) => format!("query failed: {e}"),
         Ok(Err(e)) => format!("query task failed: {e}"),
         Err(_) => format!("no answer within {} s", STORE_TIMEOUT.as_secs()),
     };
-    Check { name: "metadata", ok: false, detail }
+    Check {
+        name: "metadata",
+        ok: false,
+        detail,
+    }
 }
 
 fn space_check(name: &'static str, dir: &Path, min_free: u64) -> Check {

@@ -34,6 +34,7 @@ pub async fn trace_request(
     let span = tracing::info_span!("request", id = %id);
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     let method = req.method().clone();
+    let peer = req.peer_addr().map(|a| a.ip());
     let started = Instant::now();
     let outcome = next.call(req).instrument(span.clone()).await;
     let _entered = span.enter();
@@ -45,14 +46,19 @@ pub async fn trace_request(
                 .request()
                 .match_pattern()
                 .unwrap_or_else(|| res.request().path().to_owned());
-            let code = res.response().error().map(refusal_code);
+            // Errors the framework made were turned into JSON answers without their error.
+            let code = res
+                .response()
+                .error()
+                .map(refusal_code)
+                .or_else(|| (status >= 400).then(|| format!("http-{status}")));
             if let (Some(metrics), Some(code)) = (&metrics, &code) {
                 metrics.refused(code);
             }
             if status >= 500 {
-                tracing::warn!(target: "droppr::http", %method, %route, status, ms, code = code.as_deref(), "answered");
+                tracing::warn!(target: "droppr::http", %method, %route, status, peer = peer.map(tracing::field::display), ms, code = code.as_deref(), "answered");
             } else {
-                tracing::info!(target: "droppr::http", %method, %route, status, ms, code = code.as_deref(), "answered");
+                tracing::info!(target: "droppr::http", %method, %route, status, peer = peer.map(tracing::field::display), ms, code = code.as_deref(), "answered");
             }
             if let Ok(value) = HeaderValue::from_str(&id) {
                 res.headers_mut().insert(REQUEST_ID, value);

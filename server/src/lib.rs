@@ -18,6 +18,9 @@
 //!   durable outbox in the metadata database ([`events`], [`outbox`], [`webhooks`]).
 
 pub mod auth;
+pub mod beneath;
+pub mod body;
+pub mod claims;
 pub mod cleanup;
 pub mod config;
 pub mod config_file;
@@ -30,8 +33,10 @@ pub mod logging;
 pub mod meta;
 pub mod metrics;
 pub mod outbox;
+pub mod parse;
 pub mod requests;
 pub mod routes;
+pub mod space;
 pub mod store;
 pub mod uploads;
 pub mod validate;
@@ -45,7 +50,7 @@ use actix_cors::Cors;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::middleware::{from_fn, DefaultHeaders};
+use actix_web::middleware::{from_fn, Condition, DefaultHeaders};
 use actix_web::{web, App, HttpServer};
 
 use crate::config::ServerConfig;
@@ -54,6 +59,7 @@ use crate::meta::SqliteMetadata;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Target};
 use crate::routes::AppState;
+use crate::space::Space;
 use crate::store::{ChunkLayout, FsByteStore};
 use crate::uploads::Uploads;
 
@@ -89,10 +95,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("metadata database {path}: {source}")]
-    Database {
-        path: PathBuf,
-        source: error::Error,
-    },
+    Database { path: PathBuf, source: error::Error },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -129,7 +132,11 @@ pub fn open_uploads(config: ServerConfig) -> Result<Uploads, StartError> {
         path: db.clone(),
         source,
     };
-    let meta = SqliteMetadata::open(&db).map_err(database)?;
+    let space = Space::open(&config.data_dir, config.resources.min_free_space);
+    // On a full disk even opening the database needs the reserve's room (its shared memory file).
+    let meta = space
+        .freeing(|| SqliteMetadata::open(&db))
+        .map_err(database)?;
     let mut targets = Vec::new();
     if config.hooks.webhook.is_some() {
         targets.push(Target::Webhook);
@@ -143,7 +150,12 @@ pub fn open_uploads(config: ServerConfig) -> Result<Uploads, StartError> {
         let outbox = Outbox::open(&db, targets).map_err(|e| database(e.into()))?;
         Some(Arc::new(outbox))
     };
-    let mut uploads = Uploads::new(Arc::new(config), Arc::new(store), Arc::new(meta));
+    let mut uploads = Uploads::new(
+        Arc::new(config),
+        Arc::new(store),
+        Arc::new(meta),
+        Arc::new(space),
+    );
     uploads.events = UploadEvents {
         metrics: Arc::new(Metrics::new()),
         outbox,
@@ -184,6 +196,8 @@ pub fn app(
     let www = config.www_dir.clone();
     let pkg = config.pkg_dir.clone();
     let metrics = web::Data::from(state.uploads.events.metrics.clone());
+    let hooks = state.hooks.clone();
+    let test_hooks = hooks.is_some();
     App::new()
         .app_data(web::Data::new(state))
         .app_data(metrics)
@@ -195,6 +209,12 @@ pub fn app(
         .route("/metrics", web::get().to(metrics::scrape))
         .configure(routes::configure)
         .configure(move |cfg| {
+            if let Some(hooks) = hooks {
+                cfg.app_data(web::Data::new(hooks));
+                hooks::routes(cfg);
+            }
+        })
+        .configure(move |cfg| {
             if let Some(dir) = pkg {
                 cfg.service(actix_files::Files::new("/pkg", dir));
             }
@@ -203,6 +223,8 @@ pub fn app(
             }
         })
         .default_service(web::to(routes::not_found))
+        .wrap(Condition::new(test_hooks, from_fn(hooks::middleware)))
+        .wrap(from_fn(error::json_errors))
         .wrap(cors)
         // Outside CORS, so that the preflight answers it makes itself are no-store too.
         .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))

@@ -99,7 +99,10 @@ impl Outbox {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
         let mut conn = self
             .conn
             .lock()
@@ -205,7 +208,13 @@ impl Outbox {
     }
 
     /// A failed attempt: try again at `next_at`, or never when `give_up`.
-    pub fn failed(&self, row: i64, error: &str, next_at: i64, give_up: bool) -> rusqlite::Result<()> {
+    pub fn failed(
+        &self,
+        row: i64,
+        error: &str,
+        next_at: i64,
+        give_up: bool,
+    ) -> rusqlite::Result<()> {
         self.with(|c| {
             c.execute(
                 "UPDATE hook_outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3,

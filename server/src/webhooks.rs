@@ -44,7 +44,11 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 /// The wait before retry number `attempts` (1 = the first retry): doubling from the initial
 /// wait, capped.
 pub fn backoff(hooks: &HookConfig, attempts: u32) -> Duration {
-    let factor = 2f64.powi(i32::try_from(attempts.saturating_sub(1)).unwrap_or(i32::MAX).min(60));
+    let factor = 2f64.powi(
+        i32::try_from(attempts.saturating_sub(1))
+            .unwrap_or(i32::MAX)
+            .min(60),
+    );
     hooks
         .retry_initial
         .mul_f64(factor.min(1e9))
@@ -220,7 +224,10 @@ async fn run_command(command: &str, p: &Pending, timeout: Duration) -> Result<()
     } else {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: String = stderr.trim().chars().take(300).collect();
-        Err(format!("the hook command exited with {}: {tail}", output.status))
+        Err(format!(
+            "the hook command exited with {}: {tail}",
+            output.status
+        ))
     }
 }
 

@@ -37,7 +37,10 @@ fn stderr(out: &Output) -> String {
 
 #[test]
 fn the_file_is_under_variables_which_are_under_flags() {
-    let dir = tempfile::Builder::new().prefix("ops-config-").tempdir().expect("dir");
+    let dir = tempfile::Builder::new()
+        .prefix("ops-config-")
+        .tempdir()
+        .expect("dir");
     let file = dir.path().join("droppr.toml");
     std::fs::write(
         &file,
@@ -62,7 +65,16 @@ fn the_file_is_under_variables_which_are_under_flags() {
     // One file serves every subcommand: request create skips the serve-only keys.
     let data = dir.path().join("data");
     let out = run(
-        &["request", "create", "--folder", "f", "--config", file, "--data-dir", data.to_str().expect("path")],
+        &[
+            "request",
+            "create",
+            "--folder",
+            "f",
+            "--config",
+            file,
+            "--data-dir",
+            data.to_str().expect("path"),
+        ],
         &[],
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -73,7 +85,10 @@ fn the_file_is_under_variables_which_are_under_flags() {
     let out = run(&["serve", "--config", typo.to_str().expect("path")], &[]);
     assert!(!out.status.success());
     let text = stderr(&out);
-    assert!(text.contains("typo.toml") && text.contains("'chunk-sise' is not an option"), "{text}");
+    assert!(
+        text.contains("typo.toml") && text.contains("'chunk-sise' is not an option"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -84,17 +99,50 @@ fn each_subcommand_shows_only_its_own_flags() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let create = help(&["request", "create", "--help"]);
-    for own in ["--folder", "--password", "--data-dir", "--config", "--public-url", "--log-format"] {
-        assert!(create.contains(own), "{own} missing from request create --help:\n{create}");
+    for own in [
+        "--folder",
+        "--password",
+        "--data-dir",
+        "--config",
+        "--public-url",
+        "--log-format",
+    ] {
+        assert!(
+            create.contains(own),
+            "{own} missing from request create --help:\n{create}"
+        );
     }
-    for serve_only in ["--cors-origins", "--workers", "--webhook-url", "--shutdown-timeout", "--max-chunk-size", "--sweep-secs"] {
-        assert!(!create.contains(serve_only), "{serve_only} leaks into request create --help:\n{create}");
+    for serve_only in [
+        "--cors-origins",
+        "--workers",
+        "--webhook-url",
+        "--shutdown-timeout",
+        "--max-chunk-size",
+        "--sweep-secs",
+    ] {
+        assert!(
+            !create.contains(serve_only),
+            "{serve_only} leaks into request create --help:\n{create}"
+        );
     }
     let cleanup = help(&["cleanup", "--help"]);
-    assert!(cleanup.contains("--session-ttl-hours") && !cleanup.contains("--bind"), "{cleanup}");
+    assert!(
+        cleanup.contains("--session-ttl-hours") && !cleanup.contains("--bind"),
+        "{cleanup}"
+    );
     let serve = help(&["serve", "--help"]);
-    for flag in ["--shutdown-timeout", "--webhook-url", "--hook-command", "--log-level", "--min-free-space", "--config"] {
-        assert!(serve.contains(flag), "{flag} missing from serve --help:\n{serve}");
+    for flag in [
+        "--shutdown-timeout",
+        "--webhook-url",
+        "--hook-command",
+        "--log-level",
+        "--min-free-space",
+        "--config",
+    ] {
+        assert!(
+            serve.contains(flag),
+            "{flag} missing from serve --help:\n{serve}"
+        );
     }
     // A serve flag given to another subcommand is refused, not silently taken.
     let out = run(&["request", "list", "--workers", "2"], &[]);
@@ -103,7 +151,10 @@ fn each_subcommand_shows_only_its_own_flags() {
 
 #[test]
 fn start_up_errors_name_what_failed() {
-    let dir = tempfile::Builder::new().prefix("ops-start-").tempdir().expect("dir");
+    let dir = tempfile::Builder::new()
+        .prefix("ops-start-")
+        .tempdir()
+        .expect("dir");
     let data = dir.path().join("data");
     let data_arg = data.to_str().expect("path");
 
@@ -118,18 +169,42 @@ fn start_up_errors_name_what_failed() {
 
     let not_a_dir = dir.path().join("plain-file");
     std::fs::write(&not_a_dir, b"x").expect("write");
-    let out = run(&["serve", "--data-dir", not_a_dir.to_str().expect("path"), "--bind", "127.0.0.1:0"], &[]);
+    let out = run(
+        &[
+            "serve",
+            "--data-dir",
+            not_a_dir.to_str().expect("path"),
+            "--bind",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
     assert!(!out.status.success());
     let text = stderr(&out);
-    assert!(text.contains("data directory") && text.contains("plain-file"), "{text}");
+    assert!(
+        text.contains("data directory") && text.contains("plain-file"),
+        "{text}"
+    );
 
     let broken = dir.path().join("broken");
     std::fs::create_dir_all(&broken).expect("dir");
     std::fs::write(broken.join("droppr.db"), vec![0x5a; 8192]).expect("garbage database");
-    let out = run(&["serve", "--data-dir", broken.to_str().expect("path"), "--bind", "127.0.0.1:0"], &[]);
+    let out = run(
+        &[
+            "serve",
+            "--data-dir",
+            broken.to_str().expect("path"),
+            "--bind",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
     assert!(!out.status.success());
     let text = stderr(&out);
-    assert!(text.contains("metadata database") && text.contains("droppr.db"), "{text}");
+    assert!(
+        text.contains("metadata database") && text.contains("droppr.db"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -147,6 +222,9 @@ fn shutdown_timeout_bounds_the_wait_for_requests_in_flight() {
     let (took, _) = server.terminate(Duration::from_secs(20));
     // The default grace is 30 s; the flag's 1 s (plus shutting down) must bound it.
     assert!(took < Duration::from_secs(10), "took {took:?}");
-    assert!(took >= Duration::from_millis(900), "did not wait for the request in flight: {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "did not wait for the request in flight: {took:?}"
+    );
     drop(stuck);
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 fn tag(upload_id: &str) -> String {
-    Sha256::digest(upload_id.as_bytes())[..6]
+    Sha256::digest(upload_id.as_bytes())[..4]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
@@ -31,7 +31,8 @@ fn parsed_log(server: &Server) -> Vec<Value> {
         .log_text()
         .lines()
         .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))
+            serde_json::from_str::<Value>(l)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))
         })
         .collect()
 }
@@ -67,7 +68,11 @@ fn json_lines_carry_the_request_id_of_the_answer_and_no_upload_id() {
                 .to_owned()
         })
         .collect();
-    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len(), "ids repeat: {ids:?}");
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        ids.len(),
+        "ids repeat: {ids:?}"
+    );
     // Each request's access line is written before its answer; wait for the reader thread.
     wait_until("access lines of every request", || {
         let log = parsed_log(&server);
@@ -78,25 +83,42 @@ fn json_lines_carry_the_request_id_of_the_answer_and_no_upload_id() {
     });
 
     let text = server.log_text();
-    assert!(!text.contains('\u{1b}'), "colour codes in a piped log:\n{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a piped log:\n{text}"
+    );
     for upload in [&id, &aborted] {
-        assert!(!text.contains(upload.as_str()), "upload id {upload} logged:\n{text}");
+        assert!(
+            !text.contains(upload.as_str()),
+            "upload id {upload} logged:\n{text}"
+        );
     }
     let log = parsed_log(&server);
     for line in &log {
-        assert!(line["level"].is_string() && line["timestamp"].is_string(), "{line}");
+        assert!(
+            line["level"].is_string() && line["timestamp"].is_string(),
+            "{line}"
+        );
     }
-    let of = |rid: &str| -> Vec<&Value> { log.iter().filter(|l| request_id(l) == Some(rid)).collect() };
+    let of =
+        |rid: &str| -> Vec<&Value> { log.iter().filter(|l| request_id(l) == Some(rid)).collect() };
     // The opening request: its "upload opened" line has its id and names the upload by tag.
     let opening = of(&ids[0]);
     let opened_line = opening
         .iter()
         .find(|l| l["message"] == "upload opened")
-        .unwrap_or_else(|| panic!("no 'upload opened' line for request {}: {opening:?}", ids[0]));
+        .unwrap_or_else(|| {
+            panic!(
+                "no 'upload opened' line for request {}: {opening:?}",
+                ids[0]
+            )
+        });
     assert_eq!(opened_line["upload"], tag(&id), "{opened_line}");
     // The completing chunk: its "upload complete" line too.
     assert!(
-        of(&ids[2]).iter().any(|l| l["message"] == "upload complete" && l["upload"] == tag(&id)),
+        of(&ids[2])
+            .iter()
+            .any(|l| l["message"] == "upload complete" && l["upload"] == tag(&id)),
         "no tagged 'upload complete' line in request {}",
         ids[2]
     );
@@ -107,12 +129,23 @@ fn json_lines_carry_the_request_id_of_the_answer_and_no_upload_id() {
         .expect("access line");
     assert_eq!(status_line["status"], 200);
     assert_eq!(status_line["method"], "GET");
-    assert_eq!(status_line["route"], "/api/droppr/requests/{hash}/upload-chunk");
-    let missing = of(&ids[5]).into_iter().find(|l| l["message"] == "answered").expect("404 line");
-    assert_eq!((missing["status"].as_u64(), missing["code"].as_str()), (Some(404), Some("not-found")));
+    assert_eq!(
+        status_line["route"],
+        "/api/droppr/requests/{hash}/upload-chunk"
+    );
+    let missing = of(&ids[5])
+        .into_iter()
+        .find(|l| l["message"] == "answered")
+        .expect("404 line");
+    assert_eq!(
+        (missing["status"].as_u64(), missing["code"].as_str()),
+        (Some(404), Some("not-found"))
+    );
     // Lines outside requests (start-up) have no request id.
     assert!(log.iter().any(|l| request_id(l).is_none()
-        && l["message"].as_str().is_some_and(|m| m.starts_with("listening on"))));
+        && l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("listening on"))));
 }
 
 #[test]
@@ -130,7 +163,10 @@ fn text_logs_have_no_colours_off_a_terminal_and_follow_the_level() {
         !loud.log_lines("answered").is_empty()
     });
     let text = loud.log_text();
-    assert!(!text.contains('\u{1b}'), "colour codes in a piped log:\n{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a piped log:\n{text}"
+    );
     assert!(text.contains(" INFO "), "{text}");
     // --log-level beats RUST_LOG: no access lines (info, droppr::http), no debug lines.
     std::thread::sleep(std::time::Duration::from_millis(300));

@@ -78,7 +78,9 @@ fn metrics_count_a_real_upload_refusals_and_lockouts() {
         .body(vec![0u8; 9])
         .send()
         .assert_error(400, "bad-range");
-    server.get(&upload_url("NoSuchLink")).assert_error(404, "request-not-found");
+    server
+        .get(&upload_url("NoSuchLink"))
+        .assert_error(404, "request-not-found");
     // A password link: five wrong passwords, then the lockout.
     let locked = hash_of(&server.create_request(&["--password", "right-one", "--extensions", "*"]));
     for _ in 0..5 {
@@ -98,20 +100,37 @@ fn metrics_count_a_real_upload_refusals_and_lockouts() {
     let v = |name: &str, labels: &[(&str, &str)]| value(&after, name, labels);
     assert_eq!(v("droppr_uploads_started_total", &[]), 3.0);
     assert_eq!(v("droppr_uploads_completed_total", &[]), 1.0);
-    assert_eq!(v("droppr_uploads_failed_total", &[("reason", "aborted")]), 1.0);
-    assert_eq!(v("droppr_bytes_received_total", &[]), (data.len() + 1000) as f64);
+    assert_eq!(
+        v("droppr_uploads_failed_total", &[("reason", "aborted")]),
+        1.0
+    );
+    assert_eq!(
+        v("droppr_bytes_received_total", &[]),
+        (data.len() + 1000) as f64
+    );
     assert_eq!(v("droppr_sessions_open", &[]), 1.0);
     assert_eq!(v("droppr_bytes_reserved", &[]), second.len() as f64);
     assert_eq!(v("droppr_refusals_total", &[("code", "bad-range")]), 1.0);
-    assert_eq!(v("droppr_refusals_total", &[("code", "request-not-found")]), 1.0);
-    assert_eq!(v("droppr_refusals_total", &[("code", "wrong-password")]), 5.0);
+    assert_eq!(
+        v("droppr_refusals_total", &[("code", "request-not-found")]),
+        1.0
+    );
+    assert_eq!(
+        v("droppr_refusals_total", &[("code", "wrong-password")]),
+        5.0
+    );
     assert_eq!(v("droppr_refusals_total", &[("code", "locked-out")]), 1.0);
     assert_eq!(v("droppr_lockouts_total", &[]), 1.0);
     // Four chunks stored: three of the file, one of the second (its repeat is drained, not stored).
     let chunks = buckets(&after, "droppr_chunk_duration_seconds");
     let total = chunks.iter().map(|b| b.1).fold(0.0, f64::max);
     assert_eq!(total, 4.0, "{chunks:?}");
-    assert!(chunks.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1), "{chunks:?}");
+    assert!(
+        chunks
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+        "{chunks:?}"
+    );
     assert_eq!(v("droppr_chunk_duration_seconds_count", &[]), 4.0);
 }
 
@@ -125,13 +144,18 @@ fn health_is_liveness_and_readiness_checks_the_store_and_the_disk() {
 
     // Another process holds the metadata database's write lock: not ready, then ready again.
     let db = rusqlite::Connection::open(server.data_dir().join("droppr.db")).expect("open db");
-    db.execute_batch("BEGIN IMMEDIATE").expect("take the write lock");
+    db.execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
     let blocked = server.get("/readyz");
     assert_eq!(blocked.status, 503, "{}", blocked.text());
     let checks = blocked.json()["checks"].clone();
     assert_eq!(checks[0]["name"], "metadata");
     assert_eq!(checks[0]["ok"], false, "{checks}");
-    assert_eq!(server.get("/healthz").status, 200, "liveness does not depend on the store");
+    assert_eq!(
+        server.get("/healthz").status,
+        200,
+        "liveness does not depend on the store"
+    );
     db.execute_batch("COMMIT").expect("release");
     drop(db);
     wait_until("ready again", || server.get("/readyz").status == 200);
@@ -149,5 +173,10 @@ fn health_is_liveness_and_readiness_checks_the_store_and_the_disk() {
         .expect("data-dir check")
         .clone();
     assert_eq!(data_dir["ok"], false, "{body}");
-    assert!(data_dir["detail"].as_str().is_some_and(|d| d.contains("bytes free")), "{body}");
+    assert!(
+        data_dir["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("bytes free")),
+        "{body}"
+    );
 }

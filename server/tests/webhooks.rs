@@ -44,7 +44,10 @@ fn verified(d: &Delivery) -> Value {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    assert_eq!(d.header("x-droppr-signature"), Some(format!("sha256={expected}").as_str()));
+    assert_eq!(
+        d.header("x-droppr-signature"),
+        Some(format!("sha256={expected}").as_str())
+    );
     assert_eq!(d.path, "/hook");
     assert_eq!(d.header("content-type"), Some("application/json"));
     let event = d.json();
@@ -54,7 +57,9 @@ fn verified(d: &Delivery) -> Value {
 }
 
 fn wait_deliveries(receiver: &Receiver, n: usize) -> Vec<Delivery> {
-    wait_until(&format!("{n} deliveries"), || receiver.deliveries().len() >= n);
+    wait_until(&format!("{n} deliveries"), || {
+        receiver.deliveries().len() >= n
+    });
     receiver.deliveries()
 }
 
@@ -98,19 +103,39 @@ fn completed_failed_and_aborted_uploads_are_posted_signed() {
     assert_eq!(completed["received_bytes"], data.len());
     assert_eq!(completed["upload_id"], done_id.as_str());
     assert!(completed.get("checksum").is_some(), "{completed}");
-    assert!(completed["at"].as_str().is_some_and(|t| t.ends_with('Z')), "{completed}");
-    let stored = std::fs::read(server.data_dir().join("files").join(FOLDER).join("report.bin"))
-        .expect("the file the event names");
+    assert!(
+        completed["at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{completed}"
+    );
+    let stored = std::fs::read(
+        server
+            .data_dir()
+            .join("files")
+            .join(FOLDER)
+            .join("report.bin"),
+    )
+    .expect("the file the event names");
     assert_eq!(stored, data);
     let aborted = of_type(&events, "upload.aborted");
-    assert_eq!((aborted["upload_id"].as_str(), aborted["size"].as_u64()), (Some(gone.as_str()), Some(50)));
+    assert_eq!(
+        (aborted["upload_id"].as_str(), aborted["size"].as_u64()),
+        (Some(gone.as_str()), Some(50))
+    );
     let failed = of_type(&events, "upload.failed");
     assert_eq!(failed["upload_id"], fake_id.as_str());
     assert_eq!(failed["path"], "clip.mp4");
-    assert!(failed["reason"].as_str().is_some_and(|r| !r.is_empty()), "{failed}");
+    assert!(
+        failed["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{failed}"
+    );
     // Once each.
     std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(receiver.deliveries().len(), 3, "{:?}", receiver.deliveries());
+    assert_eq!(
+        receiver.deliveries().len(),
+        3,
+        "{:?}",
+        receiver.deliveries()
+    );
 }
 
 #[test]
@@ -144,32 +169,55 @@ fn events_wait_out_a_receiver_outage_and_server_restarts() {
         204
     );
     let failures = |s: &Server| s.log_lines("hook delivery failed").len();
-    wait_until("retries against the receiver that is down", || failures(&server) >= 4);
+    wait_until("retries against the receiver that is down", || {
+        failures(&server) >= 4
+    });
     // Killed while the events are still undelivered; the new process takes them up.
     server.restart();
     let before = failures(&server);
     wait_until("retries after the restart", || failures(&server) > before);
     receiver.resume();
     let events: Vec<Value> = wait_deliveries(&receiver, 2).iter().map(verified).collect();
-    assert_eq!(of_type(&events, "upload.completed")["upload_id"], done.as_str());
-    assert_eq!(of_type(&events, "upload.aborted")["upload_id"], gone.as_str());
+    assert_eq!(
+        of_type(&events, "upload.completed")["upload_id"],
+        done.as_str()
+    );
+    assert_eq!(
+        of_type(&events, "upload.aborted")["upload_id"],
+        gone.as_str()
+    );
     // Delivered once: not again later, nor after another restart.
     std::thread::sleep(Duration::from_millis(1500));
     server.restart();
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(receiver.deliveries().len(), 2, "{:?}", receiver.deliveries());
+    assert_eq!(
+        receiver.deliveries().len(),
+        2,
+        "{:?}",
+        receiver.deliveries()
+    );
 }
 
 #[test]
 fn the_hook_command_reads_the_event_and_is_retried_until_it_succeeds() {
-    let dir = tempfile::Builder::new().prefix("ops-hook-").tempdir().expect("temp dir");
+    let dir = tempfile::Builder::new()
+        .prefix("ops-hook-")
+        .tempdir()
+        .expect("temp dir");
     let d = dir.path().display();
     let script = format!(
         "test -e {d}/ok || {{ echo not yet >&2; exit 3; }}; cat >> {d}/events.jsonl; \
          echo \"$DROPPR_EVENT ${{DROPPR_ADMIN_TOKEN:-no-secrets}}\" >> {d}/env.txt"
     );
     let server = Server::start_with_env(
-        &["--hook-command", &script, "--hook-retry-secs", "0.2", "--hook-retry-max-secs", "0.4"],
+        &[
+            "--hook-command",
+            &script,
+            "--hook-retry-secs",
+            "0.2",
+            "--hook-retry-max-secs",
+            "0.4",
+        ],
         &[("DROPPR_ADMIN_TOKEN", Some("admin-token-not-for-hooks"))],
     );
     let hash = server.open_request();

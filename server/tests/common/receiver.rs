@@ -111,7 +111,9 @@ impl Drop for Receiver {
 /// Reads one request and answers 200.
 fn handle(stream: TcpStream) -> Option<Delivery> {
     stream.set_nonblocking(false).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
