@@ -38,7 +38,8 @@ pub async fn trace_request(
     let started = Instant::now();
     let outcome = next.call(req).instrument(span.clone()).await;
     let _entered = span.enter();
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Milliseconds with three decimals (an integer count of microseconds, scaled).
+    let ms = u32::try_from(started.elapsed().as_micros()).map_or(f64::MAX, f64::from) / 1000.0;
     match outcome {
         Ok(mut res) => {
             let status = res.status().as_u16();

@@ -131,6 +131,15 @@ impl Metrics {
             ),
             registry: r,
         }
+        .with_zero_series()
+    }
+
+    /// Label values known in advance start at 0, so dashboards and rates see them from the start.
+    fn with_zero_series(self) -> Self {
+        for reason in ["refused", "aborted", "expired"] {
+            self.uploads_failed.with_label_values(&[reason]);
+        }
+        self
     }
 
     pub fn upload_started(&self) {

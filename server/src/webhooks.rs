@@ -131,13 +131,13 @@ async fn settle(
     result: Result<(), String>,
 ) {
     let now = now_ms();
-    let target = p.target.as_str();
+    let hook = p.target.as_str();
     let attempt = p.attempts + 1;
     let (o, row) = (outbox.clone(), p.row);
     let recorded = match result {
         Ok(()) => {
-            metrics.hook_delivery(target, "delivered");
-            tracing::info!(event = %p.event_id, kind = %p.kind, target, attempt, "hook delivered");
+            metrics.hook_delivery(hook, "delivered");
+            tracing::info!(event = %p.event_id, kind = %p.kind, hook, attempt, "hook delivered");
             tokio::task::spawn_blocking(move || o.delivered(row, now)).await
         }
         Err(error) => {
@@ -145,11 +145,11 @@ async fn settle(
             let give_up = age >= hooks.give_up_after;
             let wait = i64::try_from(backoff(hooks, attempt).as_millis()).unwrap_or(i64::MAX);
             if give_up {
-                metrics.hook_delivery(target, "gave-up");
-                tracing::error!(event = %p.event_id, kind = %p.kind, target, attempt, %error, "hook delivery given up");
+                metrics.hook_delivery(hook, "gave-up");
+                tracing::error!(event = %p.event_id, kind = %p.kind, hook, attempt, %error, "hook delivery given up");
             } else {
-                metrics.hook_delivery(target, "failed");
-                tracing::warn!(event = %p.event_id, kind = %p.kind, target, attempt, %error, retry_in_ms = wait, "hook delivery failed");
+                metrics.hook_delivery(hook, "failed");
+                tracing::warn!(event = %p.event_id, kind = %p.kind, hook, attempt, %error, retry_in_ms = wait, "hook delivery failed");
             }
             tokio::task::spawn_blocking(move || {
                 o.failed(row, &error, now.saturating_add(wait), give_up)
