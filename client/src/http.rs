@@ -121,6 +121,8 @@ fn answer(result: UreqResult) -> Result<SessionStatus, Failure> {
     serde_json::from_str(&body).map_err(|_| Failure::Network)
 }
 
+// By value: it is what `map_err` hands over.
+#[allow(clippy::needless_pass_by_value)]
 fn transport_failure(e: ureq::Error) -> Failure {
     match e {
         ureq::Error::Timeout(_) => Failure::Timeout,

@@ -299,15 +299,12 @@ impl Run<'_> {
             self.stats
                 .bytes_sent
                 .fetch_add(chunk.len(), Ordering::Relaxed);
-            let failure = match self
+            let sent = self
                 .transport
-                .put_chunk(self.upload_id, range, chunk.index, &bytes)
-            {
-                Ok(_) => {
-                    self.stats.latency(started);
-                    return Ok(());
-                }
-                Err(failure) => failure,
+                .put_chunk(self.upload_id, range, chunk.index, &bytes);
+            let Err(failure) = sent else {
+                self.stats.latency(started);
+                return Ok(());
             };
             retry += 1;
             let Some(delay) = self.options.retry.delay_ms(retry, &failure, rng.f64()) else {

@@ -26,13 +26,12 @@ fn header_like() -> impl Strategy<Value = String> {
 /// JSON-ish text: real JSON objects with odd values, and near-JSON.
 fn json_like() -> impl Strategy<Value = String> {
     let number = prop_oneof![
-        any::<u64>().prop_map(|n| n.to_string()),
-        any::<i64>().prop_map(|n| n.to_string()),
-        Just("1e400".to_owned()),
-        Just("-0".to_owned()),
-        Just("18446744073709551616".to_owned()),
-        Just("null".to_owned()),
-        Just("\"7\"".to_owned()),
+        // Small numbers mostly, so that many records are consistent and get loaded.
+        6 => (0u64..64).prop_map(|n| n.to_string()),
+        1 => any::<u64>().prop_map(|n| n.to_string()),
+        1 => any::<i64>().prop_map(|n| n.to_string()),
+        1 => prop::sample::select(vec!["1e400", "-0", "18446744073709551616", "null", "\"7\""])
+            .prop_map(str::to_owned),
     ];
     let pair = (number.clone(), number.clone()).prop_map(|(a, b)| format!("[{a},{b}]"));
     prop_oneof![

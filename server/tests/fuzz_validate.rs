@@ -68,6 +68,6 @@ proptest! {
         let path = RelPath::parse(&format!("f.{ext}")).expect("a plain name");
         let everything = ["*".to_owned()];
         prop_assert!(check_content(&path, &everything, &head).is_ok());
-        let _ = check_content(&path, &[ext.clone()], &head);
+        let _ = check_content(&path, std::slice::from_ref(&ext), &head);
     }
 }

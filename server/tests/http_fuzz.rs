@@ -36,7 +36,7 @@ fn the_server_survives_random_and_hostile_requests_and_keeps_its_promises() {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(20_261_128),
-        cases: 1500,
+        cases: 3000,
         time_limit: Duration::from_secs(25),
         hash,
         tracked_sessions: 4,
@@ -96,6 +96,7 @@ fn percent_encoded_names_decode_to_what_the_path_validator_makes_of_them() {
     let target = format!("/api/droppr/requests/{hash}/upload-chunk");
     let mut runner = TestRunner::new(ProptestConfig {
         cases: 64,
+        failure_persistence: None,
         ..ProptestConfig::default()
     });
     let names = "[a-zA-Z0-9 ._/\\\\%:\u{e9}\u{4e2d}\u{1f600}\u{7}-]{1,40}";
