@@ -20,16 +20,20 @@ after(async () => { await browser?.close(); });
 test('uploads through a faulty network complete byte-identical, resending about what the faults forced', async () => {
   const proxy = await startFaultProxy(baseUrl, {
     seed: Number(process.env.DROPPR_FAULT_SEED || 7),
-    'drop-mid-body': 0.06,
-    'reset-before-answer': 0.06,
-    'lose-answer': 0.06,
-    'bad-gateway': 0.06,
+    // About a quarter of the chunk requests fail: the uploader's 5 retries per chunk are then
+    // exhausted with a chance under 0.3^6 per chunk.
+    'drop-mid-body': 0.07,
+    'reset-before-answer': 0.07,
+    'lose-answer': 0.07,
+    'bad-gateway': 0.07,
     latency: 0.1,
     'max-latency-ms': 300,
   });
   try {
     const files = [];
-    for (const name of ['faulty-a.bin', 'faulty-b.bin', 'faulty-c.bin']) files.push(await makeFile(name, 24 * MiB));
+    for (const name of ['faulty-a.bin', 'faulty-b.bin', 'faulty-c.bin', 'faulty-d.bin', 'faulty-e.bin', 'faulty-f.bin']) {
+      files.push(await makeFile(name, 32 * MiB));
+    }
     const { context, page, problems } = await newPage(browser);
     await page.goto(`${proxy.url}/?request=${links.open.hash}`);
     await page.locator('#link-status[data-tone="ok"]').waitFor();

@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 import { launch, newPage, throttle, unexpectedProblems } from './support/browser.mjs';
 import { baseUrl, dataDir, links, serverArgs, serverBin, storedPath } from './support/env.mjs';
 import { MiB, makeFile, sha256File } from './support/files.mjs';
-import { openLink, pickFiles, waitForState } from './support/page.mjs';
+import { openLink, pickFiles, snapshot, waitForState } from './support/page.mjs';
 import { killServer, restartServer, serverRunning } from './support/server.mjs';
 import { rustUpload, startFaultProxy } from './support/tools.mjs';
 
@@ -55,6 +55,8 @@ test(`${CYCLES} SIGKILLs at random moments while Chromium and the Rust client up
   const slow = await startFaultProxy(baseUrl, { seed, latency: 1, 'max-latency-ms': 120 });
   const { context, page, problems } = await newPage(browser);
   const rust = [];
+  const pageIds = [];
+  let killedBusy = 0;
   const started = Date.now();
   try {
     await throttle(context, page, { uploadBitsPerSecond: 40e6 });
@@ -64,22 +66,31 @@ test(`${CYCLES} SIGKILLs at random moments while Chromium and the Rust client up
     for (let cycle = 0; cycle < CYCLES; cycle += 1) {
       if (cycle % 4 === 0) {
         const file = rustFiles[cycle / 4];
-        rust.push({
+        const entry = {
           file,
+          settled: false,
           run: rustUpload(uploadUrl(slow.url), file.path, [
             '--parallel', 4, '--chunk-size', 512 * 1024, '--shuffle-seed', seed + cycle, '--duplicates', 0.2,
             '--retries', 40, '--base-delay-ms', 100, '--max-delay-ms', 1000, '--timeout-secs', 20,
           ]),
-        });
+        };
+        entry.run.done.then(() => { entry.settled = true; }, () => { entry.settled = true; });
+        rust.push(entry);
       }
       await sleep(150 + random() * 900);
+      const pageBusy = (await Promise.all(pageFiles.map((f) => snapshot(page, f.name).catch(() => null))))
+        .filter((item) => item && item.state !== 'done').length;
+      const rustBusy = rust.filter((r) => !r.settled).length;
+      if (pageBusy + rustBusy > 0) killedBusy += 1;
       await killServer();
       await sleep(random() * 400);
       await restartServer();
     }
-    console.log(`# kill loop (seed ${seed}): ${CYCLES} SIGKILL-and-restart cycles in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    console.log(`# kill loop (seed ${seed}): ${CYCLES} SIGKILL-and-restart cycles in ${((Date.now() - started) / 1000).toFixed(1)} s, `
+      + `${killedBusy} of them with uploads in flight`);
+    assert.ok(killedBusy >= CYCLES / 2, `only ${killedBusy} kills struck while uploads ran`);
 
-    for (const file of pageFiles) await waitForState(page, file.name, 'done', 240000);
+    for (const file of pageFiles) pageIds.push((await waitForState(page, file.name, 'done', 240000)).uploadId);
     for (const file of pageFiles) {
       assert.equal(await sha256File(storedPath('open', file.name)), file.sha256, `${file.name} (Chromium): stored bytes differ`);
     }
@@ -116,9 +127,10 @@ test(`${CYCLES} SIGKILLs at random moments while Chromium and the Rust client up
   console.log(`# kill loop cleanup: ${JSON.stringify(swept)}`);
   assert.deepEqual(await readdir(partsDir), [], 'part files left after expiry');
   await restartServer();
-  for (const { run } of rust) {
-    const report = await run.done;
-    const answer = await fetch(`${uploadUrl(baseUrl)}?upload_id=${report.upload_id}`);
-    assert.equal(answer.status, 404, `session ${report.upload_id} still known after expiry`);
+  const ids = [...pageIds];
+  for (const { run } of rust) ids.push((await run.done).upload_id);
+  for (const id of ids) {
+    const answer = await fetch(`${uploadUrl(baseUrl)}?upload_id=${id}`);
+    assert.equal(answer.status, 404, `session ${id} still known after expiry`);
   }
 });
