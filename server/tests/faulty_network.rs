@@ -55,7 +55,7 @@ fn upload_all(
                     let transport = Transport::new(&url, None, Duration::from_secs(30));
                     let options = UploadOptions {
                         parallel: 4,
-                        chunk_size: Some(128 * KIB),
+                        chunk_size: Some(64 * KIB),
                         shuffle_seed: Some(seed),
                         duplicate_share: 0.15,
                         retry: patient(),
@@ -112,7 +112,12 @@ fn every_fault_on_chunks_uploads_complete_and_resends_only_what_faults_forced() 
         .tempdir()
         .expect("tempdir");
     let (server, hash) = start_server(dir.path());
-    let plan = FaultPlan::every_fault(9, 0.06);
+    // About 130 chunk requests: each destructive fault strikes about 9 of them (none with a
+    // chance under 0.1 %).
+    let plan = FaultPlan {
+        latency: 0.2,
+        ..FaultPlan::every_fault(9, 0.07)
+    };
     let proxy = FaultProxy::start(server.addr(), plan).expect("proxy");
     let files = [
         ("a.bin", 3 * 1024 * KIB + 17, 101),
