@@ -40,7 +40,7 @@ fn the_server_survives_random_and_hostile_requests_and_keeps_its_promises() {
         time_limit: Duration::from_secs(25),
         hash,
         tracked_sessions: 4,
-        max_file: 192 * 1024,
+        max_file: 128 * 1024,
         canaries: vec![
             canary.clone(),
             Path::new("/tmp/proofnet-fuzz-canary").to_owned(),
