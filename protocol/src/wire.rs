@@ -235,6 +235,7 @@ error_codes! {
     MissingExtension = "missing-extension", 400, false;
     ChecksumMismatch = "checksum-mismatch", 400, false;
     BadBody = "bad-body", 400, false;
+    DuplicateHeader = "duplicate-header", 400, false;
     BodyCutShort = "body-cut-short", 400, true;
     PasswordRequired = "password-required", 401, false;
     WrongPassword = "wrong-password", 401, false;
@@ -246,11 +247,15 @@ error_codes! {
     NotFound = "not-found", 404, false;
     MethodNotAllowed = "method-not-allowed", 405, false;
     SessionNotInitialised = "session-not-initialised", 409, false;
-    SessionConflict = "session-conflict", 409, false;
+    SessionConflict = "session-conflict", 409, true;
+    PathConflict = "path-conflict", 409, false;
+    UploadFailed = "upload-failed", 409, false;
+    BodyTimeout = "body-timeout", 408, true;
     RequestExpired = "request-expired", 410, false;
     LengthRequired = "length-required", 411, false;
     FileTooLarge = "file-too-large", 413, false;
     ChunkTooLarge = "chunk-too-large", 413, false;
+    BodyTooLarge = "body-too-large", 413, false;
     TypeNotAllowed = "type-not-allowed", 415, false;
     ContentMismatch = "content-mismatch", 415, false;
     LockedOut = "locked-out", 429, true;
@@ -258,6 +263,7 @@ error_codes! {
     Internal = "internal", 500, true;
     Unavailable = "unavailable", 503, true;
     InsufficientStorage = "insufficient-storage", 507, false;
+    QuotaExceeded = "quota-exceeded", 507, false;
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 pub const MIB: u64 = 1024 * 1024;
+pub const GIB: u64 = 1024 * MIB;
 
 /// Droppr upload server: file-request links that take parallel, resumable chunk uploads.
 #[derive(Debug, Parser)]
@@ -86,10 +87,10 @@ pub struct ServeArgs {
     )]
     pub session_ttl_hours: f64,
     /// How often expired sessions are swept, in seconds.
-    #[arg(long, env = "DROPPR_SWEEP_SECS", default_value_t = 600, global = true)]
+    #[arg(long, env = "DROPPR_SWEEP_SECS", default_value_t = 60, global = true)]
     pub sweep_secs: u64,
     /// Largest file any request accepts, in bytes (0 = unlimited).
-    #[arg(long, env = "DROPPR_MAX_FILE_SIZE", default_value_t = 0, global = true)]
+    #[arg(long, env = "DROPPR_MAX_FILE_SIZE", default_value_t = 32 * GIB, global = true)]
     pub max_file_size: u64,
     /// Largest chunk body, in bytes.
     #[arg(long, env = "DROPPR_MAX_CHUNK_SIZE", default_value_t = 64 * MIB, global = true)]
@@ -115,6 +116,118 @@ pub struct ServeArgs {
     /// Test-only endpoints under /__test (fault injection, per-upload counters). Never in production.
     #[arg(long, env = "DROPPR_TEST_HOOKS", hide = true, global = true)]
     pub test_hooks: bool,
+    #[command(flatten)]
+    pub resources: ResourceArgs,
+}
+
+/// What one anonymous client may hold of the server: space, time and connections
+/// (docs/SECURITY.md explains each default).
+#[derive(Debug, Args, Clone)]
+pub struct ResourceArgs {
+    /// Bytes that the unfinished uploads of one client may reserve together (0 = no cap).
+    #[arg(long, env = "DROPPR_RESERVE_PER_CLIENT", default_value_t = 64 * GIB, global = true)]
+    pub reserve_per_client: u64,
+    /// Bytes that the unfinished uploads of one link may reserve together (0 = no cap).
+    #[arg(long, env = "DROPPR_RESERVE_PER_LINK", default_value_t = 256 * GIB, global = true)]
+    pub reserve_per_link: u64,
+    /// Unfinished uploads one client may have open at once (0 = no cap).
+    #[arg(
+        long,
+        env = "DROPPR_SESSIONS_PER_CLIENT",
+        default_value_t = 100,
+        global = true
+    )]
+    pub sessions_per_client: u64,
+    /// Free bytes the data directory keeps: a new upload that would leave less gets 507.
+    #[arg(long, env = "DROPPR_MIN_FREE_SPACE", default_value_t = GIB, global = true)]
+    pub min_free_space: u64,
+    /// Seconds an upload that never received a byte keeps its reservation.
+    #[arg(
+        long,
+        env = "DROPPR_EMPTY_SESSION_TTL_SECS",
+        default_value_t = 900,
+        global = true
+    )]
+    pub empty_session_ttl_secs: u64,
+    /// Seconds a chunk body may go without sending a byte before it is cut off (408).
+    #[arg(
+        long,
+        env = "DROPPR_BODY_READ_TIMEOUT_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub body_read_timeout_secs: u64,
+    /// Slowest average rate a chunk body may keep, in bytes per second, once it has run for
+    /// the read timeout (0 = no floor).
+    #[arg(
+        long,
+        env = "DROPPR_MIN_BODY_RATE",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub min_body_rate: u64,
+    /// Chunks of one upload in flight at once; more answer 429.
+    #[arg(
+        long,
+        env = "DROPPR_MAX_CHUNKS_IN_FLIGHT",
+        default_value_t = 16,
+        global = true
+    )]
+    pub max_chunks_in_flight: u64,
+    /// Upload requests (chunks, opens) one client may have in flight at once; more answer 429.
+    #[arg(
+        long,
+        env = "DROPPR_MAX_REQUESTS_PER_CLIENT",
+        default_value_t = 64,
+        global = true
+    )]
+    pub max_requests_per_client: u64,
+    /// Accept file names that are unsafe on other systems (Windows device names, bidi
+    /// overrides, zero-width characters, trailing dots or spaces).
+    #[arg(long, env = "DROPPR_ALLOW_UNPORTABLE_NAMES", global = true)]
+    pub allow_unportable_names: bool,
+}
+
+/// Validated [`ResourceArgs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceLimits {
+    pub reserve: crate::meta::ReserveCaps,
+    pub min_free_space: u64,
+    pub empty_session_ttl: Duration,
+    pub body_read_timeout: Duration,
+    pub min_body_rate: u64,
+    pub max_chunks_in_flight: u64,
+    pub max_requests_per_client: u64,
+    pub allow_unportable_names: bool,
+}
+
+impl ResourceArgs {
+    fn validate(&self) -> Result<ResourceLimits, ConfigError> {
+        if self.body_read_timeout_secs == 0 {
+            return Err(ConfigError(
+                "--body-read-timeout-secs must be positive".into(),
+            ));
+        }
+        if self.max_chunks_in_flight == 0 || self.max_requests_per_client == 0 {
+            return Err(ConfigError(
+                "--max-chunks-in-flight and --max-requests-per-client must be positive".into(),
+            ));
+        }
+        Ok(ResourceLimits {
+            reserve: crate::meta::ReserveCaps {
+                per_client_bytes: self.reserve_per_client,
+                per_link_bytes: self.reserve_per_link,
+                per_client_sessions: self.sessions_per_client,
+            },
+            min_free_space: self.min_free_space,
+            empty_session_ttl: Duration::from_secs(self.empty_session_ttl_secs),
+            body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
+            min_body_rate: self.min_body_rate,
+            max_chunks_in_flight: self.max_chunks_in_flight,
+            max_requests_per_client: self.max_requests_per_client,
+            allow_unportable_names: self.allow_unportable_names,
+        })
+    }
 }
 
 /// Validated configuration.
@@ -135,6 +248,7 @@ pub struct ServerConfig {
     pub pkg_dir: Option<PathBuf>,
     pub workers: usize,
     pub test_hooks: bool,
+    pub resources: ResourceLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +305,7 @@ impl ServeArgs {
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
             }),
             test_hooks: self.test_hooks,
+            resources: self.resources.validate()?,
         })
     }
 }

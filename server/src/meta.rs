@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use droppr_protocol::wire::ErrorCode;
 use droppr_protocol::ReceivedRanges;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -33,6 +34,26 @@ pub enum SessionState {
     Open,
     /// Every byte received and the file is in its folder.
     Complete,
+    /// Completion failed for good (the reason's code is kept); its bytes were freed.
+    Failed(ErrorCode),
+}
+
+impl SessionState {
+    fn column(self) -> &'static str {
+        match self {
+            SessionState::Open => "open",
+            SessionState::Complete => "complete",
+            SessionState::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Caps on what open sessions may reserve, checked atomically with the insert (0 = no cap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReserveCaps {
+    pub per_client_bytes: u64,
+    pub per_link_bytes: u64,
+    pub per_client_sessions: u64,
 }
 
 /// One upload in progress (or just finished).
@@ -50,6 +71,8 @@ pub struct UploadSession {
     pub state: SessionState,
     /// Where the file landed, relative to the request folder.
     pub final_path: Option<String>,
+    /// Who opened it (the client key used for reservation caps).
+    pub client: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -65,21 +88,24 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     fn insert_request(&self, request: &UploadRequest) -> Result<()>;
     fn request(&self, hash: &str) -> Result<Option<UploadRequest>>;
     fn requests(&self) -> Result<Vec<UploadRequest>>;
-    fn insert_session(&self, session: &UploadSession) -> Result<()>;
+    /// Inserts a session unless its reservation would pass `caps` for its client or its link
+    /// (checked and inserted in one transaction, so parallel opens cannot all slip under a cap).
+    fn insert_session(&self, session: &UploadSession, caps: ReserveCaps) -> Result<()>;
     fn session(&self, id: &str) -> Result<Option<UploadSession>>;
-    /// Adds `[start, end]` to the session's ranges atomically; none if the session is gone.
-    fn record_range(
+    /// Adds the inclusive ranges to the session's ranges atomically; none if the session is gone.
+    fn record_ranges(
         &self,
         id: &str,
-        start: u64,
-        end: u64,
+        ranges: &[(u64, u64)],
         now: i64,
     ) -> Result<Option<UploadSession>>;
     fn mark_content_checked(&self, id: &str) -> Result<()>;
     fn mark_complete(&self, id: &str, final_path: &str, now: i64) -> Result<()>;
+    fn mark_failed(&self, id: &str, code: ErrorCode, now: i64) -> Result<()>;
     fn delete_session(&self, id: &str) -> Result<()>;
-    /// Sessions whose last activity was before `cutoff`.
-    fn idle_sessions(&self, cutoff: i64) -> Result<Vec<UploadSession>>;
+    /// Sessions whose last activity was before `cutoff`, and open sessions that never received a
+    /// byte and were opened before `empty_cutoff`.
+    fn idle_sessions(&self, cutoff: i64, empty_cutoff: i64) -> Result<Vec<UploadSession>>;
     /// Every session (for crash recovery).
     fn sessions(&self) -> Result<Vec<UploadSession>>;
     fn add_auth_failure(&self, hash: &str, client: &str, now: i64) -> Result<()>;
@@ -132,6 +158,7 @@ impl SqliteMetadata {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -145,6 +172,38 @@ impl SqliteMetadata {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut conn)
     }
+}
+
+/// Columns added after the first release, added to older databases in place.
+fn migrate(conn: &Connection) -> Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('sessions')")?;
+    let have: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (column, ddl) in [
+        (
+            "client",
+            "ALTER TABLE sessions ADD COLUMN client TEXT NOT NULL DEFAULT ''",
+        ),
+        ("failure", "ALTER TABLE sessions ADD COLUMN failure TEXT"),
+        (
+            "size",
+            "ALTER TABLE sessions ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
+        ),
+        (
+            "received",
+            "ALTER TABLE sessions ADD COLUMN received INTEGER NOT NULL DEFAULT 0",
+        ),
+    ] {
+        if !have.iter().any(|c| c == column) {
+            conn.execute(ddl, [])?;
+        }
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS sessions_client ON sessions(client, state);
+         CREATE INDEX IF NOT EXISTS sessions_request ON sessions(request_hash, state);",
+    )?;
+    Ok(())
 }
 
 fn to_i64(v: u64) -> Result<i64> {
@@ -171,12 +230,22 @@ fn finish_request((mut request, extensions): (UploadRequest, String)) -> Result<
     Ok(request)
 }
 
-const SESSION_COLUMNS: &str = "id, request_hash, rel_path, ranges, content_type, last_modified, content_checked, state, final_path, created_at, updated_at";
+const SESSION_COLUMNS: &str = "id, request_hash, rel_path, ranges, content_type, last_modified, content_checked, state, final_path, created_at, updated_at, client, failure, size, received";
 
 type SessionRow = (UploadSession, String);
 
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
     let state: String = row.get(7)?;
+    let failure: Option<String> = row.get(12)?;
+    let state = match state.as_str() {
+        "complete" => SessionState::Complete,
+        "failed" => SessionState::Failed(
+            failure
+                .and_then(|f| serde_json::from_value(serde_json::Value::String(f)).ok())
+                .unwrap_or(ErrorCode::UploadFailed),
+        ),
+        _ => SessionState::Open,
+    };
     Ok((
         UploadSession {
             id: row.get(0)?,
@@ -186,12 +255,9 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
             content_type: row.get(4)?,
             last_modified: row.get(5)?,
             content_checked: row.get::<_, i64>(6)? != 0,
-            state: if state == "complete" {
-                SessionState::Complete
-            } else {
-                SessionState::Open
-            },
+            state,
             final_path: row.get(8)?,
+            client: row.get(11)?,
             created_at: row.get(9)?,
             updated_at: row.get(10)?,
         },
@@ -215,10 +281,45 @@ fn get_session(conn: &Connection, id: &str) -> Result<Option<UploadSession>> {
     .transpose()
 }
 
-fn query_sessions(conn: &Connection, filter: &str, arg: i64) -> Result<Vec<UploadSession>> {
+fn query_sessions(conn: &Connection, filter: &str, args: &[i64]) -> Result<Vec<UploadSession>> {
     let mut stmt = conn.prepare(&format!("SELECT {SESSION_COLUMNS} FROM sessions {filter}"))?;
-    let rows = stmt.query_map([arg], session_from_row)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), session_from_row)?;
     rows.map(|r| finish_session(r?)).collect()
+}
+
+/// Refuses a session whose reservation would pass a cap of its client or its link.
+fn check_caps(conn: &Connection, s: &UploadSession, caps: ReserveCaps) -> Result<()> {
+    let reserved = |column: &str, key: &str| -> Result<(u64, u64)> {
+        let (bytes, count): (i64, i64) = conn.query_row(
+            &format!(
+                "SELECT COALESCE(SUM(size - received), 0), COUNT(*) FROM sessions WHERE {column} = ?1 AND state = 'open'"
+            ),
+            [key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((
+            u64::try_from(bytes).unwrap_or(0),
+            u64::try_from(count).unwrap_or(0),
+        ))
+    };
+    let over = |cap: u64, used: u64, more: u64| cap > 0 && used.saturating_add(more) > cap;
+    let (client_bytes, client_sessions) = reserved("client", &s.client)?;
+    if over(caps.per_client_bytes, client_bytes, s.size())
+        || over(caps.per_client_sessions, client_sessions, 1)
+    {
+        return Err(Error::client(
+            ErrorCode::QuotaExceeded,
+            "Your unfinished uploads already reserve as much space as one client may. Finish or cancel some first.",
+        ));
+    }
+    let (link_bytes, _) = reserved("request_hash", &s.request_hash)?;
+    if over(caps.per_link_bytes, link_bytes, s.size()) {
+        return Err(Error::client(
+            ErrorCode::QuotaExceeded,
+            "Unfinished uploads to this link already reserve as much space as it may. Try again later.",
+        ));
+    }
+    Ok(())
 }
 
 impl MetadataStore for SqliteMetadata {
@@ -257,11 +358,15 @@ impl MetadataStore for SqliteMetadata {
         })
     }
 
-    fn insert_session(&self, s: &UploadSession) -> Result<()> {
+    fn insert_session(&self, s: &UploadSession, caps: ReserveCaps) -> Result<()> {
         let ranges = serde_json::to_string(&s.ranges)?;
+        let size = to_i64(s.size())?;
+        let received = to_i64(s.ranges.received_bytes())?;
         self.with(|c| {
-            c.execute(
-                &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+            let tx = c.transaction()?;
+            check_caps(&tx, s, caps)?;
+            tx.execute(
+                &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
                 params![
                     s.id,
                     s.request_hash,
@@ -270,12 +375,17 @@ impl MetadataStore for SqliteMetadata {
                     s.content_type,
                     s.last_modified,
                     s.content_checked,
-                    if s.state == SessionState::Complete { "complete" } else { "open" },
+                    s.state.column(),
                     s.final_path,
                     s.created_at,
-                    s.updated_at
+                    s.updated_at,
+                    s.client,
+                    Option::<String>::None,
+                    size,
+                    received,
                 ],
             )?;
+            tx.commit()?;
             Ok(())
         })
     }
@@ -284,11 +394,10 @@ impl MetadataStore for SqliteMetadata {
         self.with(|c| get_session(c, id))
     }
 
-    fn record_range(
+    fn record_ranges(
         &self,
         id: &str,
-        start: u64,
-        end: u64,
+        ranges: &[(u64, u64)],
         now: i64,
     ) -> Result<Option<UploadSession>> {
         self.with(|c| {
@@ -296,13 +405,20 @@ impl MetadataStore for SqliteMetadata {
             let Some(mut session) = get_session(&tx, id)? else {
                 return Ok(None);
             };
-            session.ranges.add(start, end).map_err(|e| {
-                Error::Task(format!("range checked before writing was refused: {e}"))
-            })?;
+            for &(start, end) in ranges {
+                session.ranges.add(start, end).map_err(|e| {
+                    Error::Task(format!("range checked before writing was refused: {e}"))
+                })?;
+            }
             session.updated_at = now;
             tx.execute(
-                "UPDATE sessions SET ranges = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, serde_json::to_string(&session.ranges)?, now],
+                "UPDATE sessions SET ranges = ?2, updated_at = ?3, received = ?4 WHERE id = ?1",
+                params![
+                    id,
+                    serde_json::to_string(&session.ranges)?,
+                    now,
+                    to_i64(session.ranges.received_bytes())?
+                ],
             )?;
             tx.commit()?;
             Ok(Some(session))
@@ -329,6 +445,16 @@ impl MetadataStore for SqliteMetadata {
         })
     }
 
+    fn mark_failed(&self, id: &str, code: ErrorCode, now: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE sessions SET state = 'failed', failure = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, code.as_str(), now],
+            )?;
+            Ok(())
+        })
+    }
+
     fn delete_session(&self, id: &str) -> Result<()> {
         self.with(|c| {
             c.execute("DELETE FROM sessions WHERE id = ?1", [id])?;
@@ -336,12 +462,18 @@ impl MetadataStore for SqliteMetadata {
         })
     }
 
-    fn idle_sessions(&self, cutoff: i64) -> Result<Vec<UploadSession>> {
-        self.with(|c| query_sessions(c, "WHERE updated_at < ?1", cutoff))
+    fn idle_sessions(&self, cutoff: i64, empty_cutoff: i64) -> Result<Vec<UploadSession>> {
+        self.with(|c| {
+            query_sessions(
+                c,
+                "WHERE updated_at < ?1 OR (state = 'open' AND received = 0 AND size > 0 AND created_at < ?2)",
+                &[cutoff, empty_cutoff],
+            )
+        })
     }
 
     fn sessions(&self) -> Result<Vec<UploadSession>> {
-        self.with(|c| query_sessions(c, "WHERE ?1 = ?1", 0))
+        self.with(|c| query_sessions(c, "", &[]))
     }
 
     fn add_auth_failure(&self, hash: &str, client: &str, now: i64) -> Result<()> {
@@ -395,19 +527,23 @@ mod tests {
             created_at: 0,
         })
         .unwrap();
-        db.insert_session(&UploadSession {
-            id: "session-1".into(),
-            request_hash: "h".into(),
-            rel_path: "a.bin".into(),
-            ranges: ReceivedRanges::new(400),
-            content_type: None,
-            last_modified: None,
-            content_checked: false,
-            state: SessionState::Open,
-            final_path: None,
-            created_at: 0,
-            updated_at: 0,
-        })
+        db.insert_session(
+            &UploadSession {
+                id: "session-1".into(),
+                request_hash: "h".into(),
+                rel_path: "a.bin".into(),
+                ranges: ReceivedRanges::new(400),
+                content_type: None,
+                last_modified: None,
+                content_checked: false,
+                state: SessionState::Open,
+                final_path: None,
+                client: "c".into(),
+                created_at: 0,
+                updated_at: 0,
+            },
+            ReserveCaps::default(),
+        )
         .unwrap();
         let threads: Vec<_> = (0..4u64)
             .map(|t| {
@@ -415,7 +551,8 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..25u64 {
                         let start = (i * 4 + t) * 4;
-                        db.record_range("session-1", start, start + 3, 1).unwrap();
+                        db.record_ranges("session-1", &[(start, start + 3)], 1)
+                            .unwrap();
                     }
                 })
             })
@@ -425,6 +562,9 @@ mod tests {
         }
         let s = db.session("session-1").unwrap().unwrap();
         assert!(s.ranges.is_complete(), "{:?}", s.ranges.missing());
-        assert!(db.record_range("nope-nope", 0, 1, 1).unwrap().is_none());
+        assert!(db
+            .record_ranges("nope-nope", &[(0, 1)], 1)
+            .unwrap()
+            .is_none());
     }
 }
