@@ -15,6 +15,11 @@ use droppr_proof::server::ServerProcess;
 use droppr_protocol::retry::RetryPolicy;
 
 const BIN: &str = env!("CARGO_BIN_EXE_droppr-server");
+
+/// This build's server, or `DROPPR_TEST_SERVER_BIN` (to show a test failing with a defence removed).
+fn server_bin() -> std::path::PathBuf {
+    std::env::var_os("DROPPR_TEST_SERVER_BIN").map_or_else(|| BIN.into(), Into::into)
+}
 const KIB: u64 = 1024;
 
 /// Patient and quick: loopback faults clear at once, so short delays and more retries.
@@ -99,7 +104,7 @@ fn upload_all(
 }
 
 fn start_server(dir: &Path) -> (ServerProcess, String) {
-    let mut server = ServerProcess::new(Path::new(BIN), &dir.join("data"), &[]).expect("server");
+    let mut server = ServerProcess::new(&server_bin(), &dir.join("data"), &[]).expect("server");
     let hash = server.create_link("net", &[]).expect("link");
     server.start().expect("server start");
     (server, hash)

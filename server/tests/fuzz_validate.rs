@@ -4,7 +4,9 @@
 
 use std::path::{Component, Path};
 
-use droppr_server::validate::{check_content, check_extension, parse_extensions, sniff, RelPath};
+use droppr_server::validate::{
+    check_content, check_extension, check_name, parse_extensions, sniff, RelPath,
+};
 use proptest::prelude::*;
 
 /// Path-like text: separators, dots, drive letters, controls and non-ASCII are common.
@@ -41,6 +43,14 @@ proptest! {
             None => path.file_name().to_owned(),
         };
         prop_assert_eq!(rebuilt, s);
+        // Portable names: nothing that reads differently, no trailing dot or space, room for a suffix.
+        if check_name(&path, false).is_ok() {
+            prop_assert!(path.file_name().len() < 255);
+            for part in s.split('/') {
+                prop_assert!(!part.ends_with('.') && !part.ends_with(' ') && !part.contains(['<', '>', ':', '"', '|', '?', '*', '\u{202e}']), "{:?}", s);
+            }
+        }
+        prop_assert!(check_name(&path, true).is_ok() || path.file_name().len() > 240);
         if let Some(ext) = path.extension() {
             prop_assert!(!ext.is_empty() && ext == ext.to_ascii_lowercase());
         }

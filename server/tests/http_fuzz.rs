@@ -11,11 +11,16 @@ use droppr_client::http::percent_encode;
 use droppr_proof::fuzz::{self, files_outside, FuzzConfig};
 use droppr_proof::server::ServerProcess;
 use droppr_proof::wire::request;
-use droppr_server::validate::RelPath;
+use droppr_server::validate::{check_name, RelPath};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 
 const BIN: &str = env!("CARGO_BIN_EXE_droppr-server");
+
+/// This build's server, or `DROPPR_TEST_SERVER_BIN` (to show a test failing with a defence removed).
+fn server_bin() -> std::path::PathBuf {
+    std::env::var_os("DROPPR_TEST_SERVER_BIN").map_or_else(|| BIN.into(), Into::into)
+}
 
 #[test]
 fn the_server_survives_random_and_hostile_requests_and_keeps_its_promises() {
@@ -27,8 +32,8 @@ fn the_server_survives_random_and_hostile_requests_and_keeps_its_promises() {
     let canary = root.path().join("canary");
     std::fs::create_dir_all(&canary).expect("canary dir");
     // Opens ask for real space: a cap keeps hostile sizes from filling the disk.
-    let mut server = ServerProcess::new(Path::new(BIN), &data, &["--max-file-size", "16777216"])
-        .expect("server");
+    let mut server =
+        ServerProcess::new(&server_bin(), &data, &["--max-file-size", "16777216"]).expect("server");
     let hash = server.create_link("fuzz", &[]).expect("link");
     server.start().expect("start");
     let config = FuzzConfig {
@@ -83,7 +88,7 @@ fn server_with_link() -> (tempfile::TempDir, ServerProcess, String) {
         .tempdir()
         .expect("tempdir");
     let mut server =
-        ServerProcess::new(Path::new(BIN), &root.path().join("data"), &[]).expect("server");
+        ServerProcess::new(&server_bin(), &root.path().join("data"), &[]).expect("server");
     let hash = server.create_link("names", &[]).expect("link");
     server.start().expect("start");
     (root, server, hash)
@@ -114,8 +119,22 @@ fn percent_encoded_names_decode_to_what_the_path_validator_makes_of_them() {
             )
             .expect("an answer");
             let body: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
-            match RelPath::parse(&name) {
+            if name.trim().is_empty() {
+                // Blank: as if no name was sent at all.
+                prop_assert_eq!(r.head.status(), 400);
+                prop_assert_eq!(body["code"].as_str(), Some("missing-name"));
+                return Ok(());
+            }
+            // What the server accepts: a clean path whose names are portable.
+            let accepted = RelPath::parse(&name).and_then(|p| check_name(&p, false).map(|()| p));
+            match accepted {
                 Ok(clean) => {
+                    if r.head.status() == 409 {
+                        // An earlier name left a file where this one's folder would be.
+                        prop_assert_eq!(body["code"].as_str(), Some("path-conflict"));
+                        prop_assert!(clean.parent().is_some());
+                        return Ok(());
+                    }
                     prop_assert_eq!(r.head.status(), 201, "{}", body);
                     // An existing name gets a " (n)" suffix.
                     let path = body["path"].as_str().unwrap_or_default();
@@ -139,4 +158,36 @@ fn percent_encoded_names_decode_to_what_the_path_validator_makes_of_them() {
         })
         .expect("names round-trip");
     assert!(server.panics().is_empty(), "{:?}", server.panics());
+}
+
+/// Found by the name round trip above: a file `_`, then a file `_/A`, whose folder is in the way
+/// of the first file. Either answer is fine but a 500.
+#[test]
+fn a_folder_where_a_file_already_is_is_no_server_error() {
+    let (_root, server, hash) = server_with_link();
+    let target = format!("/api/droppr/requests/{hash}/upload-chunk");
+    for name in ["_", "_/A", "B/c", "B"] {
+        let r = request(
+            server.addr(),
+            "POST",
+            &target,
+            &[
+                ("X-Upload-Length", "0".into()),
+                ("X-Upload-Path", percent_encode(name)),
+            ],
+            &[],
+        )
+        .expect("an answer");
+        println!(
+            "# {name}: HTTP {} {}",
+            r.head.status(),
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(
+            r.head.status() < 500,
+            "{name}: HTTP {} {}",
+            r.head.status(),
+            String::from_utf8_lossy(&r.body)
+        );
+    }
 }
