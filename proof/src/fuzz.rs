@@ -176,11 +176,22 @@ fn tracked_chunk(
         }
     };
     let len = end - start + 1;
+    // The original protocol's form (offset, file size, Content-Length) takes its end from the
+    // declared length.
+    let form = rng.u8(0..5);
+    let length_defines_end = form == 4;
     let valid_range = rng.u8(0..10) > 0;
     let (s, e, total) = if valid_range {
         (start, end, t.size)
     } else {
-        match rng.u8(0..4) {
+        // In the length-defined form only a wrong total makes the range invalid: a moved start
+        // would be a valid range whose bytes are not these.
+        let variant = if length_defines_end {
+            rng.u8(2..4)
+        } else {
+            rng.u8(0..4)
+        };
+        match variant {
             0 => (end + 1, start, t.size),
             1 => (start, t.size + rng.u64(0..10), t.size),
             2 => (start, end, t.size + 1),
@@ -199,10 +210,6 @@ fn tracked_chunk(
         ["PUT", "PATCH", "POST"][rng.usize(0..3)],
         t.id
     );
-    // The original protocol's form (offset, file size, Content-Length) takes its end from the
-    // declared length.
-    let form = rng.u8(0..5);
-    let length_defines_end = form == 4;
     match form {
         0 | 1 => head.push_str(&format!("Content-Range: bytes {s}-{e}/{total}\r\n")),
         2 => head.push_str(&format!("Content-Range:   bytes   {s}-{e}/{total}  \r\n")),

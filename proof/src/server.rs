@@ -28,9 +28,10 @@ impl ServerProcess {
     /// links first, then [`Self::start`]). `extra` are more `serve` options.
     pub fn new(bin: &Path, data_dir: &Path, extra: &[&str]) -> io::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
+        // Absolute: the server runs in the data directory's parent.
         Ok(Self {
-            bin: bin.to_owned(),
-            data_dir: data_dir.to_owned(),
+            bin: std::fs::canonicalize(bin)?,
+            data_dir: std::fs::canonicalize(data_dir)?,
             addr: free_port()?,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             log: data_dir.with_extension("log"),

@@ -87,7 +87,20 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     let mut server = ServerProcess::new(
         &args.server_bin,
         &data,
-        &["--max-file-size", "67108864", "--sweep-secs", "60"],
+        // Every soak client comes from 127.0.0.1: the per-client caps (meant for one person)
+        // are lifted, the per-upload ones stay.
+        &[
+            "--max-file-size",
+            "67108864",
+            "--sweep-secs",
+            "60",
+            "--sessions-per-client",
+            "0",
+            "--reserve-per-client",
+            "0",
+            "--reserve-per-link",
+            "0",
+        ],
     )?;
     let hash = server.create_link("soak", &[])?;
     server.start()?;
@@ -231,6 +244,7 @@ fn uploader(
             Err(e) => {
                 tally.failed.fetch_add(1, Ordering::Relaxed);
                 push(&tally.errors, format!("{}: {e}", spec.path));
+                std::thread::sleep(Duration::from_millis(500));
             }
         }
     }
