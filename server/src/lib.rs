@@ -16,11 +16,15 @@
 pub mod auth;
 pub mod beneath;
 pub mod body;
+pub mod captcha;
 pub mod claims;
 pub mod cleanup;
+pub mod client;
 pub mod config;
+pub mod defences;
 pub mod error;
 pub mod hooks;
+pub mod limits;
 pub mod meta;
 pub mod parse;
 pub mod requests;
@@ -166,6 +170,7 @@ pub async fn start(config: ServerConfig) -> Result<(Server, SocketAddr)> {
     }
     actix_web::rt::spawn(cleanup::sweep_forever(uploads.clone(), sweep_interval));
     let state = AppState {
+        defences: Arc::new(defences::Defences::new(&uploads.config.defences)),
         uploads,
         hooks: test_hooks.then(hooks::TestHooks::default),
     };
