@@ -19,7 +19,7 @@
 // Usage: node bench/browser.mjs --bench-bin B --server-bin S [--rustus-bin R] [--quick] [--out F]
 //        [--profiles P0,P1] [--clients droppr-auto,tus-4] [--path-check-out F]
 import { spawn } from 'node:child_process';
-import { closeSync, cpSync, createWriteStream, openSync, writeSync, mkdtempSync, rmSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { closeSync, cpSync, createWriteStream, existsSync, openSync, readdirSync, writeSync, mkdtempSync, rmSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -126,7 +126,7 @@ function snapshotPackage(work) {
     dir: pkg,
     bytes: wasm.length + js.length,
     gzip_bytes: gzipSync(wasm, { level: 9 }).length + gzipSync(js, { level: 9 }).length,
-    built: statSync(join(pkg, 'droppr_uploader_bg.wasm')).mtime.toISOString(),
+    built: statSync(join(root, 'uploader-wasm/pkg/droppr_uploader_bg.wasm')).mtime.toISOString(),
   };
 }
 
@@ -324,6 +324,8 @@ async function runProfile(profile, clients, ctx) {
       const repeats = quick || profile.loss_pct ? 1 : (ideal < 8 ? 3 : 1);
       for (const client of clients) {
         ctx.results.push(await measure(browser, profile, client, servers[client.server], bytes, repeats, capS, ctx.work));
+        // Finished uploads are not needed again: a full run would otherwise keep tens of GiB.
+        dropUploads(ctx);
       }
     }
   } finally {
@@ -332,6 +334,19 @@ async function runProfile(profile, clients, ctx) {
     if (path) await path.down();
     live.path = null;
   }
+}
+
+/** Deletes the files both servers stored (between runs, when no upload is in flight). */
+function dropUploads(ctx) {
+  // Only regular files: the servers keep their folders (and may hold them open).
+  const unlinkFiles = (dir) => {
+    for (const entry of existsSync(dir) ? readdirSync(dir, { withFileTypes: true }) : []) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) unlinkFiles(path); else rmSync(path, { force: true });
+    }
+  };
+  unlinkFiles(join(ctx.request.dataDir, 'files'));
+  unlinkFiles(join(ctx.work, 'rustus'));
 }
 
 async function measure(browser, profile, client, server, bytes, repeats, capS, work) {
