@@ -588,7 +588,7 @@ pub struct DefenceArgs {
     #[arg(
         long,
         env = "DROPPR_OPEN_RATE",
-        default_value = "50:200",
+        default_value = "100:1000",
         global = true
     )]
     pub open_rate: RateSetting,
@@ -596,7 +596,7 @@ pub struct DefenceArgs {
     #[arg(
         long,
         env = "DROPPR_OPEN_RATE_PER_LINK",
-        default_value = "200:800",
+        default_value = "400:4000",
         global = true
     )]
     pub open_rate_per_link: RateSetting,
@@ -604,7 +604,7 @@ pub struct DefenceArgs {
     #[arg(
         long,
         env = "DROPPR_CHUNK_RATE",
-        default_value = "1000:2000",
+        default_value = "2500:5000",
         global = true
     )]
     pub chunk_rate: RateSetting,
@@ -612,7 +612,7 @@ pub struct DefenceArgs {
     #[arg(
         long,
         env = "DROPPR_CHUNK_RATE_PER_LINK",
-        default_value = "4000:8000",
+        default_value = "10000:20000",
         global = true
     )]
     pub chunk_rate_per_link: RateSetting,
