@@ -32,6 +32,9 @@ fn every_defined_code_is_sent_somewhere_in_the_server() {
     }
     for code in ErrorCode::ALL {
         let variant = format!("ErrorCode::{code:?}");
-        assert!(sources.contains(&variant), "{variant} is defined but never sent");
+        assert!(
+            sources.contains(&variant),
+            "{variant} is defined but never sent"
+        );
     }
 }
