@@ -156,6 +156,9 @@ pub struct CreateRequest {
     /// Lower-case extensions without dots, or `["*"]`; absent = the default image and video list.
     #[serde(default)]
     pub allowed_extensions: Option<Vec<String>>,
+    /// Every upload to the link needs a solved captcha (the server must have a verifier).
+    #[serde(default)]
+    pub require_captcha: bool,
 }
 
 /// Answer to creating a request.
@@ -241,6 +244,7 @@ error_codes! {
     WrongPassword = "wrong-password", 401, false;
     Unauthorized = "unauthorized", 401, false;
     CaptchaRequired = "captcha-required", 403, false;
+    CaptchaInvalid = "captcha-invalid", 403, false;
     AdminDisabled = "admin-disabled", 403, false;
     RequestNotFound = "request-not-found", 404, false;
     SessionNotFound = "session-not-found", 404, false;

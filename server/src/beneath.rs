@@ -48,6 +48,7 @@ pub fn open_dirs(root: &Path, components: &[&str]) -> io::Result<OwnedFd> {
                     Err(e) if e == rustix::io::Errno::EXIST => {}
                     Err(e) => return Err(e.into()),
                 }
+                #[cfg(not(feature = "mutant-no-mkdir-parent-sync"))]
                 rustix::fs::fsync(dir.as_fd())?;
                 openat(dir.as_fd(), *name, dir_flags(), Mode::empty()).map_err(not_a_folder)?
             }

@@ -11,6 +11,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::auth::PasswordPolicy;
+use crate::captcha::CaptchaConfig;
+use crate::client::{ClientPolicy, ForwardedHeader, TrustedProxies};
+use crate::defences::DefenceConfig;
+use crate::limits::{RateConfig, RateSetting};
+
 pub const MIB: u64 = 1024 * 1024;
 pub const GIB: u64 = 1024 * MIB;
 
@@ -115,6 +121,9 @@ pub struct CreateArgs {
     /// Hours until the link expires (0 = never, at most 87600).
     #[arg(long, default_value_t = 0)]
     pub expires_hours: u64,
+    /// Every upload to the link needs a solved captcha (needs --captcha-verify-url).
+    #[arg(long)]
+    pub captcha: bool,
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +185,8 @@ pub struct ServeArgs {
     /// Test-only endpoints under /__test (fault injection, per-upload counters). Never in production.
     #[arg(long, env = "DROPPR_TEST_HOOKS", hide = true)]
     pub test_hooks: bool,
+    #[command(flatten)]
+    pub defences: DefenceArgs,
     #[command(flatten)]
     pub resources: ResourceArgs,
 }
@@ -309,6 +320,7 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     pub hooks: HookConfig,
     pub test_hooks: bool,
+    pub defences: DefenceConfig,
     pub resources: ResourceLimits,
 }
 
@@ -454,6 +466,7 @@ impl ServeArgs {
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             hooks: self.hooks.validate()?,
             test_hooks: self.test_hooks,
+            defences: self.defences.validate()?,
             resources: self.resources.validate()?,
         })
     }
@@ -521,5 +534,109 @@ impl ServerConfig {
         config.data_dir = data_dir.into();
         config.files_dir = config.data_dir.join("files");
         config
+    }
+}
+
+/// Who the client is, password guessing, rate limits and captcha (docs/SECURITY.md).
+#[derive(Debug, Clone, Args)]
+pub struct DefenceArgs {
+    /// Reverse proxies (CIDRs or addresses, comma separated) whose forwarding header names the
+    /// client. Default: none, so the connection's peer address is the client.
+    #[arg(long, env = "DROPPR_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+    /// The forwarding header those proxies write (only that one is read).
+    #[arg(long, env = "DROPPR_FORWARDED_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
+    pub forwarded_header: ForwardedHeader,
+    /// Wrong passwords one client (IPv4 address or IPv6 /64) may send a link per window; then 429.
+    #[arg(long, env = "DROPPR_PASSWORD_ATTEMPTS", default_value_t = 5)]
+    pub password_attempts: u32,
+    /// Wrong passwords all clients together may send a link per window; then 429 for everyone.
+    #[arg(long, env = "DROPPR_PASSWORD_ATTEMPTS_PER_LINK", default_value_t = 50)]
+    pub password_attempts_per_link: u32,
+    /// The window wrong passwords are counted over, in seconds.
+    #[arg(long, env = "DROPPR_PASSWORD_WINDOW_SECS", default_value_t = 900)]
+    pub password_window_secs: u32,
+    /// Password checks (argon2, 19 MiB each) running at once; more wait their turn.
+    #[arg(long, env = "DROPPR_PASSWORD_VERIFICATIONS", default_value_t = 2)]
+    pub password_verifications: u32,
+    /// Session opens per client: RATE:BURST (per second on average : at once), or off.
+    #[arg(long, env = "DROPPR_OPEN_RATE", default_value = "50:200")]
+    pub open_rate: RateSetting,
+    /// Session opens per link, all clients together: RATE:BURST, or off.
+    #[arg(long, env = "DROPPR_OPEN_RATE_PER_LINK", default_value = "200:800")]
+    pub open_rate_per_link: RateSetting,
+    /// Chunks per client: RATE:BURST, or off.
+    #[arg(long, env = "DROPPR_CHUNK_RATE", default_value = "1000:2000")]
+    pub chunk_rate: RateSetting,
+    /// Chunks per link, all clients together: RATE:BURST, or off.
+    #[arg(long, env = "DROPPR_CHUNK_RATE_PER_LINK", default_value = "4000:8000")]
+    pub chunk_rate_per_link: RateSetting,
+    /// Turnstile/hCaptcha-compatible siteverify URL; with --captcha-secret it turns captchas on.
+    #[arg(long, env = "DROPPR_CAPTCHA_VERIFY_URL")]
+    pub captcha_verify_url: Option<String>,
+    /// The secret sent to the siteverify URL.
+    #[arg(long, env = "DROPPR_CAPTCHA_SECRET", hide_env_values = true)]
+    pub captcha_secret: Option<String>,
+    /// The widget's site key, shown to the upload page.
+    #[arg(long, env = "DROPPR_CAPTCHA_SITE_KEY")]
+    pub captcha_site_key: Option<String>,
+    /// From this many wrong passwords (per client and link, in the window) a captcha is needed.
+    #[arg(long, env = "DROPPR_CAPTCHA_AFTER_FAILURES", default_value_t = 3)]
+    pub captcha_after_failures: u32,
+}
+
+impl DefenceArgs {
+    fn validate(&self) -> Result<DefenceConfig, ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        let trusted_proxies = TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|e| ConfigError(format!("--trusted-proxies: {e}")))?;
+        if self.password_attempts == 0 || self.password_attempts_per_link == 0 {
+            return bad(
+                "--password-attempts and --password-attempts-per-link must be positive".into(),
+            );
+        }
+        if self.password_window_secs == 0 || self.password_verifications == 0 {
+            return bad(
+                "--password-window-secs and --password-verifications must be positive".into(),
+            );
+        }
+        let captcha = match (&self.captcha_verify_url, &self.captcha_secret) {
+            (None, None) => None,
+            (Some(url), Some(secret))
+                if url.starts_with("https://") || url.starts_with("http://") =>
+            {
+                Some(CaptchaConfig {
+                    verify_url: url.clone(),
+                    secret: secret.clone(),
+                    site_key: self.captcha_site_key.clone(),
+                    after_failures: self.captcha_after_failures,
+                })
+            }
+            (Some(url), Some(_)) => {
+                return bad(format!(
+                    "--captcha-verify-url '{url}' is not an http(s) URL"
+                ))
+            }
+            _ => return bad("--captcha-verify-url and --captcha-secret go together".into()),
+        };
+        Ok(DefenceConfig {
+            clients: ClientPolicy {
+                trusted_proxies,
+                header: self.forwarded_header,
+            },
+            passwords: PasswordPolicy {
+                attempts_per_client: self.password_attempts,
+                attempts_per_link: self.password_attempts_per_link,
+                window_secs: i64::from(self.password_window_secs),
+                verifications: usize::try_from(self.password_verifications).unwrap_or(1),
+            },
+            rates: RateConfig {
+                open_per_client: self.open_rate,
+                open_per_link: self.open_rate_per_link,
+                chunk_per_client: self.chunk_rate,
+                chunk_per_link: self.chunk_rate_per_link,
+            },
+            captcha,
+        })
     }
 }

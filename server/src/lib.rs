@@ -20,15 +20,19 @@
 pub mod auth;
 pub mod beneath;
 pub mod body;
+pub mod captcha;
 pub mod claims;
 pub mod cleanup;
+pub mod client;
 pub mod config;
 pub mod config_file;
+pub mod defences;
 pub mod error;
 pub mod events;
 pub mod health;
 pub mod hooks;
 pub mod http_log;
+pub mod limits;
 pub mod logging;
 pub mod meta;
 pub mod metrics;
@@ -264,6 +268,7 @@ pub async fn start(config: ServerConfig) -> Result<(Server, SocketAddr), StartEr
     }
     actix_web::rt::spawn(cleanup::sweep_forever(uploads.clone(), sweep_interval));
     let state = AppState {
+        defences: Arc::new(defences::Defences::new(&uploads.config.defences)),
         uploads,
         hooks: test_hooks.then(hooks::TestHooks::default),
     };

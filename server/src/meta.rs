@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use droppr_protocol::wire::ErrorCode;
 use droppr_protocol::ReceivedRanges;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
@@ -26,6 +26,8 @@ pub struct UploadRequest {
     /// Unix seconds; none = never.
     pub expires_at: Option<i64>,
     pub created_at: i64,
+    /// Every session open needs a solved captcha (`X-Captcha-Token`).
+    pub captcha: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,9 +110,49 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     fn idle_sessions(&self, cutoff: i64, empty_cutoff: i64) -> Result<Vec<UploadSession>>;
     /// Every session (for crash recovery).
     fn sessions(&self) -> Result<Vec<UploadSession>>;
-    fn add_auth_failure(&self, hash: &str, client: &str, now: i64) -> Result<()>;
-    fn auth_failures_since(&self, hash: &str, client: &str, since: i64) -> Result<u32>;
-    fn clear_auth_failures(&self, hash: &str, client: &str) -> Result<()>;
+    /// Decides whether a password attempt may be verified and, if so, records it as a failure
+    /// first, atomically: parallel attempts are counted before any of them is verified.
+    fn begin_password_attempt(
+        &self,
+        attempt: &PasswordAttempt<'_>,
+        now: i64,
+    ) -> Result<AttemptVerdict>;
+    /// Failures of `client` on a link since `since` (Unix seconds).
+    fn password_failures(&self, hash: &str, client: &str, since: i64) -> Result<u32>;
+    /// A right password clears the client's failures (including its own pending attempt).
+    fn clear_password_failures(&self, hash: &str, client: &str) -> Result<()>;
+}
+
+/// Limits on wrong passwords over a sliding window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptBudget {
+    pub per_client: u32,
+    pub per_link: u32,
+    pub window_secs: i64,
+    /// From this many failures of a client, its attempts need a captcha (none: no captcha).
+    pub captcha_after: Option<u32>,
+}
+
+/// One password attempt about to be verified.
+#[derive(Debug, Clone, Copy)]
+pub struct PasswordAttempt<'a> {
+    pub hash: &'a str,
+    /// The client's key (`ClientKey` as text).
+    pub client: &'a str,
+    pub budget: AttemptBudget,
+    /// The attempt came with a captcha the verifier accepted.
+    pub captcha_solved: bool,
+}
+
+/// What [`MetadataStore::begin_password_attempt`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptVerdict {
+    /// Counted as a failure already: verify the password, and clear the failures if it is right.
+    Verify,
+    /// The client's or the link's budget is spent: retry after this many seconds.
+    LockedOut { retry_after: u64 },
+    /// Too many failures to go on without a captcha.
+    CaptchaRequired,
 }
 
 #[derive(Debug)]
@@ -126,7 +168,8 @@ CREATE TABLE IF NOT EXISTS requests (
     max_file_size INTEGER NOT NULL,
     allowed_extensions TEXT NOT NULL,
     expires_at INTEGER,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    captcha INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
@@ -148,7 +191,21 @@ CREATE TABLE IF NOT EXISTS auth_failures (
     at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS auth_failures_key ON auth_failures(hash, client, at);
+CREATE INDEX IF NOT EXISTS auth_failures_link ON auth_failures(hash, at);
 ";
+
+/// The requests' captcha column, for databases created before it.
+fn migrate_requests(conn: &Connection) -> Result<()> {
+    let has_captcha: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('requests') WHERE name = 'captcha'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_captcha {
+        conn.execute_batch("ALTER TABLE requests ADD COLUMN captcha INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
+}
 
 impl SqliteMetadata {
     pub fn open(path: &Path) -> Result<Self> {
@@ -159,6 +216,7 @@ impl SqliteMetadata {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
+        migrate_requests(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -220,6 +278,7 @@ fn request_from_row(row: &Row<'_>) -> rusqlite::Result<(UploadRequest, String)> 
             allowed_extensions: Vec::new(),
             expires_at: row.get(5)?,
             created_at: row.get(6)?,
+            captcha: row.get::<_, i64>(7)? != 0,
         },
         row.get(4)?,
     ))
@@ -327,9 +386,9 @@ impl MetadataStore for SqliteMetadata {
         let extensions = serde_json::to_string(&r.allowed_extensions)?;
         self.with(|c| {
             c.execute(
-                "INSERT INTO requests (hash, folder, password_hash, max_file_size, allowed_extensions, expires_at, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![r.hash, r.folder, r.password_hash, to_i64(r.max_file_size)?, extensions, r.expires_at, r.created_at],
+                "INSERT INTO requests (hash, folder, password_hash, max_file_size, allowed_extensions, expires_at, created_at, captcha)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![r.hash, r.folder, r.password_hash, to_i64(r.max_file_size)?, extensions, r.expires_at, r.created_at, r.captcha],
             )?;
             Ok(())
         })
@@ -338,7 +397,7 @@ impl MetadataStore for SqliteMetadata {
     fn request(&self, hash: &str) -> Result<Option<UploadRequest>> {
         self.with(|c| {
             c.query_row(
-                "SELECT hash, folder, password_hash, max_file_size, allowed_extensions, expires_at, created_at FROM requests WHERE hash = ?1",
+                "SELECT hash, folder, password_hash, max_file_size, allowed_extensions, expires_at, created_at, captcha FROM requests WHERE hash = ?1",
                 [hash],
                 request_from_row,
             )
@@ -351,7 +410,7 @@ impl MetadataStore for SqliteMetadata {
     fn requests(&self) -> Result<Vec<UploadRequest>> {
         self.with(|c| {
             let mut stmt = c.prepare(
-                "SELECT hash, folder, password_hash, max_file_size, allowed_extensions, expires_at, created_at FROM requests ORDER BY created_at, hash",
+                "SELECT hash, folder, password_hash, max_file_size, allowed_extensions, expires_at, created_at, captcha FROM requests ORDER BY created_at, hash",
             )?;
             let rows = stmt.query_map([], request_from_row)?;
             rows.map(|r| finish_request(r?)).collect()
@@ -476,29 +535,67 @@ impl MetadataStore for SqliteMetadata {
         self.with(|c| query_sessions(c, "", &[]))
     }
 
-    fn add_auth_failure(&self, hash: &str, client: &str, now: i64) -> Result<()> {
+    fn begin_password_attempt(
+        &self,
+        attempt: &PasswordAttempt<'_>,
+        now: i64,
+    ) -> Result<AttemptVerdict> {
+        let PasswordAttempt {
+            hash,
+            client,
+            budget,
+            captcha_solved,
+        } = *attempt;
+        let since = now - budget.window_secs;
         self.with(|c| {
-            c.execute(
+            // IMMEDIATE: the write lock is taken before counting, so no other connection can
+            // count the same failures in between.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Failures older than the window never count again.
+            tx.execute("DELETE FROM auth_failures WHERE at < ?1", [since])?;
+            let mine = count_failures(&tx, hash, Some(client), since)?;
+            let link = count_failures(&tx, hash, None, since)?;
+            let locked = if mine >= budget.per_client {
+                Some(time_left(
+                    &tx,
+                    hash,
+                    Some(client),
+                    mine - budget.per_client,
+                    budget.window_secs,
+                    now,
+                )?)
+            } else if link >= budget.per_link {
+                Some(time_left(
+                    &tx,
+                    hash,
+                    None,
+                    link - budget.per_link,
+                    budget.window_secs,
+                    now,
+                )?)
+            } else {
+                None
+            };
+            if let Some(retry_after) = locked {
+                return Ok(AttemptVerdict::LockedOut { retry_after });
+            }
+            if budget.captcha_after.is_some_and(|n| mine >= n) && !captcha_solved {
+                return Ok(AttemptVerdict::CaptchaRequired);
+            }
+            tx.execute(
                 "INSERT INTO auth_failures (hash, client, at) VALUES (?1, ?2, ?3)",
                 params![hash, client, now],
             )?;
-            // Keep the table small: nothing older than a day matters.
-            c.execute("DELETE FROM auth_failures WHERE at < ?1", [now - 86_400])?;
-            Ok(())
+            tx.commit()?;
+            Ok(AttemptVerdict::Verify)
         })
     }
 
-    fn auth_failures_since(&self, hash: &str, client: &str, since: i64) -> Result<u32> {
-        self.with(|c| {
-            Ok(c.query_row(
-                "SELECT COUNT(*) FROM auth_failures WHERE hash = ?1 AND client = ?2 AND at >= ?3",
-                params![hash, client, since],
-                |r| r.get(0),
-            )?)
-        })
+    fn password_failures(&self, hash: &str, client: &str, since: i64) -> Result<u32> {
+        self.with(|c| count_failures(c, hash, Some(client), since))
     }
 
-    fn clear_auth_failures(&self, hash: &str, client: &str) -> Result<()> {
+    fn clear_password_failures(&self, hash: &str, client: &str) -> Result<()> {
         self.with(|c| {
             c.execute(
                 "DELETE FROM auth_failures WHERE hash = ?1 AND client = ?2",
@@ -507,6 +604,36 @@ impl MetadataStore for SqliteMetadata {
             Ok(())
         })
     }
+}
+
+/// Failures on a link since `since`, of one client or of all.
+fn count_failures(conn: &Connection, hash: &str, client: Option<&str>, since: i64) -> Result<u32> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM auth_failures WHERE hash = ?1 AND (?2 IS NULL OR client = ?2) AND at >= ?3",
+        params![hash, client, since],
+        |r| r.get(0),
+    )?)
+}
+
+/// Seconds until enough failures have left the window for one more attempt: the one `excess`
+/// places after the oldest counted must leave (a failure at `at` counts until `at + window`).
+fn time_left(
+    conn: &Connection,
+    hash: &str,
+    client: Option<&str>,
+    excess: u32,
+    window_secs: i64,
+    now: i64,
+) -> Result<u64> {
+    let at: i64 = conn.query_row(
+        "SELECT at FROM auth_failures WHERE hash = ?1 AND (?2 IS NULL OR client = ?2) AND at >= ?3
+         ORDER BY at LIMIT 1 OFFSET ?4",
+        params![hash, client, now - window_secs, excess],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(at + window_secs + 1 - now)
+        .unwrap_or(1)
+        .max(1))
 }
 
 #[cfg(test)]
@@ -525,6 +652,7 @@ mod tests {
             allowed_extensions: vec!["*".into()],
             expires_at: None,
             created_at: 0,
+            captcha: false,
         })
         .unwrap();
         db.insert_session(

@@ -9,6 +9,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use droppr_protocol::wire::{header as h, CreateRequest, ErrorCode, SessionStatus};
 use futures_util::StreamExt;
 
+use crate::client::ClientId;
+use crate::defences::Defences;
 use crate::error::{Error, Result};
 use crate::meta::{UploadRequest, UploadSession};
 use crate::parse::{self, ChunkHeaders, UploadCall};
@@ -19,6 +21,8 @@ use crate::uploads::{log_tag, BodyError, Uploads};
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub uploads: Arc<Uploads>,
+    /// Client identity, rate limits, passwords, captcha.
+    pub defences: Arc<Defences>,
     /// Present only with `--test-hooks` (mounted by [`crate::app`] as a middleware and routes).
     pub hooks: Option<crate::hooks::TestHooks>,
 }
@@ -70,20 +74,40 @@ async fn create_request(
     Ok(HttpResponse::Created().json(created))
 }
 
-async fn request_info(hash: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse> {
+async fn request_info(
+    req: HttpRequest,
+    hash: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse> {
     let uploads = &state.uploads;
     let request = uploads.request(&hash).await?;
-    Ok(HttpResponse::Ok().json(requests::info(
-        &uploads.config,
-        &request,
-        uploads.size_limit(&request),
-    )))
+    let mut info = requests::info(&uploads.config, &request, uploads.size_limit(&request));
+    let client = state.defences.client(&req);
+    let captcha = state
+        .defences
+        .captcha_info(uploads.meta.clone(), &request, &client)
+        .await?;
+    info.captcha_enabled = captcha.enabled;
+    info.captcha_required = captcha.required;
+    info.captcha_site_key = captcha.site_key;
+    Ok(HttpResponse::Ok().json(info))
 }
 
-fn client_ip(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default()
+/// Before a session opens: the open rate limit, then captcha and password.
+async fn admit_open(
+    state: &AppState,
+    req: &HttpRequest,
+    request: &UploadRequest,
+    client: &ClientId,
+    password: Option<String>,
+) -> Result<()> {
+    state.defences.check_open(client, &request.hash)?;
+    let captcha = parse::header_str(req, h::CAPTCHA_TOKEN).map(str::to_owned);
+    let meta = state.uploads.meta.clone();
+    state
+        .defences
+        .authorize(meta, request, client, password, captcha)
+        .await
 }
 
 fn status_response(
@@ -116,19 +140,20 @@ async fn upload(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse> {
     let uploads = &state.uploads;
-    let client = client_ip(&req);
+    let client_id = state.defences.client(&req);
+    // The lead's per-client caps count by the same key as the defences.
+    let client = client_id.key().to_string();
     let _slot = uploads.client_slot(&client)?;
     let request = uploads.request(&hash).await?;
     let body = payload.map(|piece| piece.map_err(|e| BodyError(e.to_string())));
     match UploadCall::parse(&req)? {
         UploadCall::Open { open, password } => {
-            uploads
-                .authorize(&request, client.clone(), password)
-                .await?;
+            admit_open(&state, &req, &request, &client_id, password).await?;
             let session = uploads.open(&request, open, &client).await?;
             Ok(answer(HttpResponse::Created(), uploads, &session))
         }
         UploadCall::Chunk { id, chunk } => {
+            state.defences.check_chunk(&client_id, &request.hash)?;
             tracing::Span::current().record("upload", log_tag(&id).as_str());
             let session = uploads
                 .write_chunk(&request, &id, chunk.range, body, chunk.sha256)
@@ -140,9 +165,7 @@ async fn upload(
             password,
             chunk,
         } => {
-            uploads
-                .authorize(&request, client.clone(), password)
-                .await?;
+            admit_open(&state, &req, &request, &client_id, password).await?;
             let id = uploads.open(&request, open, &client).await?.id;
             first_chunk(uploads, &request, &id, chunk, body).await
         }

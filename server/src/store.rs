@@ -179,6 +179,7 @@ impl ByteStore for FsByteStore {
                 Err(e) => return Err(e.into()),
             };
             if linked {
+                #[cfg(not(feature = "mutant-no-link-dir-sync"))]
                 rustix::fs::fsync(&dir)?;
                 return Ok(match path.parent() {
                     Some(parent) => format!("{parent}/{candidate}"),

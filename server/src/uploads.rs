@@ -188,30 +188,6 @@ impl Uploads {
         Ok(request)
     }
 
-    /// Checks the request's password for a client (see [`auth::check_password`]).
-    pub async fn authorize(
-        &self,
-        request: &UploadRequest,
-        client_ip: String,
-        password: Option<String>,
-    ) -> Result<()> {
-        if request.password_hash.is_none() {
-            return Ok(());
-        }
-        let meta = self.meta.clone();
-        let request = request.clone();
-        blocking(move || {
-            auth::check_password(
-                meta.as_ref(),
-                &request,
-                &client_ip,
-                password.as_deref(),
-                now_secs(),
-            )
-        })
-        .await
-    }
-
     /// The largest file this request accepts (0 = unlimited).
     pub fn size_limit(&self, request: &UploadRequest) -> u64 {
         match (request.max_file_size, self.config.max_file_size) {
@@ -349,6 +325,7 @@ impl Uploads {
             .stream_segments(id, &mut body, range.start, ticket.segments(), sha256)
             .await?;
         // Durable first, recorded second: a crash can lose a range, never claim one it lacks.
+        #[cfg(not(feature = "mutant-no-chunk-sync"))]
         blocking(move || Ok(writer.sync()?)).await?;
         let answer = self.after_range(request, id, ticket.segments()).await;
         if answer.is_ok() {
