@@ -1,8 +1,6 @@
 //! Calling the caller's callbacks (notifications) and hooks (`onBeforeRequest`,
 //! `onAfterResponse`, which may return a promise the upload waits for, e.g. to refresh a token).
 
-use std::collections::BTreeMap;
-
 use droppr_protocol::retry::Failure;
 use js_sys::{Function, Promise, Reflect};
 use serde::Serialize;
@@ -10,6 +8,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::js_error::{self, ClientCode};
+use crate::js_object;
 use crate::options::Callbacks;
 use crate::wire::Headers;
 use crate::xhr::HttpAnswer;
@@ -52,15 +51,25 @@ pub fn should_retry(callbacks: &Callbacks, failure: &Failure, attempt: u32) -> b
         .map_or(true, |answer| answer.as_bool() != Some(false))
 }
 
-/// The request a hook sees; `headers` may be changed by `onBeforeRequest`.
+/// The request a hook sees (`headers` is filled in apart, as a plain object the hook may change).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct RequestView<'a> {
     method: &'a str,
     url: &'a str,
-    headers: BTreeMap<&'a str, &'a str>,
     /// The chunk, or `null` for requests about the session.
     chunk_index: Option<u64>,
+}
+
+fn request_view(request: RequestInfo<'_>, headers: &[(String, String)]) -> JsValue {
+    let view = to_js(&RequestView {
+        method: request.method,
+        url: request.url,
+        chunk_index: request.chunk,
+    });
+    let headers = js_object::from_entries(headers);
+    let _ = Reflect::set(&view, &JsValue::from_str("headers"), &headers);
+    view
 }
 
 /// The answer `onAfterResponse` sees; status 0 when none came.
@@ -116,28 +125,15 @@ pub async fn before_request(
     let Some(f) = &callbacks.on_before_request else {
         return Ok(headers);
     };
-    let view = to_js(&RequestView {
-        method: request.method,
-        url: request.url,
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect(),
-        chunk_index: request.chunk,
-    });
+    let view = request_view(request, &headers);
     call_hook(f, "onBeforeRequest", std::slice::from_ref(&view)).await?;
     let changed = Reflect::get(&view, &JsValue::from_str("headers")).unwrap_or(JsValue::NULL);
-    let changed: BTreeMap<String, Option<String>> = serde_wasm_bindgen::from_value(changed)
-        .map_err(|_| {
-            js_error::client(
-                "onBeforeRequest left request.headers that are not an object of strings",
-                ClientCode::HookFailed,
-            )
-        })?;
-    Ok(changed
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, v?)))
-        .collect())
+    js_object::string_entries(&changed).ok_or_else(|| {
+        js_error::client(
+            "onBeforeRequest left request.headers that are not an object of strings",
+            ClientCode::HookFailed,
+        )
+    })
 }
 
 /// `onAfterResponse(request, response)`.
@@ -149,12 +145,7 @@ pub async fn after_response(
     let Some(f) = &callbacks.on_after_response else {
         return Ok(());
     };
-    let request = to_js(&RequestView {
-        method: request.method,
-        url: request.url,
-        headers: BTreeMap::new(),
-        chunk_index: request.chunk,
-    });
+    let request = request_view(request, &[]);
     let response = to_js(&ResponseView {
         status: answer.map_or(0, |a| a.status),
         body: answer.map_or(JsValue::NULL, |a| a.body.clone()),

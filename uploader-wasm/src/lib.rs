@@ -20,6 +20,7 @@ mod callbacks;
 mod driver;
 mod events;
 mod js_error;
+mod js_object;
 mod options;
 mod records;
 mod state;

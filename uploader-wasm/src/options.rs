@@ -1,8 +1,6 @@
 //! The options object of `new ParallelUploader({...})`, read once through serde-wasm-bindgen and
 //! checked into typed values the rest of the glue trusts.
 
-use std::collections::BTreeMap;
-
 use droppr_protocol::js_number::{u64_from_f64, MAX_SAFE_INTEGER};
 use droppr_protocol::plan::DEFAULT_CHUNK_SIZE;
 use droppr_protocol::resume::FileIdentity;
@@ -37,8 +35,10 @@ struct RawOptions {
     max_chunk_size: Option<f64>,
     adaptive_chunk_sizing: Option<bool>,
     with_credentials: Option<bool>,
-    headers: Option<BTreeMap<String, Option<String>>>,
-    metadata: Option<BTreeMap<String, String>>,
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    headers: JsValue,
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    metadata: JsValue,
     #[serde(default, with = "serde_wasm_bindgen::preserve")]
     signal: JsValue,
     #[serde(default, with = "serde_wasm_bindgen::preserve")]
@@ -131,11 +131,11 @@ fn function(value: JsValue, key: &str) -> Result<Option<Function>, JsValue> {
 
 /// `metadata` in its header form: `key=value` pairs joined by `&`, both percent-encoded UTF-8
 /// (`application/x-www-form-urlencoded` without the `+` for spaces), so any text fits a header.
-fn metadata_header(metadata: &BTreeMap<String, String>) -> String {
+fn metadata_header(metadata: &[(String, String)]) -> String {
     let encode = |s: &str| String::from(js_sys::encode_uri_component(s));
     let pairs: Vec<String> = metadata
         .iter()
-        .map(|(key, value)| [encode(key), encode(value)].join("="))
+        .map(|(key, value)| [encode(key), "=".to_owned(), encode(value)].concat())
         .collect();
     pairs.join("&")
 }
@@ -184,12 +184,10 @@ impl Options {
         .map(|n| u32::try_from(n).unwrap_or(MAX_PARALLEL));
         let max_retries = whole_number(raw.max_retries, "maxRetries", 0, u64::from(MAX_RETRIES))?
             .map_or(5, |n| u32::try_from(n).unwrap_or(MAX_RETRIES));
-        let headers = raw
-            .headers
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(name, value)| Some((name, value?)))
-            .collect();
+        let headers = crate::js_object::string_entries(&raw.headers)
+            .ok_or_else(|| invalid("headers", " must be an object of strings"))?;
+        let metadata = crate::js_object::string_entries(&raw.metadata)
+            .ok_or_else(|| invalid("metadata", " must be an object of strings"))?;
         let signal = match raw.signal {
             s if s.is_undefined() || s.is_null() => None,
             s => Some(
@@ -206,7 +204,7 @@ impl Options {
             file,
             upload_url,
             headers,
-            metadata: raw.metadata.as_ref().map(metadata_header),
+            metadata: (!metadata.is_empty()).then(|| metadata_header(&metadata)),
             with_credentials: raw.with_credentials.unwrap_or(false),
             signal,
             tuning: TuningConfig {

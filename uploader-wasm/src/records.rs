@@ -73,7 +73,7 @@ pub fn find_unfinished(upload_url: &str) -> Vec<Unfinished> {
             })
         })
         .collect();
-    found.sort_by_key(|u| std::cmp::Reverse(u.timestamp));
+    found.sort_unstable_by_key(|u| std::cmp::Reverse(u.timestamp));
     found
 }
 
