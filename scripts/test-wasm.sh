@@ -53,7 +53,7 @@ if [ "$status" -eq 0 ]; then
   # Every test's file must be there, unless only some tests were asked for.
   required=()
   [ "$#" -eq 0 ] && required=(identical parallel retried retry-after paused resumed expired corrupt
-    chunk-events hooked blob offline-open offline-resume)
+    chunk-events hooked blob offline-open offline-resume checksummed)
   node scripts/wasm/verify-files.mjs "$data_dir/files/wasm-tests" "${required[@]}" || status=$?
 fi
 if [ "$status" -ne 0 ]; then

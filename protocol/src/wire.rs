@@ -276,7 +276,8 @@ error_codes! {
     BadPath = "bad-path", 400, false;
     MissingName = "missing-name", 400, false;
     MissingExtension = "missing-extension", 400, false;
-    ChecksumMismatch = "checksum-mismatch", 400, false;
+    // The bytes were damaged on the way: the server recorded nothing, sending them again can work.
+    ChecksumMismatch = "checksum-mismatch", 400, true;
     BadBody = "bad-body", 400, false;
     BodyCutShort = "body-cut-short", 400, true;
     PasswordRequired = "password-required", 401, false;

@@ -73,6 +73,12 @@ pub fn network_hints() -> NetworkHints {
     .sanitized()
 }
 
+/// `crypto.subtle`, only present in secure contexts (HTTPS, `localhost`).
+pub fn subtle_crypto() -> Option<web_sys::SubtleCrypto> {
+    let crypto = global("crypto")?;
+    get(&crypto, "subtle").map(JsCast::unchecked_into)
+}
+
 /// `navigator.onLine`; true when unknown.
 pub fn is_online() -> bool {
     navigator()

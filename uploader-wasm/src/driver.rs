@@ -23,6 +23,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::browser::{self, storage, ListenerGuard};
 use crate::callbacks::{self, RequestInfo};
+use crate::checksum;
 use crate::events::{self, Event, EventReceiver};
 use crate::js_error::{self, ClientCode};
 use crate::records;
@@ -244,7 +245,14 @@ async fn launch(shared: &Shared, run: &mut Run, upload_id: &str) -> Result<(), S
             url: &options.upload_url,
             chunk: Some(chunk.index),
         };
-        let headers = wire::chunk_headers(options, upload_id, &chunk);
+        let sha256 = if options.chunk_checksums {
+            checksum::sha256_hex(&blob)
+                .await
+                .map_err(|e| browser_refused(&e, "the file could not be read"))?
+        } else {
+            None
+        };
+        let headers = wire::chunk_headers(options, upload_id, &chunk, sha256);
         let headers = callbacks::before_request(&options.callbacks, info, headers)
             .await
             .map_err(Stop::Js)?;

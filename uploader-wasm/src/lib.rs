@@ -17,6 +17,7 @@
 
 mod browser;
 mod callbacks;
+mod checksum;
 mod driver;
 mod events;
 mod js_error;
@@ -74,6 +75,8 @@ export interface ParallelUploaderOptions {
   withCredentials?: boolean;
   /** Aborting it aborts the upload, like `abort()`. */
   signal?: AbortSignal;
+  /** Send each chunk's SHA-256 (WebCrypto) for the server to verify before storing it (default true; needs a secure context). */
+  chunkChecksums?: boolean;
   /** Relative path with folders, sent as `X-Upload-Path`. */
   relPath?: string;
   /** Start the chunk size from `navigator.connection` and adapt it to the measured throughput. */

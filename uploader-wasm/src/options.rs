@@ -35,6 +35,7 @@ struct RawOptions {
     max_chunk_size: Option<f64>,
     adaptive_chunk_sizing: Option<bool>,
     with_credentials: Option<bool>,
+    chunk_checksums: Option<bool>,
     #[serde(default, with = "serde_wasm_bindgen::preserve")]
     headers: JsValue,
     #[serde(default, with = "serde_wasm_bindgen::preserve")]
@@ -88,6 +89,8 @@ pub struct Options {
     /// `metadata`, already in its header form.
     pub metadata: Option<String>,
     pub with_credentials: bool,
+    /// Send `X-Chunk-Sha256` with every chunk.
+    pub chunk_checksums: bool,
     pub signal: Option<AbortSignal>,
     pub tuning: TuningConfig,
     pub retry: RetryPolicy,
@@ -206,6 +209,7 @@ impl Options {
             headers,
             metadata: (!metadata.is_empty()).then(|| metadata_header(&metadata)),
             with_credentials: raw.with_credentials.unwrap_or(false),
+            chunk_checksums: raw.chunk_checksums.unwrap_or(true),
             signal,
             tuning: TuningConfig {
                 max_parallel,

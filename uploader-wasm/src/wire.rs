@@ -49,19 +49,25 @@ pub fn session_headers(options: &Options, upload_id: &str) -> Headers {
     with_protocol(options, &[(header::UPLOAD_ID, upload_id.to_owned())])
 }
 
-/// Headers of a chunk.
-pub fn chunk_headers(options: &Options, upload_id: &str, chunk: &Chunk) -> Headers {
-    with_protocol(
-        options,
-        &[
-            (header::UPLOAD_ID, upload_id.to_owned()),
-            (
-                header::CONTENT_RANGE,
-                chunk.content_range(options.size).header_value(),
-            ),
-            (header::CHUNK_INDEX, decimal(chunk.index)),
-        ],
-    )
+/// Headers of a chunk, with its SHA-256 (hex) when there is one.
+pub fn chunk_headers(
+    options: &Options,
+    upload_id: &str,
+    chunk: &Chunk,
+    sha256: Option<String>,
+) -> Headers {
+    let mut protocol = vec![
+        (header::UPLOAD_ID, upload_id.to_owned()),
+        (
+            header::CONTENT_RANGE,
+            chunk.content_range(options.size).header_value(),
+        ),
+        (header::CHUNK_INDEX, decimal(chunk.index)),
+    ];
+    if let Some(sha256) = sha256 {
+        protocol.push((header::CHUNK_SHA256, sha256));
+    }
+    with_protocol(options, &protocol)
 }
 
 /// A session status from a 2xx answer.

@@ -417,3 +417,58 @@ async fn find_unfinished_uploads_lists_what_would_resume() {
         "an aborted upload is forgotten"
     );
 }
+
+#[wasm_bindgen_test]
+async fn chunks_carry_their_sha256_and_a_damaged_one_is_sent_again() {
+    // The hook damages the checksum of the first chunk's first attempt: the server must refuse
+    // those bytes (recording nothing) and the uploader must send them again.
+    let damaged = Rc::new(Cell::new(false));
+    let sent = Rc::new(RefCell::new(Vec::<(f64, String)>::new()));
+    let (flag, log) = (damaged.clone(), sent.clone());
+    let before = Closure::<dyn Fn(JsValue)>::new(move |request: JsValue| {
+        let Some(index) = get(&request, "chunkIndex").as_f64() else {
+            return;
+        };
+        let headers = get(&request, "headers");
+        let sha = get(&headers, "x-chunk-sha256")
+            .as_string()
+            .unwrap_or_default();
+        log.borrow_mut().push((index, sha));
+        if !flag.get() {
+            flag.set(true);
+            js_sys::Reflect::set(&headers, &"x-chunk-sha256".into(), &"0".repeat(64).into())
+                .expect("headers is an object");
+        }
+    })
+    .into_js_value();
+    let retries = Recorder::new();
+    let size = 300 * KIB + 1;
+    let up = uploader(&[
+        ("file", checked_file("checksummed", size, 33).into()),
+        ("uploadUrl", open_url().into()),
+        ("chunkSize", (128 * KIB).into()),
+        ("maxParallelChunks", 1.into()),
+        ("onBeforeRequest", before),
+        ("onRetry", retries.function.clone().into()),
+    ]);
+    let result = settle_promise(up.start()).await.expect("completes");
+    assert_eq!(get_f64(&result, "size"), f64::from(size));
+    let sent = sent.borrow().clone();
+    assert_eq!(sent.len(), 4, "3 chunks, one of them twice: {sent:?}");
+    for (_, sha) in &sent {
+        assert!(
+            sha.len() == 64
+                && sha
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+            "a SHA-256 in lower-case hex: {sha:?}"
+        );
+    }
+    let first: Vec<&(f64, String)> = sent.iter().filter(|(index, _)| *index == 0.0).collect();
+    assert_eq!(first.len(), 2, "the damaged chunk went twice: {sent:?}");
+    assert_eq!(first[0], first[1], "again with its real checksum");
+    let calls = retries.calls.borrow();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(code_of(&calls[0][0]), "checksum-mismatch");
+    assert_eq!(get_f64(&calls[0][0], "status"), 400.0);
+}
