@@ -43,6 +43,17 @@ if [ "$want" = all ] || [ "$want" = browser ] || [ "$want" = wasm ]; then
   fi
 fi
 
+if [ "$want" = all ] || [ "$want" = rust ]; then
+  # The power-cut tier mounts droppr-faultfs (FUSE): fusermount3 and /etc/fuse.conf come with fuse3
+  # (root mounts directly, other users go through fusermount3).
+  if ! need_bin fusermount3; then
+    say "installing fuse3 (FUSE mount helper) for the power-cut tier"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq fuse3 >/dev/null
+  fi
+fi
+
 if [ -f package-lock.json ] && { [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; }; then
   say "installing npm packages (npm ci)"
   npm ci --no-audit --no-fund

@@ -21,7 +21,15 @@ if [ -d uploader-wasm ]; then
 fi
 
 step "unit, property and server tests (host)"
-cargo test --workspace --exclude droppr-uploader 2>&1 | tee target/test-host.log
+# The power-cut tier runs as its own step below, with its figures.
+cargo test --workspace --exclude droppr-uploader -- --skip power_cut 2>&1 | tee target/test-host.log
+
+step "power cut: data directory on droppr-faultfs; SIGKILL, forget unsynced writes, restart (root, /dev/fuse)"
+# Mounts whose daemon is gone (a run killed outright; tests unmount their own on any normal exit).
+for m in $(awk '$1 == "droppr-faultfs" {print $2}' /proc/mounts); do
+  if ! stat "$m" >/dev/null 2>&1; then umount -l "$m"; fi
+done
+cargo test -p droppr-server --test powercut -- --nocapture
 # The release server is what the browser tiers run against.
 cargo build --release -p droppr-server
 

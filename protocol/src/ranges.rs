@@ -152,6 +152,32 @@ impl ReceivedRanges {
         gaps
     }
 
+    /// The parts of `[start, end]` not yet received, as inclusive ranges in file order: what a
+    /// chunk for that range may still write (received bytes are never rewritten).
+    pub fn missing_within(&self, start: u64, end: u64) -> Vec<InclusiveRange> {
+        let mut gaps = Vec::new();
+        if start > end {
+            return gaps;
+        }
+        let mut next = start;
+        let first = self.ranges.partition_point(|&(_, e)| e < start);
+        for &(s, e) in &self.ranges[first..] {
+            if s > end {
+                break;
+            }
+            if s > next {
+                gaps.push((next, s - 1));
+            }
+            // e >= start here, and e < total <= u64::MAX, so e + 1 cannot overflow.
+            next = next.max(e + 1);
+            if next > end {
+                return gaps;
+            }
+        }
+        gaps.push((next, end));
+        gaps
+    }
+
     /// Length of the contiguous received prefix: the offset a sequential client resumes from.
     pub fn contiguous_prefix(&self) -> u64 {
         match self.ranges.first() {
@@ -338,6 +364,30 @@ mod tests {
         #[test]
         fn agrees_with_a_byte_map_near_u64_max(span in 1u64..300, ops in prop::collection::vec((0u64..1000, 0u64..64), 0..60)) {
             model_check(u64::MAX, u64::MAX - span, &ops)?;
+        }
+
+        #[test]
+        fn missing_within_is_the_range_less_what_was_received(total in 1u64..200, ops in prop::collection::vec((0u64..200, 0u64..40), 0..20), a in 0u64..200, len in 0u64..80) {
+            let mut r = ReceivedRanges::new(total);
+            let mut held = vec![false; usize::try_from(total).unwrap()];
+            for (s, l) in ops {
+                let e = (s + l).min(total - 1);
+                if s <= e && r.add(s, e).is_ok() {
+                    for b in s..=e { held[usize::try_from(b).unwrap()] = true; }
+                }
+            }
+            let start = a.min(total - 1);
+            let end = (start + len).min(total - 1);
+            let mut want = Vec::new();
+            for b in start..=end {
+                if !held[usize::try_from(b).unwrap()] {
+                    match want.last_mut() {
+                        Some((_, e)) if *e + 1 == b => *e = b,
+                        _ => want.push((b, b)),
+                    }
+                }
+            }
+            prop_assert_eq!(r.missing_within(start, end), want);
         }
 
         #[test]

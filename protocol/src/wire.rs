@@ -199,6 +199,9 @@ pub struct CreateRequest {
     /// Lower-case extensions without dots, or `["*"]`; absent = the default image and video list.
     #[serde(default)]
     pub allowed_extensions: Option<Vec<String>>,
+    /// Every upload to the link needs a solved captcha (the server must have a verifier).
+    #[serde(default)]
+    pub require_captcha: bool,
 }
 
 /// Answer to creating a request.
@@ -279,22 +282,28 @@ error_codes! {
     // The bytes were damaged on the way: the server recorded nothing, sending them again can work.
     ChecksumMismatch = "checksum-mismatch", 400, true;
     BadBody = "bad-body", 400, false;
+    DuplicateHeader = "duplicate-header", 400, false;
     BodyCutShort = "body-cut-short", 400, true;
     PasswordRequired = "password-required", 401, false;
     WrongPassword = "wrong-password", 401, false;
     Unauthorized = "unauthorized", 401, false;
     CaptchaRequired = "captcha-required", 403, false;
+    CaptchaInvalid = "captcha-invalid", 403, false;
     AdminDisabled = "admin-disabled", 403, false;
     RequestNotFound = "request-not-found", 404, false;
     SessionNotFound = "session-not-found", 404, false;
     NotFound = "not-found", 404, false;
     MethodNotAllowed = "method-not-allowed", 405, false;
     SessionNotInitialised = "session-not-initialised", 409, false;
-    SessionConflict = "session-conflict", 409, false;
+    SessionConflict = "session-conflict", 409, true;
+    PathConflict = "path-conflict", 409, false;
+    UploadFailed = "upload-failed", 409, false;
+    BodyTimeout = "body-timeout", 408, true;
     RequestExpired = "request-expired", 410, false;
     LengthRequired = "length-required", 411, false;
     FileTooLarge = "file-too-large", 413, false;
     ChunkTooLarge = "chunk-too-large", 413, false;
+    BodyTooLarge = "body-too-large", 413, false;
     TypeNotAllowed = "type-not-allowed", 415, false;
     ContentMismatch = "content-mismatch", 415, false;
     LockedOut = "locked-out", 429, true;
@@ -302,6 +311,7 @@ error_codes! {
     Internal = "internal", 500, true;
     Unavailable = "unavailable", 503, true;
     InsufficientStorage = "insufficient-storage", 507, false;
+    QuotaExceeded = "quota-exceeded", 507, false;
 }
 
 impl std::fmt::Display for ErrorCode {

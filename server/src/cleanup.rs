@@ -1,12 +1,12 @@
 //! Expired sessions are swept (their partial files deleted, their space freed) in the background
 //! and by `droppr-server cleanup`; at start-up, work a crash interrupted is finished.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::error::Result;
 use crate::meta::SessionState;
 use crate::now_secs;
-use crate::uploads::Uploads;
+use crate::uploads::{log_tag, Uploads};
 
 /// A part file with no session is only removed once it is this old: a session being opened
 /// creates its part file a moment before its metadata row.
@@ -25,55 +25,66 @@ pub struct SweepReport {
     pub bytes_freed: u64,
 }
 
-/// Deletes sessions idle for longer than the TTL. Blocking: run it off the executor.
+/// Deletes sessions idle for longer than the TTL, and unfinished ones that never received a byte
+/// within the (short) empty-session TTL. Files go before their rows, and every delete goes
+/// through the space reserve, so a sweep works on a full disk. Blocking: run it off the executor.
 pub fn sweep(uploads: &Uploads) -> Result<SweepReport> {
     let ttl = i64::try_from(uploads.config.session_ttl.as_secs()).unwrap_or(i64::MAX);
-    let cutoff = now_secs().saturating_sub(ttl);
+    let empty_ttl =
+        i64::try_from(uploads.config.resources.empty_session_ttl.as_secs()).unwrap_or(i64::MAX);
+    let now = now_secs();
     let mut report = SweepReport::default();
-    for session in uploads.meta.idle_sessions(cutoff)? {
-        uploads.meta.delete_session(&session.id)?;
+    let (meta, store, space) = (&uploads.meta, &uploads.store, &uploads.space);
+    for session in meta.idle_sessions(now.saturating_sub(ttl), now.saturating_sub(empty_ttl))? {
         if session.state == SessionState::Open {
-            report.bytes_freed += uploads.store.discard(&session.id)?;
+            report.bytes_freed += store.discard(&session.id)?;
             report.expired += 1;
-            tracing::info!(upload = %session.id, size = session.size(), "expired upload deleted");
+            tracing::info!(upload = %log_tag(&session.id), size = session.size(), received = session.ranges.received_bytes(), "expired upload deleted");
         } else {
             report.forgotten += 1;
         }
+        space.freeing(|| meta.delete_session(&session.id))?;
     }
-    for id in uploads.store.list()? {
-        let live = uploads
-            .meta
+    for id in store.list()? {
+        let live = meta
             .session(&id)?
             .is_some_and(|s| s.state == SessionState::Open);
-        if !live
-            && uploads
-                .store
-                .age(&id)?
-                .is_some_and(|age| age > ORPHAN_GRACE)
-        {
-            report.bytes_freed += uploads.store.discard(&id)?;
+        if !live && store.age(&id)?.is_some_and(|age| age > ORPHAN_GRACE) {
+            report.bytes_freed += store.discard(&id)?;
             report.orphans += 1;
-            tracing::info!(upload = %id, "orphaned partial file deleted");
+            tracing::info!(upload = %log_tag(&id), "orphaned partial file deleted");
         }
     }
+    space.restore_reserve();
     Ok(report)
 }
 
-/// Finishes uploads whose last range was recorded but whose completion a crash interrupted.
+/// Finishes uploads whose last range was recorded but whose completion a crash interrupted. Each
+/// session on its own: one that cannot be finished is logged (and, if its failure is final,
+/// marked failed by [`Uploads::finish_recorded`]) and start-up goes on.
 pub async fn recover(uploads: &Uploads) -> Result<u64> {
     let meta = uploads.meta.clone();
     let sessions = tokio::task::spawn_blocking(move || meta.sessions()).await??;
     let mut finished = 0;
     for s in sessions {
-        if s.state == SessionState::Open && s.ranges.is_complete() {
-            let hash = s.request_hash.clone();
-            let meta = uploads.meta.clone();
-            let Some(request) = tokio::task::spawn_blocking(move || meta.request(&hash)).await??
-            else {
+        if s.state != SessionState::Open || !s.ranges.is_complete() {
+            continue;
+        }
+        let hash = s.request_hash.clone();
+        let meta = uploads.meta.clone();
+        let request = match tokio::task::spawn_blocking(move || meta.request(&hash)).await? {
+            Ok(Some(request)) => request,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!(upload = %log_tag(&s.id), error = %e, "recovery: cannot read the upload's link");
                 continue;
-            };
-            uploads.finish_recorded(&request, &s.id).await?;
-            finished += 1;
+            }
+        };
+        match uploads.finish_recorded(&request, &s.id).await {
+            Ok(_) => finished += 1,
+            Err(e) => {
+                tracing::error!(upload = %log_tag(&s.id), error = %e, "recovery: upload not finished");
+            }
         }
     }
     Ok(finished)
@@ -91,11 +102,4 @@ pub async fn sweep_forever(uploads: std::sync::Arc<Uploads>, interval: Duration)
         }
         tokio::time::sleep(interval).await;
     }
-}
-
-/// How old a file is, by its modification time.
-pub fn age_of(modified: SystemTime) -> Duration {
-    SystemTime::now()
-        .duration_since(modified)
-        .unwrap_or_default()
 }

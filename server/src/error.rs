@@ -1,7 +1,10 @@
 //! The server's one error type, mapped to HTTP only here, at the edge. Client errors carry a stable
 //! code and a message meant for people; internal errors answer a terse 500 and log the detail.
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
+use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 use droppr_protocol::wire::{ErrorBody, ErrorCode};
 
@@ -60,8 +63,19 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::Client { code, .. } => *code,
-            Error::Io(e) if is_no_space(e) => ErrorCode::InsufficientStorage,
+            _ if self.is_disk_full() => ErrorCode::InsufficientStorage,
             _ => ErrorCode::Internal,
+        }
+    }
+
+    /// The disk (or the user's quota) is full: for the bytes, or for the metadata database.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io(e) => is_no_space(e),
+            Error::Db(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            _ => false,
         }
     }
 }
@@ -120,4 +134,42 @@ impl From<tokio::task::JoinError> for Error {
     fn from(e: tokio::task::JoinError) -> Self {
         Error::Task(e.to_string())
     }
+}
+
+/// Gives every error answer the app makes the `{error, code}` body, including those actix makes
+/// itself (a JSON body over its limit, an unknown method): answers that already carry JSON pass
+/// through unchanged.
+pub async fn json_errors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let res = next.call(req).await?;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return Ok(res.map_into_left_body());
+    }
+    let code = match status.as_u16() {
+        404 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
+        408 => ErrorCode::BodyTimeout,
+        411 => ErrorCode::LengthRequired,
+        413 => ErrorCode::BodyTooLarge,
+        400..=499 => ErrorCode::BadBody,
+        _ => ErrorCode::Internal,
+    };
+    let message = status.canonical_reason().unwrap_or("Error").to_owned() + ".";
+    let (req, _) = res.into_parts();
+    let mut answer = HttpResponse::build(status);
+    answer.insert_header((header::CACHE_CONTROL, "no-store"));
+    let answer = answer.json(ErrorBody {
+        error: message,
+        code,
+        offset: None,
+    });
+    Ok(ServiceResponse::new(req, answer).map_into_right_body())
 }

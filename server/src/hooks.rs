@@ -1,4 +1,5 @@
-//! Test-only instruments, mounted under `/__test` when the server runs with `--test-hooks`:
+//! Test-only instruments, mounted only when the server runs with `--test-hooks` (a middleware
+//! and two routes under `/__test`; without the flag none of this is in the request path):
 //! per-upload request counters measured on the server (how many chunk requests, the peak in
 //! flight) and fault injection (answer the next N chunk requests with a status, or drop their
 //! connections). Browser tests use them to check the uploader against real failures.
@@ -6,6 +7,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+use droppr_protocol::wire::{header as h, ErrorCode};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Clone, Copy, Serialize)]
@@ -120,4 +127,74 @@ impl Drop for InFlight {
             c.in_flight = c.in_flight.saturating_sub(1);
         }
     }
+}
+
+/// The `/__test` routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/__test/uploads/{id}", web::get().to(counters))
+        .route("/__test/faults", web::post().to(set_faults));
+}
+
+async fn counters(id: web::Path<String>, hooks: web::Data<TestHooks>) -> HttpResponse {
+    HttpResponse::Ok().json(hooks.counters(&id))
+}
+
+async fn set_faults(faults: web::Json<Faults>, hooks: web::Data<TestHooks>) -> HttpResponse {
+    hooks.set_faults(faults.into_inner());
+    HttpResponse::NoContent().finish()
+}
+
+/// Counts chunk requests (those with an upload id and a body) per upload and injects the armed
+/// faults into them.
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let is_chunk = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
+        && req.path().ends_with("/upload-chunk");
+    let id = req
+        .headers()
+        .get(h::UPLOAD_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let hooks = req.app_data::<web::Data<TestHooks>>().cloned();
+    let (Some(hooks), Some(id), true) = (hooks, id, is_chunk) else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let bytes = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let _in_flight = hooks.enter(&id, bytes);
+    let injected = match hooks.next_fault() {
+        Injected::None => return Ok(next.call(req).await?.map_into_left_body()),
+        Injected::Fail {
+            status,
+            retry_after,
+        } => {
+            let code = if status == 429 {
+                ErrorCode::RateLimited
+            } else {
+                ErrorCode::Unavailable
+            };
+            let mut builder = HttpResponse::build(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            );
+            if let Some(secs) = retry_after {
+                builder.insert_header((header::RETRY_AFTER, secs.to_string()));
+            }
+            builder
+                .json(serde_json::json!({"error": "Injected failure (test hooks).", "code": code}))
+        }
+        Injected::Drop => {
+            // A body that fails at once makes the server close the connection unanswered.
+            let broken = futures_util::stream::once(async {
+                Err::<web::Bytes, _>(std::io::Error::other("connection dropped by test hooks"))
+            });
+            HttpResponse::Ok().streaming(broken)
+        }
+    };
+    Ok(req.into_response(injected).map_into_right_body())
 }

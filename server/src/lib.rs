@@ -14,13 +14,22 @@
 //!   the factory that `main.rs` and the tests share.
 
 pub mod auth;
+pub mod beneath;
+pub mod body;
+pub mod captcha;
+pub mod claims;
 pub mod cleanup;
+pub mod client;
 pub mod config;
+pub mod defences;
 pub mod error;
 pub mod hooks;
+pub mod limits;
 pub mod meta;
+pub mod parse;
 pub mod requests;
 pub mod routes;
+pub mod space;
 pub mod store;
 pub mod uploads;
 pub mod validate;
@@ -32,13 +41,14 @@ use actix_cors::Cors;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::middleware::{DefaultHeaders, Logger};
+use actix_web::middleware::{from_fn, Condition, DefaultHeaders, Logger};
 use actix_web::{web, App, HttpServer};
 
 use crate::config::ServerConfig;
 use crate::error::Result;
 use crate::meta::SqliteMetadata;
 use crate::routes::AppState;
+use crate::space::Space;
 use crate::store::{ChunkLayout, FsByteStore};
 use crate::uploads::Uploads;
 
@@ -72,11 +82,14 @@ pub fn open_uploads(config: ServerConfig) -> Result<Uploads> {
             max_chunk_size: config.max_chunk_size,
         },
     )?;
-    let meta = SqliteMetadata::open(&config.data_dir.join("droppr.db"))?;
+    let space = Space::open(&config.data_dir, config.resources.min_free_space);
+    // On a full disk even opening the database needs the reserve's room (its shared memory file).
+    let meta = space.freeing(|| SqliteMetadata::open(&config.data_dir.join("droppr.db")))?;
     Ok(Uploads::new(
         Arc::new(config),
         Arc::new(store),
         Arc::new(meta),
+        Arc::new(space),
     ))
 }
 
@@ -107,12 +120,20 @@ pub fn app(
     }
     let www = config.www_dir.clone();
     let pkg = config.pkg_dir.clone();
+    let hooks = state.hooks.clone();
+    let test_hooks = hooks.is_some();
     App::new()
         .app_data(web::Data::new(state))
         // Chunks are streamed, never buffered whole: this only bounds the small JSON bodies.
         .app_data(web::JsonConfig::default().limit(64 * 1024))
         .app_data(web::PayloadConfig::default().limit(64 * 1024))
         .configure(routes::configure)
+        .configure(move |cfg| {
+            if let Some(hooks) = hooks {
+                cfg.app_data(web::Data::new(hooks));
+                hooks::routes(cfg);
+            }
+        })
         .configure(move |cfg| {
             if let Some(dir) = pkg {
                 cfg.service(actix_files::Files::new("/pkg", dir));
@@ -122,10 +143,17 @@ pub fn app(
             }
         })
         .default_service(web::to(routes::not_found))
+        .wrap(Condition::new(test_hooks, from_fn(hooks::middleware)))
+        .wrap(from_fn(error::json_errors))
         .wrap(cors)
         // Outside CORS, so that the preflight answers it makes itself are no-store too.
         .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
-        .wrap(Logger::new("%a \"%r\" %s %b %Dms").log_target("droppr::http"))
+        // The path without its query: `?upload_id=` is a capability and never goes to a log.
+        .wrap(
+            Logger::new("%a %{method}xi %U %s %b %Dms")
+                .custom_request_replace("method", |req| req.method().to_string())
+                .log_target("droppr::http"),
+        )
 }
 
 /// Opens storage, finishes what a crash interrupted, starts the sweeper and binds the server.
@@ -142,6 +170,7 @@ pub async fn start(config: ServerConfig) -> Result<(Server, SocketAddr)> {
     }
     actix_web::rt::spawn(cleanup::sweep_forever(uploads.clone(), sweep_interval));
     let state = AppState {
+        defences: Arc::new(defences::Defences::new(&uploads.config.defences)),
         uploads,
         hooks: test_hooks.then(hooks::TestHooks::default),
     };

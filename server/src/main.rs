@@ -51,6 +51,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 allowed_extensions: args
                     .extensions
                     .map(|list| list.split(',').map(str::to_owned).collect()),
+                require_captcha: args.captcha,
             };
             let (_, created) = requests::create(uploads.meta.as_ref(), &uploads.config, &input)?;
             print_json(&created)

@@ -7,8 +7,9 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use droppr_protocol::wire::ErrorCode;
 use droppr_protocol::ReceivedRanges;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
@@ -25,6 +26,8 @@ pub struct UploadRequest {
     /// Unix seconds; none = never.
     pub expires_at: Option<i64>,
     pub created_at: i64,
+    /// Every session open needs a solved captcha (`X-Captcha-Token`).
+    pub captcha: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +36,26 @@ pub enum SessionState {
     Open,
     /// Every byte received and the file is in its folder.
     Complete,
+    /// Completion failed for good (the reason's code is kept); its bytes were freed.
+    Failed(ErrorCode),
+}
+
+impl SessionState {
+    fn column(self) -> &'static str {
+        match self {
+            SessionState::Open => "open",
+            SessionState::Complete => "complete",
+            SessionState::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Caps on what open sessions may reserve, checked atomically with the insert (0 = no cap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReserveCaps {
+    pub per_client_bytes: u64,
+    pub per_link_bytes: u64,
+    pub per_client_sessions: u64,
 }
 
 /// One upload in progress (or just finished).
@@ -50,6 +73,8 @@ pub struct UploadSession {
     pub state: SessionState,
     /// Where the file landed, relative to the request folder.
     pub final_path: Option<String>,
+    /// Who opened it (the client key used for reservation caps).
+    pub client: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -65,26 +90,69 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     fn insert_request(&self, request: &UploadRequest) -> Result<()>;
     fn request(&self, hash: &str) -> Result<Option<UploadRequest>>;
     fn requests(&self) -> Result<Vec<UploadRequest>>;
-    fn insert_session(&self, session: &UploadSession) -> Result<()>;
+    /// Inserts a session unless its reservation would pass `caps` for its client or its link
+    /// (checked and inserted in one transaction, so parallel opens cannot all slip under a cap).
+    fn insert_session(&self, session: &UploadSession, caps: ReserveCaps) -> Result<()>;
     fn session(&self, id: &str) -> Result<Option<UploadSession>>;
-    /// Adds `[start, end]` to the session's ranges atomically; none if the session is gone.
-    fn record_range(
+    /// Adds the inclusive ranges to the session's ranges atomically; none if the session is gone.
+    fn record_ranges(
         &self,
         id: &str,
-        start: u64,
-        end: u64,
+        ranges: &[(u64, u64)],
         now: i64,
     ) -> Result<Option<UploadSession>>;
     fn mark_content_checked(&self, id: &str) -> Result<()>;
     fn mark_complete(&self, id: &str, final_path: &str, now: i64) -> Result<()>;
+    fn mark_failed(&self, id: &str, code: ErrorCode, now: i64) -> Result<()>;
     fn delete_session(&self, id: &str) -> Result<()>;
-    /// Sessions whose last activity was before `cutoff`.
-    fn idle_sessions(&self, cutoff: i64) -> Result<Vec<UploadSession>>;
+    /// Sessions whose last activity was before `cutoff`, and open sessions that never received a
+    /// byte and were opened before `empty_cutoff`.
+    fn idle_sessions(&self, cutoff: i64, empty_cutoff: i64) -> Result<Vec<UploadSession>>;
     /// Every session (for crash recovery).
     fn sessions(&self) -> Result<Vec<UploadSession>>;
-    fn add_auth_failure(&self, hash: &str, client: &str, now: i64) -> Result<()>;
-    fn auth_failures_since(&self, hash: &str, client: &str, since: i64) -> Result<u32>;
-    fn clear_auth_failures(&self, hash: &str, client: &str) -> Result<()>;
+    /// Decides whether a password attempt may be verified and, if so, records it as a failure
+    /// first, atomically: parallel attempts are counted before any of them is verified.
+    fn begin_password_attempt(
+        &self,
+        attempt: &PasswordAttempt<'_>,
+        now: i64,
+    ) -> Result<AttemptVerdict>;
+    /// Failures of `client` on a link since `since` (Unix seconds).
+    fn password_failures(&self, hash: &str, client: &str, since: i64) -> Result<u32>;
+    /// A right password clears the client's failures (including its own pending attempt).
+    fn clear_password_failures(&self, hash: &str, client: &str) -> Result<()>;
+}
+
+/// Limits on wrong passwords over a sliding window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptBudget {
+    pub per_client: u32,
+    pub per_link: u32,
+    pub window_secs: i64,
+    /// From this many failures of a client, its attempts need a captcha (none: no captcha).
+    pub captcha_after: Option<u32>,
+}
+
+/// One password attempt about to be verified.
+#[derive(Debug, Clone, Copy)]
+pub struct PasswordAttempt<'a> {
+    pub hash: &'a str,
+    /// The client's key (`ClientKey` as text).
+    pub client: &'a str,
+    pub budget: AttemptBudget,
+    /// The attempt came with a captcha the verifier accepted.
+    pub captcha_solved: bool,
+}
+
+/// What [`MetadataStore::begin_password_attempt`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptVerdict {
+    /// Counted as a failure already: verify the password, and clear the failures if it is right.
+    Verify,
+    /// The client's or the link's budget is spent: retry after this many seconds.
+    LockedOut { retry_after: u64 },
+    /// Too many failures to go on without a captcha.
+    CaptchaRequired,
 }
 
 #[derive(Debug)]
@@ -100,7 +168,8 @@ CREATE TABLE IF NOT EXISTS requests (
     max_file_size INTEGER NOT NULL,
     allowed_extensions TEXT NOT NULL,
     expires_at INTEGER,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    captcha INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
@@ -122,7 +191,21 @@ CREATE TABLE IF NOT EXISTS auth_failures (
     at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS auth_failures_key ON auth_failures(hash, client, at);
+CREATE INDEX IF NOT EXISTS auth_failures_link ON auth_failures(hash, at);
 ";
+
+/// The requests' captcha column, for databases created before it.
+fn migrate_requests(conn: &Connection) -> Result<()> {
+    let has_captcha: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('requests') WHERE name = 'captcha'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_captcha {
+        conn.execute_batch("ALTER TABLE requests ADD COLUMN captcha INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
+}
 
 impl SqliteMetadata {
     pub fn open(path: &Path) -> Result<Self> {
@@ -132,6 +215,8 @@ impl SqliteMetadata {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
+        migrate_requests(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -145,6 +230,38 @@ impl SqliteMetadata {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut conn)
     }
+}
+
+/// Columns added after the first release, added to older databases in place.
+fn migrate(conn: &Connection) -> Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('sessions')")?;
+    let have: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (column, ddl) in [
+        (
+            "client",
+            "ALTER TABLE sessions ADD COLUMN client TEXT NOT NULL DEFAULT ''",
+        ),
+        ("failure", "ALTER TABLE sessions ADD COLUMN failure TEXT"),
+        (
+            "size",
+            "ALTER TABLE sessions ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
+        ),
+        (
+            "received",
+            "ALTER TABLE sessions ADD COLUMN received INTEGER NOT NULL DEFAULT 0",
+        ),
+    ] {
+        if !have.iter().any(|c| c == column) {
+            conn.execute(ddl, [])?;
+        }
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS sessions_client ON sessions(client, state);
+         CREATE INDEX IF NOT EXISTS sessions_request ON sessions(request_hash, state);",
+    )?;
+    Ok(())
 }
 
 fn to_i64(v: u64) -> Result<i64> {
@@ -161,6 +278,7 @@ fn request_from_row(row: &Row<'_>) -> rusqlite::Result<(UploadRequest, String)> 
             allowed_extensions: Vec::new(),
             expires_at: row.get(5)?,
             created_at: row.get(6)?,
+            captcha: row.get::<_, i64>(7)? != 0,
         },
         row.get(4)?,
     ))
@@ -171,12 +289,22 @@ fn finish_request((mut request, extensions): (UploadRequest, String)) -> Result<
     Ok(request)
 }
 
-const SESSION_COLUMNS: &str = "id, request_hash, rel_path, ranges, content_type, last_modified, content_checked, state, final_path, created_at, updated_at";
+const SESSION_COLUMNS: &str = "id, request_hash, rel_path, ranges, content_type, last_modified, content_checked, state, final_path, created_at, updated_at, client, failure, size, received";
 
 type SessionRow = (UploadSession, String);
 
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
     let state: String = row.get(7)?;
+    let failure: Option<String> = row.get(12)?;
+    let state = match state.as_str() {
+        "complete" => SessionState::Complete,
+        "failed" => SessionState::Failed(
+            failure
+                .and_then(|f| serde_json::from_value(serde_json::Value::String(f)).ok())
+                .unwrap_or(ErrorCode::UploadFailed),
+        ),
+        _ => SessionState::Open,
+    };
     Ok((
         UploadSession {
             id: row.get(0)?,
@@ -186,12 +314,9 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
             content_type: row.get(4)?,
             last_modified: row.get(5)?,
             content_checked: row.get::<_, i64>(6)? != 0,
-            state: if state == "complete" {
-                SessionState::Complete
-            } else {
-                SessionState::Open
-            },
+            state,
             final_path: row.get(8)?,
+            client: row.get(11)?,
             created_at: row.get(9)?,
             updated_at: row.get(10)?,
         },
@@ -215,10 +340,45 @@ fn get_session(conn: &Connection, id: &str) -> Result<Option<UploadSession>> {
     .transpose()
 }
 
-fn query_sessions(conn: &Connection, filter: &str, arg: i64) -> Result<Vec<UploadSession>> {
+fn query_sessions(conn: &Connection, filter: &str, args: &[i64]) -> Result<Vec<UploadSession>> {
     let mut stmt = conn.prepare(&format!("SELECT {SESSION_COLUMNS} FROM sessions {filter}"))?;
-    let rows = stmt.query_map([arg], session_from_row)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), session_from_row)?;
     rows.map(|r| finish_session(r?)).collect()
+}
+
+/// Refuses a session whose reservation would pass a cap of its client or its link.
+fn check_caps(conn: &Connection, s: &UploadSession, caps: ReserveCaps) -> Result<()> {
+    let reserved = |column: &str, key: &str| -> Result<(u64, u64)> {
+        let (bytes, count): (i64, i64) = conn.query_row(
+            &format!(
+                "SELECT COALESCE(SUM(size - received), 0), COUNT(*) FROM sessions WHERE {column} = ?1 AND state = 'open'"
+            ),
+            [key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((
+            u64::try_from(bytes).unwrap_or(0),
+            u64::try_from(count).unwrap_or(0),
+        ))
+    };
+    let over = |cap: u64, used: u64, more: u64| cap > 0 && used.saturating_add(more) > cap;
+    let (client_bytes, client_sessions) = reserved("client", &s.client)?;
+    if over(caps.per_client_bytes, client_bytes, s.size())
+        || over(caps.per_client_sessions, client_sessions, 1)
+    {
+        return Err(Error::client(
+            ErrorCode::QuotaExceeded,
+            "Your unfinished uploads already reserve as much space as one client may. Finish or cancel some first.",
+        ));
+    }
+    let (link_bytes, _) = reserved("request_hash", &s.request_hash)?;
+    if over(caps.per_link_bytes, link_bytes, s.size()) {
+        return Err(Error::client(
+            ErrorCode::QuotaExceeded,
+            "Unfinished uploads to this link already reserve as much space as it may. Try again later.",
+        ));
+    }
+    Ok(())
 }
 
 impl MetadataStore for SqliteMetadata {
@@ -226,9 +386,9 @@ impl MetadataStore for SqliteMetadata {
         let extensions = serde_json::to_string(&r.allowed_extensions)?;
         self.with(|c| {
             c.execute(
-                "INSERT INTO requests (hash, folder, password_hash, max_file_size, allowed_extensions, expires_at, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![r.hash, r.folder, r.password_hash, to_i64(r.max_file_size)?, extensions, r.expires_at, r.created_at],
+                "INSERT INTO requests (hash, folder, password_hash, max_file_size, allowed_extensions, expires_at, created_at, captcha)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![r.hash, r.folder, r.password_hash, to_i64(r.max_file_size)?, extensions, r.expires_at, r.created_at, r.captcha],
             )?;
             Ok(())
         })
@@ -237,7 +397,7 @@ impl MetadataStore for SqliteMetadata {
     fn request(&self, hash: &str) -> Result<Option<UploadRequest>> {
         self.with(|c| {
             c.query_row(
-                "SELECT hash, folder, password_hash, max_file_size, allowed_extensions, expires_at, created_at FROM requests WHERE hash = ?1",
+                "SELECT hash, folder, password_hash, max_file_size, allowed_extensions, expires_at, created_at, captcha FROM requests WHERE hash = ?1",
                 [hash],
                 request_from_row,
             )
@@ -250,18 +410,22 @@ impl MetadataStore for SqliteMetadata {
     fn requests(&self) -> Result<Vec<UploadRequest>> {
         self.with(|c| {
             let mut stmt = c.prepare(
-                "SELECT hash, folder, password_hash, max_file_size, allowed_extensions, expires_at, created_at FROM requests ORDER BY created_at, hash",
+                "SELECT hash, folder, password_hash, max_file_size, allowed_extensions, expires_at, created_at, captcha FROM requests ORDER BY created_at, hash",
             )?;
             let rows = stmt.query_map([], request_from_row)?;
             rows.map(|r| finish_request(r?)).collect()
         })
     }
 
-    fn insert_session(&self, s: &UploadSession) -> Result<()> {
+    fn insert_session(&self, s: &UploadSession, caps: ReserveCaps) -> Result<()> {
         let ranges = serde_json::to_string(&s.ranges)?;
+        let size = to_i64(s.size())?;
+        let received = to_i64(s.ranges.received_bytes())?;
         self.with(|c| {
-            c.execute(
-                &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+            let tx = c.transaction()?;
+            check_caps(&tx, s, caps)?;
+            tx.execute(
+                &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
                 params![
                     s.id,
                     s.request_hash,
@@ -270,12 +434,17 @@ impl MetadataStore for SqliteMetadata {
                     s.content_type,
                     s.last_modified,
                     s.content_checked,
-                    if s.state == SessionState::Complete { "complete" } else { "open" },
+                    s.state.column(),
                     s.final_path,
                     s.created_at,
-                    s.updated_at
+                    s.updated_at,
+                    s.client,
+                    Option::<String>::None,
+                    size,
+                    received,
                 ],
             )?;
+            tx.commit()?;
             Ok(())
         })
     }
@@ -284,11 +453,10 @@ impl MetadataStore for SqliteMetadata {
         self.with(|c| get_session(c, id))
     }
 
-    fn record_range(
+    fn record_ranges(
         &self,
         id: &str,
-        start: u64,
-        end: u64,
+        ranges: &[(u64, u64)],
         now: i64,
     ) -> Result<Option<UploadSession>> {
         self.with(|c| {
@@ -296,13 +464,20 @@ impl MetadataStore for SqliteMetadata {
             let Some(mut session) = get_session(&tx, id)? else {
                 return Ok(None);
             };
-            session.ranges.add(start, end).map_err(|e| {
-                Error::Task(format!("range checked before writing was refused: {e}"))
-            })?;
+            for &(start, end) in ranges {
+                session.ranges.add(start, end).map_err(|e| {
+                    Error::Task(format!("range checked before writing was refused: {e}"))
+                })?;
+            }
             session.updated_at = now;
             tx.execute(
-                "UPDATE sessions SET ranges = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, serde_json::to_string(&session.ranges)?, now],
+                "UPDATE sessions SET ranges = ?2, updated_at = ?3, received = ?4 WHERE id = ?1",
+                params![
+                    id,
+                    serde_json::to_string(&session.ranges)?,
+                    now,
+                    to_i64(session.ranges.received_bytes())?
+                ],
             )?;
             tx.commit()?;
             Ok(Some(session))
@@ -329,6 +504,16 @@ impl MetadataStore for SqliteMetadata {
         })
     }
 
+    fn mark_failed(&self, id: &str, code: ErrorCode, now: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE sessions SET state = 'failed', failure = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, code.as_str(), now],
+            )?;
+            Ok(())
+        })
+    }
+
     fn delete_session(&self, id: &str) -> Result<()> {
         self.with(|c| {
             c.execute("DELETE FROM sessions WHERE id = ?1", [id])?;
@@ -336,37 +521,81 @@ impl MetadataStore for SqliteMetadata {
         })
     }
 
-    fn idle_sessions(&self, cutoff: i64) -> Result<Vec<UploadSession>> {
-        self.with(|c| query_sessions(c, "WHERE updated_at < ?1", cutoff))
+    fn idle_sessions(&self, cutoff: i64, empty_cutoff: i64) -> Result<Vec<UploadSession>> {
+        self.with(|c| {
+            query_sessions(
+                c,
+                "WHERE updated_at < ?1 OR (state = 'open' AND received = 0 AND size > 0 AND created_at < ?2)",
+                &[cutoff, empty_cutoff],
+            )
+        })
     }
 
     fn sessions(&self) -> Result<Vec<UploadSession>> {
-        self.with(|c| query_sessions(c, "WHERE ?1 = ?1", 0))
+        self.with(|c| query_sessions(c, "", &[]))
     }
 
-    fn add_auth_failure(&self, hash: &str, client: &str, now: i64) -> Result<()> {
+    fn begin_password_attempt(
+        &self,
+        attempt: &PasswordAttempt<'_>,
+        now: i64,
+    ) -> Result<AttemptVerdict> {
+        let PasswordAttempt {
+            hash,
+            client,
+            budget,
+            captcha_solved,
+        } = *attempt;
+        let since = now - budget.window_secs;
         self.with(|c| {
-            c.execute(
+            // IMMEDIATE: the write lock is taken before counting, so no other connection can
+            // count the same failures in between.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Failures older than the window never count again.
+            tx.execute("DELETE FROM auth_failures WHERE at < ?1", [since])?;
+            let mine = count_failures(&tx, hash, Some(client), since)?;
+            let link = count_failures(&tx, hash, None, since)?;
+            let locked = if mine >= budget.per_client {
+                Some(time_left(
+                    &tx,
+                    hash,
+                    Some(client),
+                    mine - budget.per_client,
+                    budget.window_secs,
+                    now,
+                )?)
+            } else if link >= budget.per_link {
+                Some(time_left(
+                    &tx,
+                    hash,
+                    None,
+                    link - budget.per_link,
+                    budget.window_secs,
+                    now,
+                )?)
+            } else {
+                None
+            };
+            if let Some(retry_after) = locked {
+                return Ok(AttemptVerdict::LockedOut { retry_after });
+            }
+            if budget.captcha_after.is_some_and(|n| mine >= n) && !captcha_solved {
+                return Ok(AttemptVerdict::CaptchaRequired);
+            }
+            tx.execute(
                 "INSERT INTO auth_failures (hash, client, at) VALUES (?1, ?2, ?3)",
                 params![hash, client, now],
             )?;
-            // Keep the table small: nothing older than a day matters.
-            c.execute("DELETE FROM auth_failures WHERE at < ?1", [now - 86_400])?;
-            Ok(())
+            tx.commit()?;
+            Ok(AttemptVerdict::Verify)
         })
     }
 
-    fn auth_failures_since(&self, hash: &str, client: &str, since: i64) -> Result<u32> {
-        self.with(|c| {
-            Ok(c.query_row(
-                "SELECT COUNT(*) FROM auth_failures WHERE hash = ?1 AND client = ?2 AND at >= ?3",
-                params![hash, client, since],
-                |r| r.get(0),
-            )?)
-        })
+    fn password_failures(&self, hash: &str, client: &str, since: i64) -> Result<u32> {
+        self.with(|c| count_failures(c, hash, Some(client), since))
     }
 
-    fn clear_auth_failures(&self, hash: &str, client: &str) -> Result<()> {
+    fn clear_password_failures(&self, hash: &str, client: &str) -> Result<()> {
         self.with(|c| {
             c.execute(
                 "DELETE FROM auth_failures WHERE hash = ?1 AND client = ?2",
@@ -375,6 +604,36 @@ impl MetadataStore for SqliteMetadata {
             Ok(())
         })
     }
+}
+
+/// Failures on a link since `since`, of one client or of all.
+fn count_failures(conn: &Connection, hash: &str, client: Option<&str>, since: i64) -> Result<u32> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM auth_failures WHERE hash = ?1 AND (?2 IS NULL OR client = ?2) AND at >= ?3",
+        params![hash, client, since],
+        |r| r.get(0),
+    )?)
+}
+
+/// Seconds until enough failures have left the window for one more attempt: the one `excess`
+/// places after the oldest counted must leave (a failure at `at` counts until `at + window`).
+fn time_left(
+    conn: &Connection,
+    hash: &str,
+    client: Option<&str>,
+    excess: u32,
+    window_secs: i64,
+    now: i64,
+) -> Result<u64> {
+    let at: i64 = conn.query_row(
+        "SELECT at FROM auth_failures WHERE hash = ?1 AND (?2 IS NULL OR client = ?2) AND at >= ?3
+         ORDER BY at LIMIT 1 OFFSET ?4",
+        params![hash, client, now - window_secs, excess],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(at + window_secs + 1 - now)
+        .unwrap_or(1)
+        .max(1))
 }
 
 #[cfg(test)]
@@ -393,21 +652,26 @@ mod tests {
             allowed_extensions: vec!["*".into()],
             expires_at: None,
             created_at: 0,
+            captcha: false,
         })
         .unwrap();
-        db.insert_session(&UploadSession {
-            id: "session-1".into(),
-            request_hash: "h".into(),
-            rel_path: "a.bin".into(),
-            ranges: ReceivedRanges::new(400),
-            content_type: None,
-            last_modified: None,
-            content_checked: false,
-            state: SessionState::Open,
-            final_path: None,
-            created_at: 0,
-            updated_at: 0,
-        })
+        db.insert_session(
+            &UploadSession {
+                id: "session-1".into(),
+                request_hash: "h".into(),
+                rel_path: "a.bin".into(),
+                ranges: ReceivedRanges::new(400),
+                content_type: None,
+                last_modified: None,
+                content_checked: false,
+                state: SessionState::Open,
+                final_path: None,
+                client: "c".into(),
+                created_at: 0,
+                updated_at: 0,
+            },
+            ReserveCaps::default(),
+        )
         .unwrap();
         let threads: Vec<_> = (0..4u64)
             .map(|t| {
@@ -415,7 +679,8 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..25u64 {
                         let start = (i * 4 + t) * 4;
-                        db.record_range("session-1", start, start + 3, 1).unwrap();
+                        db.record_ranges("session-1", &[(start, start + 3)], 1)
+                            .unwrap();
                     }
                 })
             })
@@ -425,6 +690,9 @@ mod tests {
         }
         let s = db.session("session-1").unwrap().unwrap();
         assert!(s.ranges.is_complete(), "{:?}", s.ranges.missing());
-        assert!(db.record_range("nope-nope", 0, 1, 1).unwrap().is_none());
+        assert!(db
+            .record_ranges("nope-nope", &[(0, 1)], 1)
+            .unwrap()
+            .is_none());
     }
 }

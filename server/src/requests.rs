@@ -47,6 +47,7 @@ pub fn create(
         allowed_extensions,
         expires_at: (hours > 0).then(|| now + hours * 3600),
         created_at: now,
+        captcha: input.require_captcha,
     };
     meta.insert_request(&request)?;
     let created = created(config, &request);

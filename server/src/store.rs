@@ -9,10 +9,12 @@
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::beneath::{self, Blocked};
 use crate::validate::RelPath;
 
 /// The chunk geometry a store needs from clients.
@@ -42,6 +44,9 @@ pub trait ByteStore: Send + Sync + Debug {
     fn writer(&self, upload_id: &str) -> io::Result<Arc<dyn RangeWriter>>;
     /// Reads up to `len` bytes from `offset` (fewer at the end of the upload).
     fn read_at(&self, upload_id: &str, offset: u64, len: u64) -> io::Result<Vec<u8>>;
+    /// Whether `folder/path` can be created under the files root: every existing folder on the way
+    /// is a real folder (not a file, not a link). Checked when a session opens.
+    fn check_target(&self, folder: &str, path: &RelPath) -> io::Result<Result<(), Blocked>>;
     /// Moves the finished upload to `folder/path` under the files root without copying. An
     /// existing file of that name is kept and the upload gets a ` (n)` suffix. Returns the final
     /// path relative to `folder`. Idempotent: after a crash it finds its own earlier result.
@@ -133,16 +138,15 @@ impl ByteStore for FsByteStore {
         Ok(buf)
     }
 
+    fn check_target(&self, folder: &str, path: &RelPath) -> io::Result<Result<(), Blocked>> {
+        let components = target_dirs(folder, path)?;
+        beneath::probe_dirs(&self.files_dir, &components)
+    }
+
     fn finalize(&self, upload_id: &str, folder: &str, path: &RelPath) -> io::Result<String> {
         let part = self.part_path(upload_id);
         let part_meta = fs::metadata(&part)?;
-        let folder = RelPath::parse(folder)
-            .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e.to_string()))?;
-        let mut dir = self.files_dir.join(folder.as_str());
-        if let Some(parent) = path.parent() {
-            dir.push(parent);
-        }
-        fs::create_dir_all(&dir)?;
+        let dir = beneath::open_dirs(&self.files_dir, &target_dirs(folder, path)?)?;
         let name = path.file_name();
         let (stem, ext) = match name.rsplit_once('.') {
             Some((s, e)) if !s.is_empty() => (s, Some(e)),
@@ -154,23 +158,29 @@ impl ByteStore for FsByteStore {
                 (_, Some(ext)) => format!("{stem} ({n}).{ext}"),
                 (_, None) => format!("{stem} ({n})"),
             };
-            let target = dir.join(&candidate);
-            // A hard link never replaces an existing file, and costs the same for 1 byte or 4 GiB.
-            let linked = match fs::hard_link(&part, &target) {
+            // A hard link never replaces an existing file (nor follows a link planted in its
+            // place), and costs the same for 1 byte or 4 GiB.
+            let linked = match rustix::fs::linkat(
+                rustix::fs::CWD,
+                &part,
+                &dir,
+                candidate.as_str(),
+                rustix::fs::AtFlags::empty(),
+            ) {
                 Ok(()) => true,
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                Err(e) if e == rustix::io::Errno::EXIST => {
                     // Ours from an attempt that crashed before it was recorded?
-                    let existing = fs::metadata(&target)?;
-                    existing.ino() == part_meta.ino() && existing.dev() == part_meta.dev()
+                    beneath::identity(&dir, &candidate)? == Some((part_meta.ino(), part_meta.dev()))
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                    copy_durably(&part, &target)?;
+                Err(e) if e == rustix::io::Errno::XDEV => {
+                    copy_durably(&part, &dir, &candidate)?;
                     true
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             };
             if linked {
-                sync_dir(&dir)?;
+                #[cfg(not(feature = "mutant-no-link-dir-sync"))]
+                rustix::fs::fsync(&dir)?;
                 return Ok(match path.parent() {
                     Some(parent) => format!("{parent}/{candidate}"),
                     None => candidate,
@@ -200,7 +210,7 @@ impl ByteStore for FsByteStore {
 
     fn age(&self, upload_id: &str) -> io::Result<Option<std::time::Duration>> {
         match fs::metadata(self.part_path(upload_id)) {
-            Ok(m) => Ok(Some(crate::cleanup::age_of(m.modified()?))),
+            Ok(m) => Ok(Some(age_of(m.modified()?))),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -239,11 +249,40 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Only when the files root is on another filesystem than the parts: a copy, made durable.
-fn copy_durably(from: &Path, to: &Path) -> io::Result<()> {
+fn copy_durably(from: &Path, dir: &OwnedFd, name: &str) -> io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
     let mut src = File::open(from)?;
-    let mut dst = OpenOptions::new().write(true).create_new(true).open(to)?;
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )?;
+    let mut dst = File::from(fd);
     io::copy(&mut src, &mut dst)?;
     dst.sync_all()
+}
+
+/// The folders an upload lands in: the link's folder, then the path's own folders.
+fn target_dirs<'a>(folder: &'a str, path: &'a RelPath) -> io::Result<Vec<&'a str>> {
+    let folder = if folder.is_empty() {
+        None
+    } else {
+        Some(folder)
+    };
+    let mut out: Vec<&str> = folder.into_iter().flat_map(|f| f.split('/')).collect();
+    if out.iter().any(|c| c.is_empty() || *c == "." || *c == "..") {
+        return Err(io::Error::new(ErrorKind::InvalidInput, "invalid folder"));
+    }
+    out.extend(path.parent().into_iter().flat_map(|p| p.split('/')));
+    Ok(out)
+}
+
+/// How old a file is, by its modification time.
+pub fn age_of(modified: std::time::SystemTime) -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(modified)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -8,14 +8,18 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use droppr_protocol::wire::{is_valid_request_hash, is_valid_upload_id, ErrorCode, SessionStatus};
 use droppr_protocol::{ContentRange, ReceivedRanges};
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
+pub use crate::body::BodyError;
+use crate::body::{ChunkBody, Pace};
+use crate::claims::{Claims, ClientSlot, ClientSlots, InFlight, Segment};
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 use crate::meta::{MetadataStore, SessionState, UploadRequest, UploadSession};
-use crate::store::ByteStore;
+use crate::space::Space;
+use crate::store::{ByteStore, RangeWriter};
 use crate::validate::{self, RelPath, SNIFF_LEN};
 use crate::{auth, now_secs, rfc3339};
 
@@ -32,10 +36,14 @@ pub struct OpenUpload {
     pub last_modified: Option<String>,
 }
 
-/// The chunk body failed before it was complete (client went away, connection dropped).
-#[derive(Debug, thiserror::Error)]
-#[error("the request body was cut short: {0}")]
-pub struct BodyError(pub String);
+/// A short, non-reversible tag for an upload id, for logs: the id is a capability (whoever holds
+/// it may write to the upload), so it never appears in a log line.
+pub fn log_tag(id: &str) -> String {
+    Sha256::digest(id.as_bytes())[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// One lock per upload session, held while a range is recorded and the file finalized (never
 /// while bytes are written, so chunks of one upload stream to disk side by side).
@@ -59,7 +67,11 @@ pub struct Uploads {
     pub config: Arc<ServerConfig>,
     pub store: Arc<dyn ByteStore>,
     pub meta: Arc<dyn MetadataStore>,
+    pub space: Arc<Space>,
     locks: SessionLocks,
+    claims: Claims,
+    /// Requests in flight per client (see [`Uploads::client_slot`]).
+    slots: ClientSlots,
     /// Sessions discarded because their content did not fit the extension, with the reason, so
     /// that their other chunks in flight get that 415 too rather than a puzzling 404.
     refused: Refused,
@@ -91,7 +103,7 @@ impl Refused {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.get(id)
             .filter(|(_, at)| at.elapsed() < Self::KEEP)
-            .map(|(reason, _)| client(ErrorCode::ContentMismatch, reason.clone()))
+            .map(|(reason, _)| client_error(ErrorCode::ContentMismatch, reason.clone()))
     }
 }
 
@@ -104,8 +116,20 @@ where
     tokio::task::spawn_blocking(f).await?
 }
 
-fn client(code: ErrorCode, message: impl Into<String>) -> Error {
+fn client_error(code: ErrorCode, message: impl Into<String>) -> Error {
     Error::client(code, message)
+}
+
+/// The answer for a session whose completion failed for good.
+fn failed(code: ErrorCode) -> Error {
+    let why = match code {
+        ErrorCode::PathConflict => "a file or link now stands where its folder would be",
+        _ => "the server could not store the finished file",
+    };
+    client_error(
+        ErrorCode::UploadFailed,
+        format!("This upload could not be completed ({why}, code {code}); its data was discarded. Start it again."),
+    )
 }
 
 impl Uploads {
@@ -113,62 +137,51 @@ impl Uploads {
         config: Arc<ServerConfig>,
         store: Arc<dyn ByteStore>,
         meta: Arc<dyn MetadataStore>,
+        space: Arc<Space>,
     ) -> Self {
         Self {
             config,
             store,
             meta,
+            space,
             locks: SessionLocks::default(),
+            claims: Claims::default(),
+            slots: ClientSlots::default(),
             refused: Refused::default(),
         }
+    }
+
+    /// Counts an upload request of `client` in flight until the slot is dropped (429 past the cap).
+    pub fn client_slot(&self, client: &str) -> Result<ClientSlot> {
+        self.slots
+            .enter(client, self.config.resources.max_requests_per_client)
     }
 
     /// The request behind a hash: 400 malformed, 404 unknown, 410 expired.
     pub async fn request(&self, hash: &str) -> Result<UploadRequest> {
         if !is_valid_request_hash(hash) {
-            return Err(client(ErrorCode::BadRequestHash, "Invalid upload link."));
+            return Err(client_error(
+                ErrorCode::BadRequestHash,
+                "Invalid upload link.",
+            ));
         }
         let meta = self.meta.clone();
         let hash = hash.to_owned();
         let request = blocking(move || meta.request(&hash))
             .await?
             .ok_or_else(|| {
-                client(
+                client_error(
                     ErrorCode::RequestNotFound,
                     "This upload link does not exist.",
                 )
             })?;
         if request.expires_at.is_some_and(|t| t <= now_secs()) {
-            return Err(client(
+            return Err(client_error(
                 ErrorCode::RequestExpired,
                 "This upload link has expired.",
             ));
         }
         Ok(request)
-    }
-
-    /// Checks the request's password for a client (see [`auth::check_password`]).
-    pub async fn authorize(
-        &self,
-        request: &UploadRequest,
-        client_ip: String,
-        password: Option<String>,
-    ) -> Result<()> {
-        if request.password_hash.is_none() {
-            return Ok(());
-        }
-        let meta = self.meta.clone();
-        let request = request.clone();
-        blocking(move || {
-            auth::check_password(
-                meta.as_ref(),
-                &request,
-                &client_ip,
-                password.as_deref(),
-                now_secs(),
-            )
-        })
-        .await
     }
 
     /// The largest file this request accepts (0 = unlimited).
@@ -180,22 +193,17 @@ impl Uploads {
         }
     }
 
-    /// Opens a session: every check that needs no bytes happens here.
-    pub async fn open(&self, request: &UploadRequest, open: OpenUpload) -> Result<UploadSession> {
+    /// Opens a session: every check that needs no bytes happens here, and every reason the
+    /// upload could later fail to complete (name, suffix room, folders on the way) is decided now.
+    pub async fn open(
+        &self,
+        request: &UploadRequest,
+        open: OpenUpload,
+        client: &str,
+    ) -> Result<UploadSession> {
         validate::check_extension(&open.path, &request.allowed_extensions)?;
-        let limit = self.size_limit(request);
-        if limit > 0 && open.size > limit {
-            return Err(client(
-                ErrorCode::FileTooLarge,
-                format!(
-                    "The file is {} bytes; this link accepts at most {limit} bytes.",
-                    open.size
-                ),
-            ));
-        }
-        if i64::try_from(open.size).is_err() {
-            return Err(client(ErrorCode::FileTooLarge, "The file is too large."));
-        }
+        self.check_size(request, open.size)?;
+        validate::check_name(&open.path, self.config.resources.allow_unportable_names)?;
         let now = now_secs();
         let session = UploadSession {
             id: auth::random_token(16)?,
@@ -207,57 +215,156 @@ impl Uploads {
             content_checked: false,
             state: SessionState::Open,
             final_path: None,
+            client: client.to_owned(),
             created_at: now,
             updated_at: now,
         };
-        let (store, meta, s) = (self.store.clone(), self.meta.clone(), session.clone());
+        let (store, meta, space, s) = (
+            self.store.clone(),
+            self.meta.clone(),
+            self.space.clone(),
+            session.clone(),
+        );
+        let (folder, path) = (request.folder.clone(), open.path);
+        let caps = self.config.resources.reserve;
         blocking(move || {
+            if let Err(blocked) = store.check_target(&folder, &path)? {
+                tracing::info!(?blocked, "upload refused: its folder is taken by a file or link");
+                return Err(client_error(
+                    ErrorCode::PathConflict,
+                    "A file (or link) of that name already stands where this upload's folder would be.",
+                ));
+            }
+            space.check_room(s.size())?;
             store.create(&s.id, s.size())?;
-            if let Err(e) = meta.insert_session(&s) {
+            if let Err(e) = meta.insert_session(&s, caps) {
                 let _ = store.discard(&s.id);
                 return Err(e);
             }
             Ok(())
         })
         .await?;
-        tracing::info!(upload = %session.id, request = %request.hash, path = %session.rel_path, size = session.size(), "upload opened");
+        tracing::info!(upload = %log_tag(&session.id), request = %request.hash, path = %session.rel_path, size = session.size(), "upload opened");
         if session.size() == 0 {
             // Nothing to wait for: an empty file is checked and finished now.
-            return self.after_range(request, &session.id, None).await;
+            return self.after_range(request, &session.id, &[]).await;
         }
         Ok(session)
+    }
+
+    /// 413 for a size above the link's or the server's limit, or one no filesystem can hold.
+    fn check_size(&self, request: &UploadRequest, size: u64) -> Result<()> {
+        let limit = self.size_limit(request);
+        if limit > 0 && size > limit {
+            return Err(client_error(
+                ErrorCode::FileTooLarge,
+                format!("The file is {size} bytes; this link accepts at most {limit} bytes."),
+            ));
+        }
+        if i64::try_from(size).is_err() {
+            return Err(client_error(
+                ErrorCode::FileTooLarge,
+                "The file is too large.",
+            ));
+        }
+        Ok(())
     }
 
     /// The session `id` of `request`: 400 malformed, 404 unknown (or of another request).
     pub async fn session(&self, request: &UploadRequest, id: &str) -> Result<UploadSession> {
         if !is_valid_upload_id(id) {
-            return Err(client(ErrorCode::BadUploadId, "Invalid upload id."));
+            return Err(client_error(ErrorCode::BadUploadId, "Invalid upload id."));
         }
         let meta = self.meta.clone();
         let owned = id.to_owned();
         match blocking(move || meta.session(&owned)).await? {
             Some(s) if s.request_hash == request.hash => Ok(s),
-            _ => Err(client(
+            _ => Err(client_error(
                 ErrorCode::SessionNotFound,
                 "Unknown or expired upload session. Start the upload again.",
             )),
         }
     }
 
-    /// Takes one chunk: checks its range, streams `body` into place, makes it durable, records it,
-    /// and finalizes the file when it was the last missing piece. A body longer or shorter than
-    /// its range records nothing.
+    /// Takes one chunk: checks its range, claims the bytes of it not yet received, streams them
+    /// into place (skipping what is already stored), makes them durable, records them, and
+    /// finalizes the file when it was the last missing piece. A body longer or shorter than its
+    /// range, too slow, or with the wrong checksum records nothing.
     pub async fn write_chunk<S>(
         &self,
         request: &UploadRequest,
         id: &str,
         range: ContentRange,
-        mut body: S,
+        body: S,
         sha256: Option<[u8; 32]>,
     ) -> Result<UploadSession>
     where
         S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
     {
+        let limits = &self.config.resources;
+        let mut ticket = self.claims.enter(id, limits.max_chunks_in_flight)?;
+        let pace = Pace {
+            read_timeout: limits.body_read_timeout,
+            min_rate: limits.min_body_rate,
+        };
+        let mut body = ChunkBody::new(body, range, pace);
+        self.claim(request, id, range, &mut ticket).await?;
+        if ticket.segments().is_empty() {
+            // Already durable (or the upload is complete): take the bytes off the wire but never
+            // overwrite what was acknowledged; answer where the session stands.
+            body.drain().await?;
+            return self.after_range(request, id, &[]).await;
+        }
+        let writer = self
+            .stream_segments(id, &mut body, range.start, ticket.segments(), sha256)
+            .await?;
+        // Durable first, recorded second: a crash can lose a range, never claim one it lacks.
+        #[cfg(not(feature = "mutant-no-chunk-sync"))]
+        blocking(move || Ok(writer.sync()?)).await?;
+        let answer = self.after_range(request, id, ticket.segments()).await;
+        // The claim goes only now that its bytes are recorded (or refused).
+        drop(ticket);
+        answer
+    }
+
+    /// Claims the parts of `range` not yet received. Bytes another chunk is writing right now
+    /// (a retry racing its own first attempt, copies of one range) are waited for, up to the
+    /// body read timeout: once that chunk records them they are received and need no claim;
+    /// if it fails they become free to claim. Past the wait, a retryable 409.
+    async fn claim(
+        &self,
+        request: &UploadRequest,
+        id: &str,
+        range: ContentRange,
+        ticket: &mut InFlight,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.config.resources.body_read_timeout;
+        loop {
+            let released = self.claims.released();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            match self.try_claim(request, id, range, ticket).await {
+                Err(e) if e.code() == ErrorCode::SessionConflict => {
+                    if tokio::time::timeout_at(deadline, released).await.is_err() {
+                        return Err(e);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Under the session's lock: reads where the session stands, checks the range, and claims
+    /// the parts of it that are neither received nor being written by another chunk.
+    async fn try_claim(
+        &self,
+        request: &UploadRequest,
+        id: &str,
+        range: ContentRange,
+        ticket: &mut InFlight,
+    ) -> Result<()> {
+        let lock = self.locks.get(id);
+        let _held = lock.lock().await;
         // A chunk of a session refused for its content a moment ago gets that 415, not a 404.
         let session = self.session(request, id).await.map_err(|e| {
             match (e.code(), self.refused.reason(id)) {
@@ -266,83 +373,98 @@ impl Uploads {
             }
         })?;
         self.check_range(&session, range)?;
-        if session.state == SessionState::Complete
-            || session.ranges.contains(range.start, range.end)
-        {
-            // Already durable: take the bytes off the wire but never overwrite good data.
-            drain(&mut body, range).await?;
-            // Under the session's lock, so that a completion in progress is seen finished.
-            return self.after_range(request, id, None).await;
+        match session.state {
+            SessionState::Failed(code) => Err(failed(code)),
+            SessionState::Complete => Ok(()),
+            SessionState::Open => {
+                ticket.claim(session.ranges.missing_within(range.start, range.end))
+            }
         }
+    }
 
-        let store = self.store.clone();
-        let owned = id.to_owned();
-        let writer = match blocking(move || Ok(store.writer(&owned)?)).await {
-            Ok(writer) => writer,
-            // The part file went since the check above: another chunk finished the file (or
-            // the upload was discarded). Answer with where the session stands now.
-            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                drain(&mut body, range).await?;
-                return self.after_range(request, id, None).await;
-            }
-            Err(e) => return Err(e),
-        };
+    /// Streams the body into the upload's file, writing only the bytes of `segments` (file
+    /// offsets; the body starts at `start`). The file is opened at the first write, so a body
+    /// that never gets going holds no file handle. Every write has finished when this returns,
+    /// error or not, so a refused chunk cannot land bytes after another claims them.
+    async fn stream_segments<S>(
+        &self,
+        id: &str,
+        body: &mut ChunkBody<S>,
+        start: u64,
+        segments: &[Segment],
+        sha256: Option<[u8; 32]>,
+    ) -> Result<Arc<dyn RangeWriter>>
+    where
+        S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
+    {
         let mut hasher = sha256.map(|_| Sha256::new());
-        let mut buf = BytesMut::new();
-        let mut received = 0u64;
-        let mut flushed = 0u64;
+        let mut writer: Option<Arc<dyn RangeWriter>> = None;
         let mut pending: Option<JoinHandle<std::io::Result<()>>> = None;
-        loop {
-            let piece = body.next().await.transpose().map_err(cut_short)?;
-            let done = piece.is_none();
-            if let Some(piece) = piece {
-                received += piece.len() as u64;
-                if received > range.len() {
-                    finish(pending).await?;
-                    return Err(too_long(range));
+        let mut buf = BytesMut::new();
+        let mut at = start;
+        let outcome: Result<()> = async {
+            loop {
+                let piece = body.next().await?;
+                let done = piece.is_none();
+                if let Some(piece) = piece {
+                    if let Some(h) = hasher.as_mut() {
+                        h.update(&piece);
+                    }
+                    buf.extend_from_slice(&piece);
                 }
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&piece);
+                if buf.len() >= WRITE_BUF || (done && !buf.is_empty()) {
+                    let data = buf.split().freeze();
+                    let pieces = pieces_within(at, &data, segments);
+                    at += data.len() as u64;
+                    if !pieces.is_empty() {
+                        let w = match &writer {
+                            Some(w) => w.clone(),
+                            None => writer.insert(self.open_writer(id).await?).clone(),
+                        };
+                        // Wait for the previous write, then hand this one to the blocking pool
+                        // while the socket fills the next buffer.
+                        finish(pending.take()).await?;
+                        pending = Some(tokio::task::spawn_blocking(move || {
+                            pieces.iter().try_for_each(|(off, d)| w.write_at(*off, d))
+                        }));
+                    }
                 }
-                buf.extend_from_slice(&piece);
-            }
-            if buf.len() >= WRITE_BUF || (done && !buf.is_empty()) {
-                // Wait for the previous write, then hand this buffer to the blocking pool while
-                // the socket fills the next one.
-                finish(pending.take()).await?;
-                let data = buf.split().freeze();
-                let offset = range.start + flushed;
-                flushed += data.len() as u64;
-                let w = writer.clone();
-                pending = Some(tokio::task::spawn_blocking(move || {
-                    w.write_at(offset, &data)
-                }));
-            }
-            if done {
-                break;
+                if done {
+                    return Ok(());
+                }
             }
         }
-        finish(pending).await?;
-        if received != range.len() {
-            return Err(too_short(range, received));
-        }
+        .await;
+        let written = finish(pending).await;
+        outcome?;
+        written?;
         if let (Some(expected), Some(h)) = (sha256, hasher) {
             if h.finalize().as_slice() != expected {
-                return Err(client(
+                return Err(client_error(
                     ErrorCode::ChecksumMismatch,
-                    "The chunk's SHA-256 does not match its bytes.",
+                    "The chunk's SHA-256 does not match its bytes; nothing was recorded.",
                 ));
             }
         }
-        // Durable first, recorded second: a crash can lose a range, never claim one it lacks.
-        blocking(move || Ok(writer.sync()?)).await?;
-        self.after_range(request, id, Some((range.start, range.end)))
-            .await
+        writer.ok_or_else(|| Error::Task("a claimed chunk wrote nothing".into()))
+    }
+
+    async fn open_writer(&self, id: &str) -> Result<Arc<dyn RangeWriter>> {
+        let store = self.store.clone();
+        let owned = id.to_owned();
+        match blocking(move || Ok(store.writer(&owned)?)).await {
+            // The part file went since the claim: the upload was aborted or expired.
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(client_error(
+                ErrorCode::SessionNotFound,
+                "The upload was aborted or has expired.",
+            )),
+            other => other,
+        }
     }
 
     fn check_range(&self, session: &UploadSession, range: ContentRange) -> Result<()> {
         if range.total != session.size() {
-            return Err(client(
+            return Err(client_error(
                 ErrorCode::TotalMismatch,
                 format!(
                     "The range says the file has {} bytes; the session has {}.",
@@ -354,10 +476,10 @@ impl Uploads {
         session
             .ranges
             .check(range.start, range.end)
-            .map_err(|e| client(ErrorCode::RangeOutsideFile, e.to_string()))?;
+            .map_err(|e| client_error(ErrorCode::RangeOutsideFile, e.to_string()))?;
         let layout = self.store.layout();
         if range.len() > layout.max_chunk_size {
-            return Err(client(
+            return Err(client_error(
                 ErrorCode::ChunkTooLarge,
                 format!(
                     "A chunk may hold at most {} bytes; this one has {}.",
@@ -368,7 +490,7 @@ impl Uploads {
         }
         let a = layout.alignment.max(1);
         if range.start % a != 0 || ((range.end + 1) % a != 0 && range.end + 1 != range.total) {
-            return Err(client(
+            return Err(client_error(
                 ErrorCode::BadRange,
                 format!("Chunk boundaries must be multiples of {a} bytes."),
             ));
@@ -382,62 +504,99 @@ impl Uploads {
         request: &UploadRequest,
         id: &str,
     ) -> Result<UploadSession> {
-        self.after_range(request, id, None).await
+        self.after_range(request, id, &[]).await
     }
 
-    /// Records a durable range (if any) under the session's lock, checks the content once the head
+    /// Records durable ranges (if any) under the session's lock, checks the content once the head
     /// is in, and finalizes when the last byte is.
     async fn after_range(
         &self,
         request: &UploadRequest,
         id: &str,
-        range: Option<(u64, u64)>,
+        ranges: &[Segment],
     ) -> Result<UploadSession> {
         let lock = self.locks.get(id);
         let _held = lock.lock().await;
         let meta = self.meta.clone();
         let owned = id.to_owned();
-        let session = blocking(move || match range {
-            Some((s, e)) => meta.record_range(&owned, s, e, now_secs()),
-            None => meta.session(&owned),
+        let ranges = ranges.to_vec();
+        let session = blocking(move || {
+            if ranges.is_empty() {
+                meta.session(&owned)
+            } else {
+                meta.record_ranges(&owned, &ranges, now_secs())
+            }
         })
         .await?
         .ok_or_else(|| {
             self.refused.reason(id).unwrap_or_else(|| {
-                client(
+                client_error(
                     ErrorCode::SessionNotFound,
                     "The upload was aborted or has expired.",
                 )
             })
         })?;
         let mut session = session;
+        if let SessionState::Failed(code) = session.state {
+            return Err(failed(code));
+        }
         let head_len = SNIFF_LEN.min(session.size());
         if !session.content_checked && (head_len == 0 || session.ranges.contains(0, head_len - 1)) {
             self.check_content(request, &session, head_len).await?;
             session.content_checked = true;
         }
         if session.state == SessionState::Open && session.ranges.is_complete() {
-            let (store, meta, s, folder) = (
-                self.store.clone(),
-                self.meta.clone(),
-                session.clone(),
-                request.folder.clone(),
-            );
-            let started = std::time::Instant::now();
-            let final_path = blocking(move || {
-                let path = RelPath::parse(&s.rel_path)?;
-                let final_path = store.finalize(&s.id, &folder, &path)?;
-                meta.mark_complete(&s.id, &final_path, now_secs())?;
-                // Recorded as complete: the part file's name can go (the link keeps the bytes).
-                store.discard(&s.id)?;
-                Ok(final_path)
-            })
-            .await?;
-            tracing::info!(upload = %session.id, path = %final_path, size = session.size(), micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), "upload complete");
+            let final_path = self.complete(request, &session).await?;
             session.state = SessionState::Complete;
             session.final_path = Some(final_path);
         }
         Ok(session)
+    }
+
+    /// Links the finished file into its folder. A full disk leaves the session as it is (the
+    /// next chunk, status request or restart tries again); any other failure is final for this
+    /// session alone: it is marked failed, its bytes are freed, and nothing else waits on it.
+    async fn complete(&self, request: &UploadRequest, session: &UploadSession) -> Result<String> {
+        let (store, meta, s, folder) = (
+            self.store.clone(),
+            self.meta.clone(),
+            session.clone(),
+            request.folder.clone(),
+        );
+        let started = std::time::Instant::now();
+        let tag = log_tag(&session.id);
+        let done = blocking(move || {
+            let path = RelPath::parse(&s.rel_path)?;
+            let final_path = match store.finalize(&s.id, &folder, &path) {
+                Ok(p) => p,
+                Err(e) if is_no_space(&e) => return Err(e.into()),
+                Err(e) => {
+                    let code = if e.kind() == std::io::ErrorKind::NotADirectory
+                        || e.kind() == std::io::ErrorKind::AlreadyExists
+                    {
+                        ErrorCode::PathConflict
+                    } else {
+                        ErrorCode::UploadFailed
+                    };
+                    tracing::warn!(upload = %log_tag(&s.id), error = %e, %code, "completion failed; upload discarded");
+                    store.discard(&s.id)?;
+                    meta.mark_failed(&s.id, code, now_secs())?;
+                    return Ok(Err(code));
+                }
+            };
+            meta.mark_complete(&s.id, &final_path, now_secs())?;
+            // Recorded as complete: the part file's name can go (the link keeps the bytes).
+            store.discard(&s.id)?;
+            Ok(Ok(final_path))
+        })
+        .await?;
+        match done {
+            Ok(final_path) => {
+                tracing::info!(upload = %tag, path = %final_path, size = session.size(), micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), "upload complete");
+                Ok(final_path)
+            }
+            Err(code) => Err(failed(code)),
+        }
     }
 
     /// Sniffs the first bytes; on a mismatch the whole session is discarded (415).
@@ -456,10 +615,10 @@ impl Uploads {
             match validate::check_content(&path, &allowed, &head) {
                 Ok(_) => meta.mark_content_checked(&s.id),
                 Err(e) => {
-                    tracing::warn!(upload = %s.id, error = %e, "content refused; session discarded");
+                    tracing::warn!(upload = %log_tag(&s.id), error = %e, "content refused; session discarded");
                     refused.insert(&s.id, &e.to_string());
-                    meta.delete_session(&s.id)?;
                     store.discard(&s.id)?;
+                    meta.delete_session(&s.id)?;
                     Err(e)
                 }
             }
@@ -467,20 +626,31 @@ impl Uploads {
         .await
     }
 
-    /// Drops a session and frees its space (a finished upload's file stays).
+    /// Drops a session and frees its space (a finished upload's file stays). The file goes
+    /// before the row, and both through the space reserve, so this works on a full disk.
     pub async fn abort(&self, request: &UploadRequest, id: &str) -> Result<()> {
         let session = self.session(request, id).await?;
         let lock = self.locks.get(id);
         let _held = lock.lock().await;
-        let (store, meta) = (self.store.clone(), self.meta.clone());
+        let (store, meta, space) = (self.store.clone(), self.meta.clone(), self.space.clone());
         blocking(move || {
-            meta.delete_session(&session.id)?;
             store.discard(&session.id)?;
+            space.freeing(|| meta.delete_session(&session.id))?;
+            space.restore_reserve();
             Ok(())
         })
         .await?;
-        tracing::info!(upload = %id, "upload aborted");
+        tracing::info!(upload = %log_tag(id), "upload aborted");
         Ok(())
+    }
+
+    /// Where a session stands, or why it failed.
+    pub async fn session_status(&self, request: &UploadRequest, id: &str) -> Result<SessionStatus> {
+        let session = self.session(request, id).await?;
+        if let SessionState::Failed(code) = session.state {
+            return Err(failed(code));
+        }
+        Ok(self.status(&session))
     }
 
     /// The wire form of a session.
@@ -507,22 +677,22 @@ impl Uploads {
     }
 }
 
-/// Reads a body whose bytes are not needed, checking that it holds exactly `range`.
-async fn drain<S>(body: &mut S, range: ContentRange) -> Result<()>
-where
-    S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
-{
-    let mut received = 0u64;
-    while let Some(piece) = body.next().await {
-        received += piece.map_err(cut_short)?.len() as u64;
-        if received > range.len() {
-            return Err(too_long(range));
-        }
-    }
-    if received != range.len() {
-        return Err(too_short(range, received));
-    }
-    Ok(())
+/// The parts of `data` (which starts at file offset `at`) that fall inside `segments`, as
+/// (file offset, bytes) pairs; slicing `Bytes` copies nothing.
+fn pieces_within(at: u64, data: &Bytes, segments: &[Segment]) -> Vec<(u64, Bytes)> {
+    let end = at + data.len() as u64; // exclusive
+    segments
+        .iter()
+        .filter_map(|&(s, e)| {
+            let from = s.max(at);
+            let to = (e + 1).min(end);
+            (from < to).then(|| {
+                let lo = usize::try_from(from - at).unwrap_or(0);
+                let hi = usize::try_from(to - at).unwrap_or(0);
+                (from, data.slice(lo..hi))
+            })
+        })
+        .collect()
 }
 
 async fn finish(pending: Option<JoinHandle<std::io::Result<()>>>) -> Result<()> {
@@ -532,33 +702,20 @@ async fn finish(pending: Option<JoinHandle<std::io::Result<()>>>) -> Result<()> 
     Ok(())
 }
 
-#[allow(clippy::needless_pass_by_value)] // used as map_err(cut_short)
-fn cut_short(e: BodyError) -> Error {
-    client(
-        ErrorCode::BodyCutShort,
-        format!(
-            "The chunk did not arrive whole ({}); nothing was recorded.",
-            e.0
-        ),
-    )
+fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
-fn too_long(range: ContentRange) -> Error {
-    client(
-        ErrorCode::LengthMismatch,
-        format!(
-            "The body is longer than its range {range} ({} bytes); nothing was recorded.",
-            range.len()
-        ),
-    )
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn too_short(range: ContentRange, received: u64) -> Error {
-    client(
-        ErrorCode::LengthMismatch,
-        format!(
-            "The body has {received} bytes but its range {range} needs {}; nothing was recorded.",
-            range.len()
-        ),
-    )
+    #[test]
+    fn only_bytes_inside_the_claimed_segments_are_written() {
+        let data = Bytes::from_static(b"0123456789");
+        let got = pieces_within(100, &data, &[(95, 101), (104, 105), (109, 200)]);
+        let got: Vec<(u64, &[u8])> = got.iter().map(|(o, d)| (*o, d.as_ref())).collect();
+        assert_eq!(got, vec![(100, &b"01"[..]), (104, b"45"), (109, b"9")]);
+        assert!(pieces_within(0, &data, &[(10, 20)]).is_empty());
+    }
 }

@@ -81,6 +81,78 @@ impl RelPath {
     }
 }
 
+/// Room kept in a file name for the ` (n)` suffix a clash adds at completion (up to ` (9999)`).
+pub const SUFFIX_ROOM: usize = 7;
+
+/// Rules decided when a session opens, so that completion cannot fail on the name later: the
+/// file name leaves room for a ` (n)` suffix, and (unless `unportable` is allowed) no component
+/// carries invisible or direction-changing characters, a Windows device name, characters Windows
+/// forbids, or a trailing dot or space.
+pub fn check_name(path: &RelPath, unportable: bool) -> Result<()> {
+    let bad = |why: String| {
+        Err(Error::client(
+            ErrorCode::BadPath,
+            format!("Invalid file name: {why}."),
+        ))
+    };
+    if path.file_name().len() + SUFFIX_ROOM > MAX_COMPONENT_LEN {
+        return bad(format!(
+            "a file name may have at most {} bytes",
+            MAX_COMPONENT_LEN - SUFFIX_ROOM
+        ));
+    }
+    if unportable {
+        return Ok(());
+    }
+    for part in path.as_str().split('/') {
+        if let Some(c) = part.chars().find(|&c| is_invisible(c)) {
+            return bad(format!(
+                "'{}' holds the invisible or direction-changing character U+{:04X}",
+                part.escape_default(),
+                u32::from(c)
+            ));
+        }
+        if let Some(c) = part.chars().find(|c| "<>:\"|?*".contains(*c)) {
+            return bad(format!(
+                "'{part}' holds '{c}', which Windows does not allow"
+            ));
+        }
+        if part.ends_with('.') || part.ends_with(' ') {
+            return bad(format!("'{part}' ends with a dot or a space"));
+        }
+        if is_device_name(part) {
+            return bad(format!("'{part}' is a reserved device name on Windows"));
+        }
+    }
+    Ok(())
+}
+
+/// Bidi embeddings, overrides and isolates, zero-width characters and the byte-order mark: they
+/// make a name read differently from what it is (`exe.mp4` shown for `mp4.exe`).
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{061C}' | '\u{00AD}')
+}
+
+fn is_device_name(part: &str) -> bool {
+    let stem = part
+        .split('.')
+        .next()
+        .unwrap_or(part)
+        .trim_end()
+        .to_ascii_uppercase();
+    match stem.as_str() {
+        "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$" => true,
+        s => {
+            let mut chars = s.chars();
+            let digit = chars.next_back();
+            matches!(chars.as_str(), "COM" | "LPT")
+                && digit.is_some_and(|d| d.is_ascii_digit() || "¹²³".contains(d))
+        }
+    }
+}
+
 /// The allowlist of one request: `["*"]` allows everything.
 pub fn check_extension(path: &RelPath, allowed: &[String]) -> Result<()> {
     if allowed.iter().any(|e| e == "*") {
@@ -317,6 +389,50 @@ mod tests {
             assert_eq!(code(RelPath::parse(bad)), ErrorCode::BadPath, "{bad:?}");
         }
         assert_eq!(RelPath::parse(".bashrc").unwrap().extension(), None);
+    }
+
+    #[test]
+    fn names_that_mislead_or_break_elsewhere_are_refused() {
+        let check = |p: &str, unportable: bool| {
+            let path = RelPath::parse(p).unwrap();
+            check_name(&path, unportable).err().map(|e| e.code())
+        };
+        let ok = None;
+        for good in [
+            "clip.mp4",
+            "Summer 2026/clip (1).mp4",
+            "con-trail.mp4",
+            "com10.mp4",
+            "ナ.mp4",
+        ] {
+            assert_eq!(check(good, false), ok, "{good}");
+        }
+        for bad in [
+            "clip\u{202E}4pm.exe",
+            "a\u{200B}b.mp4",
+            "\u{FEFF}x.mp4",
+            "CON.mp4",
+            "folder/lpt1.txt",
+            "aux",
+            "name.mp4.",
+            "a:b.mp4",
+            "what?.mp4",
+        ] {
+            assert_eq!(check(bad, false), Some(ErrorCode::BadPath), "{bad:?}");
+            assert_eq!(
+                check(bad, true),
+                ok,
+                "{bad:?} allowed when unportable names are"
+            );
+        }
+        let long = format!("{}.mp4", "a".repeat(245));
+        assert_eq!(
+            check(&long, true),
+            Some(ErrorCode::BadPath),
+            "no room for a suffix"
+        );
+        let fits = format!("{}.mp4", "a".repeat(244));
+        assert_eq!(check(&fits, false), ok);
     }
 
     #[test]

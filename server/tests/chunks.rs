@@ -72,7 +72,7 @@ fn out_of_order_duplicate_and_overlapping_chunks_complete_byte_identical() {
 
 #[test]
 fn sixty_four_chunks_in_flight_on_one_upload_complete_byte_identical() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--max-chunks-in-flight", "64"]);
     let hash = server.open_request();
     let chunk = MIB;
     let size = 64 * chunk - 13;

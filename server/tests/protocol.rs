@@ -8,12 +8,14 @@ use std::time::Instant;
 
 use common::*;
 
-/// Microseconds the server says finalizing took (its "upload complete" log line).
+/// Microseconds the server says finalizing took (its "upload complete" log line, which names
+/// the upload by a tag: the first 8 hex digits of the id's SHA-256, never the id itself).
 fn completion_micros(server: &Server, id: &str) -> u64 {
     let lines = server.log_lines("upload complete");
+    let tag = &sha256_hex(id.as_bytes())[..8];
     let line = lines
         .iter()
-        .find(|l| l.contains(id))
+        .find(|l| l.contains(tag))
         .unwrap_or_else(|| panic!("no completion logged for {id}"));
     line.split("micros=")
         .nth(1)

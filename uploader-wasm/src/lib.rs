@@ -179,11 +179,13 @@ export interface UnfinishedUpload {
 export type ServerErrorCode =
   | 'bad-request-hash' | 'bad-upload-id' | 'bad-range' | 'range-outside-file' | 'length-mismatch'
   | 'total-mismatch' | 'bad-path' | 'missing-name' | 'missing-extension' | 'checksum-mismatch'
-  | 'bad-body' | 'body-cut-short' | 'password-required' | 'wrong-password' | 'unauthorized'
-  | 'captcha-required' | 'admin-disabled' | 'request-not-found' | 'session-not-found' | 'not-found'
-  | 'method-not-allowed' | 'session-not-initialised' | 'session-conflict' | 'request-expired'
-  | 'length-required' | 'file-too-large' | 'chunk-too-large' | 'type-not-allowed' | 'content-mismatch'
-  | 'locked-out' | 'rate-limited' | 'internal' | 'unavailable' | 'insufficient-storage';
+  | 'bad-body' | 'duplicate-header' | 'body-cut-short' | 'password-required' | 'wrong-password'
+  | 'unauthorized' | 'captcha-required' | 'captcha-invalid' | 'admin-disabled' | 'request-not-found'
+  | 'session-not-found' | 'not-found' | 'method-not-allowed' | 'session-not-initialised'
+  | 'session-conflict' | 'path-conflict' | 'upload-failed' | 'body-timeout' | 'request-expired'
+  | 'length-required' | 'file-too-large' | 'chunk-too-large' | 'body-too-large' | 'type-not-allowed'
+  | 'content-mismatch' | 'locked-out' | 'rate-limited' | 'internal' | 'unavailable'
+  | 'insufficient-storage' | 'quota-exceeded';
 
 /** Every `code` an `UploadError` can have. */
 export type UploadErrorCode =

@@ -6,6 +6,7 @@ import { explainLinkFailure } from './messages.js';
 import { formatAge, formatBytes, percentOf } from './format.js';
 import { forget, recordFor, removeRecord, serverProgress } from './resume.js';
 import { UploadQueue } from './queue.js';
+import { CaptchaSlot } from './captcha.js';
 import { ItemView } from './view.js';
 
 const $ = (id) => document.getElementById(id);
@@ -31,6 +32,11 @@ const el = {
   clearFinished: $('clear-finished'),
   template: $('upload-template'),
 };
+
+const captcha = new CaptchaSlot(
+  { box: $('captcha-box'), slot: $('captcha-slot'), message: $('captcha-message') },
+  () => retryLinkFailures(),
+);
 
 const state = {
   /** The wasm package's exports once loaded. */
@@ -75,6 +81,7 @@ async function openLink(code) {
   state.code = null;
   state.info = null;
   el.passwordForm.hidden = true;
+  captcha.hide();
   updateDropZone();
   setLinkStatus('Looking up the link…', 'info');
   let answer;
@@ -101,6 +108,7 @@ async function openLink(code) {
   }
   setLinkStatus(describeLink(answer.info), 'ok');
   el.passwordForm.hidden = !answer.info.requires_password;
+  captcha.prepare(answer.info);
   el.fileInput.accept = acceptAttribute(answer.info);
   updateDropZone();
   await refreshUnfinished();
@@ -359,6 +367,8 @@ function startQueue() {
   const queue = new UploadQueue(state.uploader, () => ({
     uploadUrl: uploadUrlFor(state.code),
     password: el.password.value,
+    // A function: a token is good once, so only the run that sends it takes it.
+    takeCaptchaToken: () => captcha.take(),
     info: state.info,
   }));
   state.queue = queue;
@@ -378,6 +388,7 @@ function startQueue() {
     if (explained.focus === 'password' && !el.passwordForm.hidden) {
       el.password.setAttribute('aria-invalid', 'true');
     }
+    if (explained.focus === 'captcha') captcha.show(state.info, explained.text);
   });
   queue.addEventListener('settled', () => refreshUnfinished());
   el.clearFinished.addEventListener('click', () => {

@@ -23,7 +23,7 @@ function allowedList(info) {
 /**
  * @param {{code?: string, status?: number, message?: string}} error from the uploader
  * @param {{file: File, info: object | null}} context
- * @returns {{text: string, scope: 'file' | 'link' | 'network' | 'aborted', focus?: 'password'}}
+ * @returns {{text: string, scope: 'file' | 'link' | 'network' | 'aborted', focus?: 'password' | 'captcha'}}
  */
 export function explainFailure(error, { file, info }) {
   const code = error?.code ?? '';
@@ -38,7 +38,9 @@ export function explainFailure(error, { file, info }) {
     case 'locked-out':
       return { text: 'Too many wrong passwords. The server accepts new attempts after 15 minutes.', scope: 'link' };
     case 'captcha-required':
-      return { text: 'This link asks for a captcha, which this page cannot show. Use the page the link came with.', scope: 'link' };
+      return { text: 'This link asks for a captcha. Solve it above; the upload then goes on.', scope: 'link', focus: 'captcha' };
+    case 'captcha-invalid':
+      return { text: 'The captcha was not accepted (it may have expired). Solve it again above; the upload then goes on.', scope: 'link', focus: 'captcha' };
     case 'request-expired':
       return { text: 'This upload link has expired. Ask whoever sent it for a new one.', scope: 'link' };
     case 'request-not-found':

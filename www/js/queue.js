@@ -72,7 +72,7 @@ export class UploadItem {
 export class UploadQueue extends EventTarget {
   /**
    * @param {{ParallelUploader: Function}} uploaderModule the wasm package's exports
-   * @param {() => {uploadUrl: string, password: string, info: object | null}} context
+   * @param {() => {uploadUrl: string, password: string, takeCaptchaToken?: () => string, info: object | null}} context
    */
   constructor(uploaderModule, context) {
     super();
@@ -134,7 +134,8 @@ export class UploadQueue extends EventTarget {
   }
 
   async run(item) {
-    const { uploadUrl, password } = this.context();
+    const { uploadUrl, password, takeCaptchaToken } = this.context();
+    const captchaToken = takeCaptchaToken?.();
     const { ParallelUploader, getOptimalParallelChunks } = this.module;
     item.state = 'uploading';
     item.outcome = null;
@@ -151,7 +152,10 @@ export class UploadQueue extends EventTarget {
         uploadUrl,
         relPath: item.relPath || undefined,
         // Text headers are percent-encoded UTF-8 (docs/PROTOCOL.md).
-        headers: { 'X-Request-Password': password ? encodeURIComponent(password) : undefined },
+        headers: {
+          'X-Request-Password': password ? encodeURIComponent(password) : undefined,
+          'X-Captcha-Token': captchaToken || undefined,
+        },
         adaptiveChunkSizing: true,
         // Chromium opens at most 6 HTTP/1.1 connections per host. With all 6 carrying chunks, a
         // reload or any other request to this server waits for a chunk to finish; keep one free.

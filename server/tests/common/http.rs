@@ -20,9 +20,17 @@ pub struct Req {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     content_length: bool,
+    /// Source address (any 127.x.y.z works on Linux): to act as several clients.
+    from: Option<std::net::IpAddr>,
 }
 
 impl Req {
+    /// Sends from this loopback address instead of 127.0.0.1 (another client, to the server).
+    pub fn source_ip(mut self, ip: &str) -> Self {
+        self.from = Some(ip.parse().expect("an IP address"));
+        self
+    }
+
     pub fn new(addr: SocketAddr, method: &str, target: &str) -> Self {
         Self {
             addr,
@@ -31,6 +39,7 @@ impl Req {
             headers: Vec::new(),
             body: Vec::new(),
             content_length: matches!(method, "POST" | "PUT" | "PATCH"),
+            from: None,
         }
     }
 
@@ -64,7 +73,19 @@ impl Req {
     }
 
     fn connect(&self) -> io::Result<TcpStream> {
-        let stream = TcpStream::connect(self.addr)?;
+        let stream = match self.from {
+            None => TcpStream::connect(self.addr)?,
+            Some(ip) => {
+                let socket = socket2::Socket::new(
+                    socket2::Domain::IPV4,
+                    socket2::Type::STREAM,
+                    Some(socket2::Protocol::TCP),
+                )?;
+                socket.bind(&SocketAddr::new(ip, 0).into())?;
+                socket.connect(&self.addr.into())?;
+                socket.into()
+            }
+        };
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         stream.set_nodelay(true)?;
@@ -130,6 +151,22 @@ impl Pending {
     pub fn finish(&mut self) -> io::Result<Response> {
         let rest = std::mem::take(&mut self.rest);
         self.stream.write_all(&rest)?;
+        read_response(&mut self.stream)
+    }
+
+    /// Sends the next `n` bytes of the body (fewer if less is left); false when nothing is left
+    /// or the server stopped reading.
+    pub fn send_more(&mut self, n: usize) -> bool {
+        let n = n.min(self.rest.len());
+        if n == 0 {
+            return false;
+        }
+        let piece: Vec<u8> = self.rest.drain(..n).collect();
+        self.stream.write_all(&piece).is_ok()
+    }
+
+    /// Reads the answer without sending more of the body.
+    pub fn answer(&mut self) -> io::Result<Response> {
         read_response(&mut self.stream)
     }
 

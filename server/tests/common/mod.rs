@@ -32,6 +32,12 @@ pub const MIB: usize = 1024 * 1024;
 
 const BIN: &str = env!("CARGO_BIN_EXE_droppr-server");
 
+/// The binary under test: this build's, or `DROPPR_TEST_SERVER_BIN` (to show that a test fails
+/// against an older server, or with a defence removed).
+fn server_bin() -> String {
+    std::env::var("DROPPR_TEST_SERVER_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 /// The folder every test request uploads into (under `DATA/files/`).
 pub const FOLDER: &str = "inbox";
 
@@ -48,9 +54,14 @@ pub struct Server {
 impl Server {
     /// `serve --test-hooks` with the given extra flags.
     pub fn start(flags: &[&str]) -> Server {
+        Self::start_in(&std::env::temp_dir(), flags)
+    }
+
+    /// Like [`Server::start`], with the data directory inside `parent` (e.g. a small filesystem).
+    pub fn start_in(parent: &Path, flags: &[&str]) -> Server {
         let data = tempfile::Builder::new()
             .prefix("droppr-test-")
-            .tempdir()
+            .tempdir_in(parent)
             .expect("temporary data directory");
         let mut server = Server {
             child: None,
@@ -273,7 +284,7 @@ impl Drop for Server {
 
 /// The binary with none of the caller's `DROPPR_*` settings: only the test's flags count.
 fn droppr_command() -> Command {
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(server_bin());
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("DROPPR_") {
             command.env_remove(name);
