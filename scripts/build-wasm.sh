@@ -47,6 +47,8 @@ fi
 # docs): about 3.5 KB gzipped. Then the package must still instantiate and answer in node.
 node scripts/wasm/shrink-package.mjs "$wasm" "$js"
 node scripts/wasm/smoke-package.mjs uploader-wasm/pkg
+# Publishing fields wasm-pack does not write (exports with the .wasm, sideEffects, LICENSE).
+node scripts/wasm/package-json.mjs uploader-wasm/pkg LICENSE
 
 raw=$(( $(wc -c <"$wasm") + $(wc -c <"$js") ))
 gz=$(( $(gzip -9 -c "$wasm" | wc -c) + $(gzip -9 -c "$js" | wc -c) ))
