@@ -50,4 +50,9 @@ if [ -f scripts/test-e2e.sh ]; then
   bash scripts/test-e2e.sh
 fi
 
+if [ -f scripts/test-lossy-path.sh ]; then
+  step "lossy path: Chromium uploads over real TCP between network namespaces (about 10-40 s)"
+  bash scripts/test-lossy-path.sh
+fi
+
 step "all tiers passed in $(( $(date +%s) - started )) s"
