@@ -569,7 +569,11 @@ pub struct DefenceArgs {
     #[arg(long, env = "DROPPR_CHUNK_RATE", default_value = "2500:5000")]
     pub chunk_rate: RateSetting,
     /// Chunks per link, all clients together: RATE:BURST, or off.
-    #[arg(long, env = "DROPPR_CHUNK_RATE_PER_LINK", default_value = "10000:20000")]
+    #[arg(
+        long,
+        env = "DROPPR_CHUNK_RATE_PER_LINK",
+        default_value = "10000:20000"
+    )]
     pub chunk_rate_per_link: RateSetting,
     /// Turnstile/hCaptcha-compatible siteverify URL; with --captcha-secret it turns captchas on.
     #[arg(long, env = "DROPPR_CAPTCHA_VERIFY_URL")]
