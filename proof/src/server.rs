@@ -100,16 +100,18 @@ impl ServerProcess {
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
-    /// `droppr-server SUBCOMMAND --data-dir DIR --bind ADDR` (options follow the subcommand).
+    /// `droppr-server SUBCOMMAND --data-dir DIR [--bind ADDR]` (options follow the subcommand;
+    /// `cleanup` takes no address).
     fn command(&self, subcommand: &[&str]) -> Command {
         let mut command = Command::new(&self.bin);
         command
             .args(subcommand)
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .arg("--bind")
-            .arg(self.addr.to_string())
             .stdin(Stdio::null());
+        if subcommand != ["cleanup"] {
+            command.arg("--bind").arg(self.addr.to_string());
+        }
         // Relative paths the server might follow by mistake land beside the data directory,
         // where a test can look for them.
         if let Some(parent) = self.data_dir.parent() {
