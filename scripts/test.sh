@@ -40,6 +40,10 @@ if [ -f scripts/test-wasm.sh ]; then
   step "browser tests: wasm-bindgen-test in headless Chromium against the real server"
   bash scripts/test-wasm.sh
 fi
+if [ -f scripts/test-types.sh ]; then
+  step "package types: tsc --strict on a TypeScript consumer of the whole API"
+  bash scripts/test-types.sh
+fi
 if [ -f scripts/test-e2e.sh ]; then
   # Includes e2e/faulty-network.test.mjs (~10 s) and e2e/kill-loop.test.mjs (20 SIGKILLs, ~40 s).
   step "end-to-end: Playwright + Chromium against the real server"
