@@ -13,6 +13,12 @@ server_bin="${DROPPR_SERVER_BIN:-$target_dir/release/droppr-server}"
 if [ -z "${DROPPR_SERVER_BIN:-}" ]; then
   cargo build --release -p droppr-server
 fi
+# The fault and kill-loop tiers drive the Rust client and the fault proxy as well.
+client_bin="${DROPPR_CLIENT_BIN:-$target_dir/release/droppr-upload}"
+faultproxy_bin="${DROPPR_FAULTPROXY_BIN:-$target_dir/release/droppr-faultproxy}"
+if [ -z "${DROPPR_CLIENT_BIN:-}" ] || [ -z "${DROPPR_FAULTPROXY_BIN:-}" ]; then
+  cargo build --release -p droppr-client -p droppr-proof
+fi
 # The page imports the wasm package: (re)build it when it is missing or older than its sources.
 pkg_wasm=uploader-wasm/pkg/droppr_uploader_bg.wasm
 if [ ! -f "$pkg_wasm" ] || [ -n "$(find uploader-wasm/src protocol/src uploader-wasm/Cargo.toml -newer "$pkg_wasm" 2>/dev/null | head -n 1)" ]; then
@@ -74,6 +80,8 @@ export DROPPR_E2E_SERVER_LOG="$server_log"
 export DROPPR_E2E_LINKS="$links"
 export DROPPR_E2E_WORK="$work/files"
 export DROPPR_E2E_ARTIFACTS="$PWD/artifacts"
+export DROPPR_E2E_CLIENT_BIN="$client_bin"
+export DROPPR_E2E_FAULTPROXY_BIN="$faultproxy_bin"
 
 node -e '
   const deadline = Date.now() + 15000;

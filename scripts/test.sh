@@ -21,6 +21,9 @@ if [ -d uploader-wasm ]; then
 fi
 
 step "unit, property and server tests (host)"
+# Includes the issue-9 tiers (docs/PROOF.md): parser property fuzzing (protocol/tests/fuzz_parsers.rs,
+# server/tests/fuzz_validate.rs, ~2 s), the HTTP fuzzer against the real binary (server/tests/http_fuzz.rs,
+# ~15 s) and the Rust client through the fault proxy (server/tests/faulty_network.rs, ~2 s).
 # The power-cut tier runs as its own step below, with its figures.
 cargo test --workspace --exclude droppr-uploader -- --skip power_cut 2>&1 | tee target/test-host.log
 
@@ -38,6 +41,7 @@ if [ -f scripts/test-wasm.sh ]; then
   bash scripts/test-wasm.sh
 fi
 if [ -f scripts/test-e2e.sh ]; then
+  # Includes e2e/faulty-network.test.mjs (~10 s) and e2e/kill-loop.test.mjs (20 SIGKILLs, ~40 s).
   step "end-to-end: Playwright + Chromium against the real server"
   bash scripts/test-e2e.sh
 fi

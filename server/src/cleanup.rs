@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::error::Result;
+use crate::events::{UploadEvent, UploadOutcome};
 use crate::meta::SessionState;
 use crate::now_secs;
 use crate::uploads::{log_tag, Uploads};
@@ -39,6 +40,13 @@ pub fn sweep(uploads: &Uploads) -> Result<SweepReport> {
         if session.state == SessionState::Open {
             report.bytes_freed += store.discard(&session.id)?;
             report.expired += 1;
+            let folder = meta.request(&session.request_hash)?.map(|r| r.folder);
+            let event = UploadEvent::new(
+                UploadOutcome::Expired,
+                &session,
+                &folder.unwrap_or_default(),
+            );
+            uploads.events.emit(&event);
             tracing::info!(upload = %log_tag(&session.id), size = session.size(), received = session.ranges.received_bytes(), "expired upload deleted");
         } else {
             report.forgotten += 1;

@@ -1,11 +1,15 @@
-//! Command line and environment, parsed raw by clap and then validated once into a [`ServerConfig`]
-//! that the rest of the server trusts.
+//! Command line, environment and config file, parsed raw by clap and then validated once into a
+//! [`ServerConfig`] that the rest of the server trusts.
+//!
+//! Each subcommand takes only the flags it uses. Every flag has a `DROPPR_*` variable; a TOML file
+//! named by `--config` (see [`crate::config_file`]) supplies what neither the command line nor the
+//! environment gives.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::PasswordPolicy;
 use crate::captcha::CaptchaConfig;
@@ -18,7 +22,12 @@ pub const GIB: u64 = 1024 * MIB;
 
 /// Droppr upload server: file-request links that take parallel, resumable chunk uploads.
 #[derive(Debug, Parser)]
-#[command(name = "droppr-server", version, about)]
+#[command(
+    name = "droppr-server",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -30,12 +39,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (the default).
-    Serve,
+    Serve(Box<ServeArgs>),
     /// Manage upload requests (file-request links).
     #[command(subcommand)]
     Request(RequestCommand),
     /// Delete expired upload sessions and their partial files, then exit.
-    Cleanup,
+    Cleanup(CleanupArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,11 +52,60 @@ pub enum RequestCommand {
     /// Create an upload request and print it as JSON.
     Create(CreateArgs),
     /// Print every upload request as JSON lines.
-    List,
+    List(ListArgs),
+}
+
+/// Where the data lives and how to log: every subcommand takes these.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// TOML file of defaults, keyed by long flag names (`data-dir = "/srv/droppr"`); flags and
+    /// DROPPR_* variables override it.
+    #[arg(long, env = "DROPPR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for partial uploads, metadata and (by default) finished files.
+    #[arg(long, env = "DROPPR_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Where finished files go (default: DATA_DIR/files). Same filesystem as DATA_DIR for O(1) completion.
+    #[arg(long, env = "DROPPR_FILES_DIR")]
+    pub files_dir: Option<PathBuf>,
+    /// Log lines as human-readable text or as one JSON object per line.
+    #[arg(long, env = "DROPPR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log level or filter ("info", "debug", "info,droppr_server=debug"; default: RUST_LOG, else info).
+    #[arg(long, env = "DROPPR_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// What printed links are made of.
+#[derive(Debug, Clone, Args)]
+pub struct LinkArgs {
+    /// Address to listen on (printed links use it when --public-url is not given).
+    #[arg(long, env = "DROPPR_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// URL people reach the server at, for printed links (default: http://BIND).
+    #[arg(long, env = "DROPPR_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SessionArgs {
+    /// Hours an idle upload session is kept before its partial file is deleted.
+    #[arg(long, env = "DROPPR_SESSION_TTL_HOURS", default_value_t = 24.0)]
+    pub session_ttl_hours: f64,
 }
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub link: LinkArgs,
     /// Folder (relative to the files directory) that uploads land in.
     #[arg(long)]
     pub folder: String,
@@ -69,61 +127,63 @@ pub struct CreateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub link: LinkArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Directory for partial uploads, metadata and (by default) finished files.
-    #[arg(long, env = "DROPPR_DATA_DIR", default_value = "./data", global = true)]
-    pub data_dir: PathBuf,
-    /// Where finished files go (default: DATA_DIR/files). Same filesystem as DATA_DIR for O(1) completion.
-    #[arg(long, env = "DROPPR_FILES_DIR", global = true)]
-    pub files_dir: Option<PathBuf>,
-    /// Address to listen on.
-    #[arg(
-        long,
-        env = "DROPPR_BIND",
-        default_value = "127.0.0.1:8080",
-        global = true
-    )]
-    pub bind: SocketAddr,
-    /// URL people reach the server at, for printed links (default: http://BIND).
-    #[arg(long, env = "DROPPR_PUBLIC_URL", global = true)]
-    pub public_url: Option<String>,
-    /// Hours an idle upload session is kept before its partial file is deleted.
-    #[arg(
-        long,
-        env = "DROPPR_SESSION_TTL_HOURS",
-        default_value_t = 24.0,
-        global = true
-    )]
-    pub session_ttl_hours: f64,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub link: LinkArgs,
+    #[command(flatten)]
+    pub session: SessionArgs,
     /// How often expired sessions are swept, in seconds.
-    #[arg(long, env = "DROPPR_SWEEP_SECS", default_value_t = 60, global = true)]
+    #[arg(long, env = "DROPPR_SWEEP_SECS", default_value_t = 60)]
     pub sweep_secs: u64,
     /// Largest file any request accepts, in bytes (0 = unlimited).
-    #[arg(long, env = "DROPPR_MAX_FILE_SIZE", default_value_t = 32 * GIB, global = true)]
+    #[arg(long, env = "DROPPR_MAX_FILE_SIZE", default_value_t = 32 * GIB)]
     pub max_file_size: u64,
     /// Largest chunk body, in bytes.
-    #[arg(long, env = "DROPPR_MAX_CHUNK_SIZE", default_value_t = 64 * MIB, global = true)]
+    #[arg(long, env = "DROPPR_MAX_CHUNK_SIZE", default_value_t = 64 * MIB)]
     pub max_chunk_size: u64,
     /// Chunk size suggested to clients, in bytes.
-    #[arg(long, env = "DROPPR_CHUNK_SIZE", default_value_t = 8 * MIB, global = true)]
+    #[arg(long, env = "DROPPR_CHUNK_SIZE", default_value_t = 8 * MIB)]
     pub chunk_size: u64,
     /// Bearer token for the admin API (POST /api/droppr/requests); without it the admin API is off.
-    #[arg(long, env = "DROPPR_ADMIN_TOKEN", global = true)]
+    #[arg(long, env = "DROPPR_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
     /// Allowed CORS origins, comma separated, or "*" for any (development default).
-    #[arg(long, env = "DROPPR_CORS_ORIGINS", default_value = "*", global = true)]
+    #[arg(long, env = "DROPPR_CORS_ORIGINS", default_value = "*")]
     pub cors_origins: String,
     /// Directory of the demo page served at / (nothing is served at / without it).
-    #[arg(long, env = "DROPPR_WWW_DIR", global = true)]
+    #[arg(long, env = "DROPPR_WWW_DIR")]
     pub www_dir: Option<PathBuf>,
     /// The built wasm package (uploader-wasm/pkg), served at /pkg for the demo page.
-    #[arg(long, env = "DROPPR_PKG_DIR", global = true)]
+    #[arg(long, env = "DROPPR_PKG_DIR")]
     pub pkg_dir: Option<PathBuf>,
     /// HTTP worker threads (default: one per core).
-    #[arg(long, env = "DROPPR_WORKERS", global = true)]
+    #[arg(long, env = "DROPPR_WORKERS")]
     pub workers: Option<usize>,
+    /// Seconds that requests in flight get to finish after SIGTERM or SIGINT before they are cut.
+    #[arg(long, env = "DROPPR_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    pub shutdown_timeout: u64,
+    #[command(flatten)]
+    pub hooks: HookArgs,
     /// Test-only endpoints under /__test (fault injection, per-upload counters). Never in production.
-    #[arg(long, env = "DROPPR_TEST_HOOKS", hide = true, global = true)]
+    #[arg(long, env = "DROPPR_TEST_HOOKS", hide = true)]
     pub test_hooks: bool,
     #[command(flatten)]
     pub defences: DefenceArgs,
@@ -136,66 +196,37 @@ pub struct ServeArgs {
 #[derive(Debug, Args, Clone)]
 pub struct ResourceArgs {
     /// Bytes that the unfinished uploads of one client may reserve together (0 = no cap).
-    #[arg(long, env = "DROPPR_RESERVE_PER_CLIENT", default_value_t = 64 * GIB, global = true)]
+    #[arg(long, env = "DROPPR_RESERVE_PER_CLIENT", default_value_t = 64 * GIB)]
     pub reserve_per_client: u64,
     /// Bytes that the unfinished uploads of one link may reserve together (0 = no cap).
-    #[arg(long, env = "DROPPR_RESERVE_PER_LINK", default_value_t = 256 * GIB, global = true)]
+    #[arg(long, env = "DROPPR_RESERVE_PER_LINK", default_value_t = 256 * GIB)]
     pub reserve_per_link: u64,
     /// Unfinished uploads one client may have open at once (0 = no cap).
-    #[arg(
-        long,
-        env = "DROPPR_SESSIONS_PER_CLIENT",
-        default_value_t = 100,
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_SESSIONS_PER_CLIENT", default_value_t = 100)]
     pub sessions_per_client: u64,
-    /// Free bytes the data directory keeps: a new upload that would leave less gets 507.
-    #[arg(long, env = "DROPPR_MIN_FREE_SPACE", default_value_t = GIB, global = true)]
+    /// Free bytes the data directory keeps: a new upload that would leave less gets 507, and
+    /// /readyz answers 503 while the data or files directory has less.
+    #[arg(long, env = "DROPPR_MIN_FREE_SPACE", default_value_t = GIB)]
     pub min_free_space: u64,
     /// Seconds an upload that never received a byte keeps its reservation.
-    #[arg(
-        long,
-        env = "DROPPR_EMPTY_SESSION_TTL_SECS",
-        default_value_t = 900,
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_EMPTY_SESSION_TTL_SECS", default_value_t = 900)]
     pub empty_session_ttl_secs: u64,
     /// Seconds a chunk body may go without sending a byte before it is cut off (408).
-    #[arg(
-        long,
-        env = "DROPPR_BODY_READ_TIMEOUT_SECS",
-        default_value_t = 30,
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_BODY_READ_TIMEOUT_SECS", default_value_t = 30)]
     pub body_read_timeout_secs: u64,
     /// Slowest average rate a chunk body may keep, in bytes per second, once it has run for
     /// the read timeout (0 = no floor).
-    #[arg(
-        long,
-        env = "DROPPR_MIN_BODY_RATE",
-        default_value_t = 1024,
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_MIN_BODY_RATE", default_value_t = 1024)]
     pub min_body_rate: u64,
     /// Chunks of one upload in flight at once; more answer 429.
-    #[arg(
-        long,
-        env = "DROPPR_MAX_CHUNKS_IN_FLIGHT",
-        default_value_t = 16,
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_MAX_CHUNKS_IN_FLIGHT", default_value_t = 16)]
     pub max_chunks_in_flight: u64,
     /// Upload requests (chunks, opens) one client may have in flight at once; more answer 429.
-    #[arg(
-        long,
-        env = "DROPPR_MAX_REQUESTS_PER_CLIENT",
-        default_value_t = 64,
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_MAX_REQUESTS_PER_CLIENT", default_value_t = 64)]
     pub max_requests_per_client: u64,
     /// Accept file names that are unsafe on other systems (Windows device names, bidi
     /// overrides, zero-width characters, trailing dots or spaces).
-    #[arg(long, env = "DROPPR_ALLOW_UNPORTABLE_NAMES", global = true)]
+    #[arg(long, env = "DROPPR_ALLOW_UNPORTABLE_NAMES")]
     pub allow_unportable_names: bool,
 }
 
@@ -241,6 +272,34 @@ impl ResourceArgs {
     }
 }
 
+/// Completion hooks: where upload events go.
+#[derive(Debug, Clone, Args)]
+pub struct HookArgs {
+    /// URL that receives a signed JSON POST for every upload completed, failed, aborted or expired.
+    #[arg(long, env = "DROPPR_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// Key of the HMAC-SHA256 signature in X-Droppr-Signature (at least 16 characters; required
+    /// with --webhook-url).
+    #[arg(long, env = "DROPPR_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Shell command run for every upload event, with the event's JSON on its standard input
+    /// (exit status 0 = handled).
+    #[arg(long, env = "DROPPR_HOOK_COMMAND")]
+    pub hook_command: Option<String>,
+    /// Seconds one delivery attempt (HTTP request or command) may take.
+    #[arg(long, env = "DROPPR_HOOK_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub hook_timeout_secs: f64,
+    /// Seconds before the first retry of a failed delivery; each retry waits twice as long.
+    #[arg(long, env = "DROPPR_HOOK_RETRY_SECS", default_value_t = 1.0)]
+    pub hook_retry_secs: f64,
+    /// Longest wait between two delivery attempts, in seconds.
+    #[arg(long, env = "DROPPR_HOOK_RETRY_MAX_SECS", default_value_t = 600.0)]
+    pub hook_retry_max_secs: f64,
+    /// Hours after which an event that could not be delivered is given up (and logged as an error).
+    #[arg(long, env = "DROPPR_HOOK_GIVE_UP_HOURS", default_value_t = 72.0)]
+    pub hook_give_up_hours: f64,
+}
+
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -258,21 +317,107 @@ pub struct ServerConfig {
     pub www_dir: Option<PathBuf>,
     pub pkg_dir: Option<PathBuf>,
     pub workers: usize,
+    pub shutdown_timeout: Duration,
+    pub hooks: HookConfig,
     pub test_hooks: bool,
     pub defences: DefenceConfig,
     pub resources: ResourceLimits,
 }
 
+/// Where upload events are delivered, and how patiently.
+#[derive(Debug, Clone, Default)]
+pub struct HookConfig {
+    pub webhook: Option<Webhook>,
+    pub command: Option<String>,
+    pub timeout: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub give_up_after: Duration,
+}
+
+#[derive(Clone)]
+pub struct Webhook {
+    pub url: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("url", &self.url)
+            .field("secret", &"<hidden>")
+            .finish()
+    }
+}
+
+impl HookConfig {
+    /// Whether any hook is configured (the outbox is only kept then).
+    pub fn any(&self) -> bool {
+        self.webhook.is_some() || self.command.is_some()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
-pub struct ConfigError(String);
+pub struct ConfigError(pub String);
+
+fn bad<T>(message: &str) -> Result<T, ConfigError> {
+    Err(ConfigError(message.to_owned()))
+}
+
+/// Seconds from a flag that must be a positive, finite number.
+fn positive_secs(value: f64, flag: &str) -> Result<Duration, ConfigError> {
+    if value.is_finite() && value > 0.0 && value < 1e12 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(ConfigError(format!("{flag} must be a positive number")))
+    }
+}
+
+impl HookArgs {
+    fn validate(&self) -> Result<HookConfig, ConfigError> {
+        let webhook = match (&self.webhook_url, &self.webhook_secret) {
+            (None, _) => None,
+            (Some(url), _) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                return bad("--webhook-url must be an http:// or https:// URL");
+            }
+            (Some(_), None) => return bad("--webhook-url needs --webhook-secret"),
+            (Some(_), Some(secret)) if secret.len() < 16 => {
+                return bad("--webhook-secret must be at least 16 characters");
+            }
+            (Some(url), Some(secret)) => Some(Webhook {
+                url: url.clone(),
+                secret: secret.clone(),
+            }),
+        };
+        if self
+            .hook_command
+            .as_deref()
+            .is_some_and(|c| c.trim().is_empty())
+        {
+            return bad("--hook-command must not be empty");
+        }
+        let config = HookConfig {
+            webhook,
+            command: self.hook_command.clone(),
+            timeout: positive_secs(self.hook_timeout_secs, "--hook-timeout-secs")?,
+            retry_initial: positive_secs(self.hook_retry_secs, "--hook-retry-secs")?,
+            retry_max: positive_secs(self.hook_retry_max_secs, "--hook-retry-max-secs")?,
+            give_up_after: positive_secs(self.hook_give_up_hours * 3600.0, "--hook-give-up-hours")?,
+        };
+        if config.retry_initial > config.retry_max {
+            return bad("--hook-retry-secs must not exceed --hook-retry-max-secs");
+        }
+        Ok(config)
+    }
+}
 
 impl ServeArgs {
     pub fn validate(&self) -> Result<ServerConfig, ConfigError> {
-        let bad = |m: &str| Err(ConfigError(m.to_owned()));
-        if !(self.session_ttl_hours.is_finite() && self.session_ttl_hours > 0.0) {
-            return bad("--session-ttl-hours must be a positive number");
-        }
+        let session_ttl = positive_secs(
+            self.session.session_ttl_hours * 3600.0,
+            "--session-ttl-hours",
+        )?;
         if self.chunk_size == 0 || self.max_chunk_size == 0 {
             return bad("--chunk-size and --max-chunk-size must be positive");
         }
@@ -291,20 +436,22 @@ impl ServeArgs {
             .map(|s| s.trim().trim_end_matches('/').to_owned())
             .filter(|s| !s.is_empty())
             .collect();
+        let common = &self.common;
         Ok(ServerConfig {
-            files_dir: self
+            files_dir: common
                 .files_dir
                 .clone()
-                .unwrap_or_else(|| self.data_dir.join("files")),
-            data_dir: self.data_dir.clone(),
-            bind: self.bind,
+                .unwrap_or_else(|| common.data_dir.join("files")),
+            data_dir: common.data_dir.clone(),
+            bind: self.link.bind,
             public_url: self
+                .link
                 .public_url
                 .clone()
-                .unwrap_or_else(|| format!("http://{}", self.bind))
+                .unwrap_or_else(|| format!("http://{}", self.link.bind))
                 .trim_end_matches('/')
                 .to_owned(),
-            session_ttl: Duration::from_secs_f64(self.session_ttl_hours * 3600.0),
+            session_ttl,
             sweep_interval: Duration::from_secs(self.sweep_secs),
             max_file_size: self.max_file_size,
             max_chunk_size: self.max_chunk_size,
@@ -316,130 +463,129 @@ impl ServeArgs {
             workers: self.workers.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
             }),
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+            hooks: self.hooks.validate()?,
             test_hooks: self.test_hooks,
             defences: self.defences.validate()?,
             resources: self.resources.validate()?,
         })
+    }
+
+    /// Every serve option at its default (or its DROPPR_* variable).
+    fn defaults() -> Self {
+        Cli::parse_from(["droppr-server"]).serve
+    }
+
+    /// The configuration of a subcommand that only stores data, prints links or sweeps: the serve
+    /// defaults with that subcommand's own options.
+    fn with(common: &CommonArgs, link: Option<&LinkArgs>, session: Option<&SessionArgs>) -> Self {
+        let mut args = Self::defaults();
+        args.common = common.clone();
+        if let Some(link) = link {
+            args.link = link.clone();
+        }
+        if let Some(session) = session {
+            args.session = session.clone();
+        }
+        args
+    }
+}
+
+impl Command {
+    /// The options every subcommand has.
+    pub fn common(&self) -> &CommonArgs {
+        match self {
+            Command::Serve(a) => &a.common,
+            Command::Request(RequestCommand::Create(a)) => &a.common,
+            Command::Request(RequestCommand::List(a)) => &a.common,
+            Command::Cleanup(a) => &a.common,
+        }
+    }
+
+    /// The validated configuration this subcommand runs with.
+    pub fn server_config(&self) -> Result<ServerConfig, ConfigError> {
+        match self {
+            Command::Serve(a) => a.validate(),
+            Command::Request(RequestCommand::Create(a)) => {
+                ServeArgs::with(&a.common, Some(&a.link), None).validate()
+            }
+            Command::Request(RequestCommand::List(a)) => {
+                ServeArgs::with(&a.common, Some(&a.link), None).validate()
+            }
+            Command::Cleanup(a) => ServeArgs::with(&a.common, None, Some(&a.session)).validate(),
+        }
+    }
+}
+
+impl Cli {
+    /// The subcommand to run (`serve` when none was given).
+    pub fn into_command(self) -> Command {
+        self.command
+            .unwrap_or_else(|| Command::Serve(Box::new(self.serve)))
     }
 }
 
 impl ServerConfig {
     /// A configuration for tests and embedding: everything default but the data directory.
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
-        let args = ServeArgs::parse_from_defaults();
-        let mut config = args.validate().expect("defaults are valid");
+        let mut config = ServeArgs::defaults()
+            .validate()
+            .expect("defaults are valid");
         config.data_dir = data_dir.into();
         config.files_dir = config.data_dir.join("files");
         config
     }
 }
 
-impl ServeArgs {
-    fn parse_from_defaults() -> Self {
-        Cli::parse_from(["droppr-server"]).serve
-    }
-}
-
 /// Who the client is, password guessing, rate limits and captcha (docs/SECURITY.md).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct DefenceArgs {
     /// Reverse proxies (CIDRs or addresses, comma separated) whose forwarding header names the
     /// client. Default: none, so the connection's peer address is the client.
-    #[arg(
-        long,
-        env = "DROPPR_TRUSTED_PROXIES",
-        default_value = "",
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
     /// The forwarding header those proxies write (only that one is read).
-    #[arg(long, env = "DROPPR_FORWARDED_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor, global = true)]
+    #[arg(long, env = "DROPPR_FORWARDED_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
     pub forwarded_header: ForwardedHeader,
     /// Wrong passwords one client (IPv4 address or IPv6 /64) may send a link per window; then 429.
-    #[arg(
-        long,
-        env = "DROPPR_PASSWORD_ATTEMPTS",
-        default_value_t = 5,
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_PASSWORD_ATTEMPTS", default_value_t = 5)]
     pub password_attempts: u32,
     /// Wrong passwords all clients together may send a link per window; then 429 for everyone.
-    #[arg(
-        long,
-        env = "DROPPR_PASSWORD_ATTEMPTS_PER_LINK",
-        default_value_t = 50,
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_PASSWORD_ATTEMPTS_PER_LINK", default_value_t = 50)]
     pub password_attempts_per_link: u32,
     /// The window wrong passwords are counted over, in seconds.
-    #[arg(
-        long,
-        env = "DROPPR_PASSWORD_WINDOW_SECS",
-        default_value_t = 900,
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_PASSWORD_WINDOW_SECS", default_value_t = 900)]
     pub password_window_secs: u32,
     /// Password checks (argon2, 19 MiB each) running at once; more wait their turn.
-    #[arg(
-        long,
-        env = "DROPPR_PASSWORD_VERIFICATIONS",
-        default_value_t = 2,
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_PASSWORD_VERIFICATIONS", default_value_t = 2)]
     pub password_verifications: u32,
     /// Session opens per client: RATE:BURST (per second on average : at once), or off.
-    #[arg(
-        long,
-        env = "DROPPR_OPEN_RATE",
-        default_value = "100:1000",
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_OPEN_RATE", default_value = "100:1000")]
     pub open_rate: RateSetting,
     /// Session opens per link, all clients together: RATE:BURST, or off.
-    #[arg(
-        long,
-        env = "DROPPR_OPEN_RATE_PER_LINK",
-        default_value = "400:4000",
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_OPEN_RATE_PER_LINK", default_value = "400:4000")]
     pub open_rate_per_link: RateSetting,
     /// Chunks per client: RATE:BURST, or off.
-    #[arg(
-        long,
-        env = "DROPPR_CHUNK_RATE",
-        default_value = "2500:5000",
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_CHUNK_RATE", default_value = "2500:5000")]
     pub chunk_rate: RateSetting,
     /// Chunks per link, all clients together: RATE:BURST, or off.
     #[arg(
         long,
         env = "DROPPR_CHUNK_RATE_PER_LINK",
-        default_value = "10000:20000",
-        global = true
+        default_value = "10000:20000"
     )]
     pub chunk_rate_per_link: RateSetting,
     /// Turnstile/hCaptcha-compatible siteverify URL; with --captcha-secret it turns captchas on.
-    #[arg(long, env = "DROPPR_CAPTCHA_VERIFY_URL", global = true)]
+    #[arg(long, env = "DROPPR_CAPTCHA_VERIFY_URL")]
     pub captcha_verify_url: Option<String>,
     /// The secret sent to the siteverify URL.
-    #[arg(
-        long,
-        env = "DROPPR_CAPTCHA_SECRET",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_CAPTCHA_SECRET", hide_env_values = true)]
     pub captcha_secret: Option<String>,
     /// The widget's site key, shown to the upload page.
-    #[arg(long, env = "DROPPR_CAPTCHA_SITE_KEY", global = true)]
+    #[arg(long, env = "DROPPR_CAPTCHA_SITE_KEY")]
     pub captcha_site_key: Option<String>,
     /// From this many wrong passwords (per client and link, in the window) a captcha is needed.
-    #[arg(
-        long,
-        env = "DROPPR_CAPTCHA_AFTER_FAILURES",
-        default_value_t = 3,
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_CAPTCHA_AFTER_FAILURES", default_value_t = 3)]
     pub captcha_after_failures: u32,
 }
 

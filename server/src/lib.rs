@@ -12,6 +12,10 @@
 //!   request's folder, O(1) in the file size.
 //! - [`uploads`] holds these rules without HTTP; [`routes`] is the thin actix glue, and [`app`] is
 //!   the factory that `main.rs` and the tests share.
+//! - Operations: every request has an id in its log lines and its answer ([`http_log`]); logs are
+//!   text or JSON and never hold an upload id ([`logging`]); `/metrics`, `/healthz` and `/readyz`
+//!   ([`metrics`], [`health`]); what happens to uploads goes to webhooks and commands through a
+//!   durable outbox in the metadata database ([`events`], [`outbox`], [`webhooks`]).
 
 pub mod auth;
 pub mod beneath;
@@ -21,11 +25,18 @@ pub mod claims;
 pub mod cleanup;
 pub mod client;
 pub mod config;
+pub mod config_file;
 pub mod defences;
 pub mod error;
+pub mod events;
+pub mod health;
 pub mod hooks;
+pub mod http_log;
 pub mod limits;
+pub mod logging;
 pub mod meta;
+pub mod metrics;
+pub mod outbox;
 pub mod parse;
 pub mod requests;
 pub mod routes;
@@ -33,20 +44,24 @@ pub mod space;
 pub mod store;
 pub mod uploads;
 pub mod validate;
+pub mod webhooks;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix_cors::Cors;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::middleware::{from_fn, Condition, DefaultHeaders, Logger};
+use actix_web::middleware::{from_fn, Condition, DefaultHeaders};
 use actix_web::{web, App, HttpServer};
 
 use crate::config::ServerConfig;
-use crate::error::Result;
+use crate::events::UploadEvents;
 use crate::meta::SqliteMetadata;
+use crate::metrics::Metrics;
+use crate::outbox::{Outbox, Target};
 use crate::routes::AppState;
 use crate::space::Space;
 use crate::store::{ChunkLayout, FsByteStore};
@@ -70,9 +85,42 @@ pub fn rfc3339(secs: i64) -> String {
         .unwrap_or_else(|| "9999-12-31T23:59:59Z".to_owned())
 }
 
-/// Opens the embedded default storage in the data directory: `parts/`, `files/`, `droppr.db`.
-pub fn open_uploads(config: ServerConfig) -> Result<Uploads> {
-    std::fs::create_dir_all(&config.data_dir)?;
+/// Why the server could not start, naming what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("files directory {path}: {source}")]
+    FilesDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("metadata database {path}: {source}")]
+    Database { path: PathBuf, source: error::Error },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("finishing uploads a crash interrupted: {0}")]
+    Recovery(error::Error),
+}
+
+/// Opens the embedded default storage in the data directory: `parts/`, `files/`, `droppr.db`,
+/// and the hook outbox (in `droppr.db`) when hooks are configured.
+pub fn open_uploads(config: ServerConfig) -> Result<Uploads, StartError> {
+    let data_dir = |source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(data_dir)?;
+    std::fs::create_dir_all(&config.files_dir).map_err(|source| StartError::FilesDir {
+        path: config.files_dir.clone(),
+        source,
+    })?;
     let store = FsByteStore::open(
         config.data_dir.join("parts"),
         config.files_dir.clone(),
@@ -81,16 +129,42 @@ pub fn open_uploads(config: ServerConfig) -> Result<Uploads> {
             alignment: 1,
             max_chunk_size: config.max_chunk_size,
         },
-    )?;
+    )
+    .map_err(data_dir)?;
+    let db = config.data_dir.join("droppr.db");
+    let database = |source| StartError::Database {
+        path: db.clone(),
+        source,
+    };
     let space = Space::open(&config.data_dir, config.resources.min_free_space);
     // On a full disk even opening the database needs the reserve's room (its shared memory file).
-    let meta = space.freeing(|| SqliteMetadata::open(&config.data_dir.join("droppr.db")))?;
-    Ok(Uploads::new(
+    let meta = space
+        .freeing(|| SqliteMetadata::open(&db))
+        .map_err(database)?;
+    let mut targets = Vec::new();
+    if config.hooks.webhook.is_some() {
+        targets.push(Target::Webhook);
+    }
+    if config.hooks.command.is_some() {
+        targets.push(Target::Command);
+    }
+    let outbox = if targets.is_empty() {
+        None
+    } else {
+        let outbox = Outbox::open(&db, targets).map_err(|e| database(e.into()))?;
+        Some(Arc::new(outbox))
+    };
+    let mut uploads = Uploads::new(
         Arc::new(config),
         Arc::new(store),
         Arc::new(meta),
         Arc::new(space),
-    ))
+    );
+    uploads.events = UploadEvents {
+        metrics: Arc::new(Metrics::new()),
+        outbox,
+    };
+    Ok(uploads)
 }
 
 /// The application: API routes, CORS, `Cache-Control: no-store`, the demo page when configured.
@@ -109,7 +183,12 @@ pub fn app(
     let mut cors = Cors::default()
         .allow_any_method()
         .allow_any_header()
-        .expose_headers(droppr_protocol::wire::header::EXPOSED.iter().copied())
+        .expose_headers(
+            droppr_protocol::wire::header::EXPOSED
+                .iter()
+                .copied()
+                .chain([http_log::REQUEST_ID.as_str()]),
+        )
         .max_age(3600);
     for origin in &config.cors_origins {
         cors = if origin == "*" {
@@ -120,13 +199,18 @@ pub fn app(
     }
     let www = config.www_dir.clone();
     let pkg = config.pkg_dir.clone();
+    let metrics = web::Data::from(state.uploads.events.metrics.clone());
     let hooks = state.hooks.clone();
     let test_hooks = hooks.is_some();
     App::new()
         .app_data(web::Data::new(state))
+        .app_data(metrics)
         // Chunks are streamed, never buffered whole: this only bounds the small JSON bodies.
         .app_data(web::JsonConfig::default().limit(64 * 1024))
         .app_data(web::PayloadConfig::default().limit(64 * 1024))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(metrics::scrape))
         .configure(routes::configure)
         .configure(move |cfg| {
             if let Some(hooks) = hooks {
@@ -148,25 +232,39 @@ pub fn app(
         .wrap(cors)
         // Outside CORS, so that the preflight answers it makes itself are no-store too.
         .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
-        // The path without its query: `?upload_id=` is a capability and never goes to a log.
-        .wrap(
-            Logger::new("%a %{method}xi %U %s %b %Dms")
-                .custom_request_replace("method", |req| req.method().to_string())
-                .log_target("droppr::http"),
-        )
+        // Outermost: the request's span covers everything, preflights and refusals included.
+        .wrap(from_fn(http_log::trace_request))
 }
 
-/// Opens storage, finishes what a crash interrupted, starts the sweeper and binds the server.
-/// Returns the running server and the address it listens on (bind port 0 to let the OS choose).
-pub async fn start(config: ServerConfig) -> Result<(Server, SocketAddr)> {
+/// Opens storage, finishes what a crash interrupted, starts the sweeper and the hook delivery,
+/// and binds the server. Returns the running server and the address it listens on (bind port 0
+/// to let the OS choose).
+pub async fn start(config: ServerConfig) -> Result<(Server, SocketAddr), StartError> {
     let bind = config.bind;
     let workers = config.workers;
     let sweep_interval = config.sweep_interval;
     let test_hooks = config.test_hooks;
+    let shutdown = config.shutdown_timeout;
     let uploads = Arc::new(open_uploads(config)?);
-    let finished = cleanup::recover(&uploads).await?;
+    let finished = cleanup::recover(&uploads)
+        .await
+        .map_err(StartError::Recovery)?;
     if finished > 0 {
         tracing::info!(finished, "finished uploads a crash had interrupted");
+    }
+    if let Some(outbox) = uploads.events.outbox.clone() {
+        let u = uploads.clone();
+        tokio::task::spawn_blocking(move || events::requeue_completed(&u))
+            .await
+            .map_err(error::Error::from)
+            .and_then(|r| r)
+            .map_err(StartError::Recovery)?;
+        actix_web::rt::spawn(webhooks::deliver_forever(
+            outbox,
+            uploads.config.hooks.clone(),
+            uploads.events.metrics.clone(),
+            uploads.config.session_ttl,
+        ));
     }
     actix_web::rt::spawn(cleanup::sweep_forever(uploads.clone(), sweep_interval));
     let state = AppState {
@@ -176,7 +274,9 @@ pub async fn start(config: ServerConfig) -> Result<(Server, SocketAddr)> {
     };
     let server = HttpServer::new(move || app(state.clone()))
         .workers(workers)
-        .bind(bind)?;
+        .shutdown_timeout(shutdown.as_secs())
+        .bind(bind)
+        .map_err(|source| StartError::Bind { addr: bind, source })?;
     let addr = server.addrs().first().copied().unwrap_or(bind);
     Ok((server.run(), addr))
 }

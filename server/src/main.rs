@@ -2,24 +2,20 @@
 
 use std::io::Write;
 
-use clap::Parser;
 use droppr_protocol::wire::CreateRequest;
-use droppr_server::config::{Cli, Command, RequestCommand};
-use droppr_server::{cleanup, open_uploads, requests, start};
-use tracing_subscriber::EnvFilter;
+use droppr_server::config::{Command, RequestCommand};
+use droppr_server::{cleanup, config_file, logging, open_uploads, requests, start};
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(cli) {
+    match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("droppr-server: {e}");
+            // Through the log once it is set up (one JSON object per line stays so).
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!("droppr-server: {e}");
+            } else {
+                eprintln!("droppr-server: {e}");
+            }
             std::process::ExitCode::FAILURE
         }
     }
@@ -32,13 +28,17 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), Box<dyn std::error::E
     Ok(())
 }
 
-fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
-    let config = cli.serve.validate()?;
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => actix_web::rt::System::new().block_on(async {
+/// Parse and validate everything, start logging, then run the subcommand.
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let command = config_file::parse()?.into_command();
+    logging::init(command.common())?;
+    let config = command.server_config()?;
+    match command {
+        Command::Serve(_) => actix_web::rt::System::new().block_on(async {
             let (server, addr) = start(config).await?;
             tracing::info!("listening on http://{addr}");
             server.await?;
+            tracing::info!("stopped");
             Ok(())
         }),
         Command::Request(RequestCommand::Create(args)) => {
@@ -56,14 +56,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let (_, created) = requests::create(uploads.meta.as_ref(), &uploads.config, &input)?;
             print_json(&created)
         }
-        Command::Request(RequestCommand::List) => {
+        Command::Request(RequestCommand::List(_)) => {
             let uploads = open_uploads(config)?;
             for r in uploads.meta.requests()? {
                 print_json(&requests::created(&uploads.config, &r))?;
             }
             Ok(())
         }
-        Command::Cleanup => {
+        Command::Cleanup(_) => {
             let uploads = open_uploads(config)?;
             print_json(&cleanup::sweep(&uploads)?)
         }

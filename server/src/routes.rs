@@ -29,8 +29,7 @@ pub struct AppState {
 
 /// Mounts every API route (the static page and CORS are added by [`crate::app`]).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/api/droppr/requests", web::post().to(create_request))
+    cfg.route("/api/droppr/requests", web::post().to(create_request))
         .route("/api/droppr/requests/{hash}", web::get().to(request_info))
         .service(
             web::resource("/api/droppr/requests/{hash}/upload-chunk")
@@ -42,10 +41,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(abort))
                 .default_service(web::to(method_not_allowed)),
         );
-}
-
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
 async fn method_not_allowed() -> Result<HttpResponse> {

@@ -17,6 +17,7 @@ use crate::body::{ChunkBody, Pace};
 use crate::claims::{Claims, ClientSlot, ClientSlots, InFlight, Segment};
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
+use crate::events::{UploadEvent, UploadEvents, UploadOutcome};
 use crate::meta::{MetadataStore, SessionState, UploadRequest, UploadSession};
 use crate::space::Space;
 use crate::store::{ByteStore, RangeWriter};
@@ -68,6 +69,8 @@ pub struct Uploads {
     pub store: Arc<dyn ByteStore>,
     pub meta: Arc<dyn MetadataStore>,
     pub space: Arc<Space>,
+    /// Metrics and hook events of what happens to uploads.
+    pub events: UploadEvents,
     locks: SessionLocks,
     claims: Claims,
     /// Requests in flight per client (see [`Uploads::client_slot`]).
@@ -144,6 +147,7 @@ impl Uploads {
             store,
             meta,
             space,
+            events: UploadEvents::default(),
             locks: SessionLocks::default(),
             claims: Claims::default(),
             slots: ClientSlots::default(),
@@ -244,6 +248,7 @@ impl Uploads {
             Ok(())
         })
         .await?;
+        self.events.opened();
         tracing::info!(upload = %log_tag(&session.id), request = %request.hash, path = %session.rel_path, size = session.size(), "upload opened");
         if session.size() == 0 {
             // Nothing to wait for: an empty file is checked and finished now.
@@ -301,6 +306,7 @@ impl Uploads {
     where
         S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
     {
+        let started = std::time::Instant::now();
         let limits = &self.config.resources;
         let mut ticket = self.claims.enter(id, limits.max_chunks_in_flight)?;
         let pace = Pace {
@@ -322,6 +328,10 @@ impl Uploads {
         #[cfg(not(feature = "mutant-no-chunk-sync"))]
         blocking(move || Ok(writer.sync()?)).await?;
         let answer = self.after_range(request, id, ticket.segments()).await;
+        if answer.is_ok() {
+            let stored = ticket.segments().iter().map(|(s, e)| e - s + 1).sum();
+            self.events.chunk_stored(stored, started);
+        }
         // The claim goes only now that its bytes are recorded (or refused).
         drop(ticket);
         answer
@@ -557,11 +567,12 @@ impl Uploads {
     /// next chunk, status request or restart tries again); any other failure is final for this
     /// session alone: it is marked failed, its bytes are freed, and nothing else waits on it.
     async fn complete(&self, request: &UploadRequest, session: &UploadSession) -> Result<String> {
-        let (store, meta, s, folder) = (
+        let (store, meta, s, folder, events) = (
             self.store.clone(),
             self.meta.clone(),
             session.clone(),
             request.folder.clone(),
+            self.events.clone(),
         );
         let started = std::time::Instant::now();
         let tag = log_tag(&session.id);
@@ -581,10 +592,13 @@ impl Uploads {
                     tracing::warn!(upload = %log_tag(&s.id), error = %e, %code, "completion failed; upload discarded");
                     store.discard(&s.id)?;
                     meta.mark_failed(&s.id, code, now_secs())?;
+                    let event = UploadEvent::new(UploadOutcome::Failed, &s, &folder);
+                    events.emit(&event.because(code.as_str()));
                     return Ok(Err(code));
                 }
             };
             meta.mark_complete(&s.id, &final_path, now_secs())?;
+            events.emit(&UploadEvent::new(UploadOutcome::Completed, &s, &folder).at_path(&final_path));
             // Recorded as complete: the part file's name can go (the link keeps the bytes).
             store.discard(&s.id)?;
             Ok(Ok(final_path))
@@ -609,6 +623,7 @@ impl Uploads {
         let (store, meta, s) = (self.store.clone(), self.meta.clone(), session.clone());
         let allowed = request.allowed_extensions.clone();
         let refused = self.refused.clone();
+        let (events, folder) = (self.events.clone(), request.folder.clone());
         blocking(move || {
             let head = store.read_at(&s.id, 0, head_len)?;
             let path = RelPath::parse(&s.rel_path)?;
@@ -619,6 +634,8 @@ impl Uploads {
                     refused.insert(&s.id, &e.to_string());
                     store.discard(&s.id)?;
                     meta.delete_session(&s.id)?;
+                    let event = UploadEvent::new(UploadOutcome::Failed, &s, &folder);
+                    events.emit(&event.because(&e.to_string()));
                     Err(e)
                 }
             }
@@ -633,10 +650,12 @@ impl Uploads {
         let lock = self.locks.get(id);
         let _held = lock.lock().await;
         let (store, meta, space) = (self.store.clone(), self.meta.clone(), self.space.clone());
+        let (events, folder) = (self.events.clone(), request.folder.clone());
         blocking(move || {
             store.discard(&session.id)?;
             space.freeing(|| meta.delete_session(&session.id))?;
             space.restore_reserve();
+            events.emit(&UploadEvent::new(UploadOutcome::Aborted, &session, &folder));
             Ok(())
         })
         .await?;

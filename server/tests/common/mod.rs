@@ -8,6 +8,7 @@
 
 pub mod data;
 pub mod http;
+pub mod receiver;
 pub mod state;
 
 use std::io::{BufRead, BufReader};
@@ -48,17 +49,29 @@ pub struct Server {
     pub addr: SocketAddr,
     data: tempfile::TempDir,
     flags: Vec<String>,
+    /// Environment changes after the defaults: a value to set, or none to remove the variable.
+    env: Vec<(String, Option<String>)>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
     /// `serve --test-hooks` with the given extra flags.
     pub fn start(flags: &[&str]) -> Server {
-        Self::start_in(&std::env::temp_dir(), flags)
+        Self::start_in_with_env(&std::env::temp_dir(), flags, &[])
+    }
+
+    /// [`Server::start`] with environment changes applied after the defaults (`RUST_LOG=info`,
+    /// `NO_COLOR=1`): `Some(value)` sets a variable, `None` removes it.
+    pub fn start_with_env(flags: &[&str], env: &[(&str, Option<&str>)]) -> Server {
+        Self::start_in_with_env(&std::env::temp_dir(), flags, env)
     }
 
     /// Like [`Server::start`], with the data directory inside `parent` (e.g. a small filesystem).
     pub fn start_in(parent: &Path, flags: &[&str]) -> Server {
+        Self::start_in_with_env(parent, flags, &[])
+    }
+
+    fn start_in_with_env(parent: &Path, flags: &[&str], env: &[(&str, Option<&str>)]) -> Server {
         let data = tempfile::Builder::new()
             .prefix("droppr-test-")
             .tempdir_in(parent)
@@ -68,6 +81,10 @@ impl Server {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             data,
             flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned)))
+                .collect(),
             log: Arc::default(),
         };
         server.spawn();
@@ -75,14 +92,22 @@ impl Server {
     }
 
     fn spawn(&mut self) {
-        let mut child = droppr_command()
+        let mut command = droppr_command();
+        command
             .arg("serve")
             .arg("--data-dir")
             .arg(self.data.path())
             .args(["--bind", "127.0.0.1:0", "--test-hooks"])
             .args(&self.flags)
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
+            .env("NO_COLOR", "1");
+        for (name, value) in &self.env {
+            match value {
+                Some(v) => command.env(name, v),
+                None => command.env_remove(name),
+            };
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -121,6 +146,29 @@ impl Server {
         if let Some(mut child) = self.child.take() {
             child.kill().expect("SIGKILL the server");
             child.wait().expect("reap the server");
+        }
+    }
+
+    /// SIGTERM, then waits (at most `limit`) for the process to exit; returns how long that took
+    /// and whether it exited successfully. Panics if it is still running after `limit`.
+    pub fn terminate(&mut self, limit: Duration) -> (Duration, bool) {
+        let mut child = self.child.take().expect("server running");
+        let sent = Instant::now();
+        let kill = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(kill.success(), "kill -TERM failed");
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the server") {
+                return (sent.elapsed(), status.success());
+            }
+            if sent.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the server was still running {limit:?} after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -283,7 +331,7 @@ impl Drop for Server {
 }
 
 /// The binary with none of the caller's `DROPPR_*` settings: only the test's flags count.
-fn droppr_command() -> Command {
+pub fn droppr_command() -> Command {
     let mut command = Command::new(server_bin());
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("DROPPR_") {

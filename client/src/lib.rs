@@ -1,0 +1,411 @@
+//! A Rust client of the Droppr upload protocol (`docs/PROTOCOL.md`), for tests, soaks and scripts.
+//!
+//! Design decisions:
+//! - The server is the truth. A session is opened (or an old one's status fetched), its
+//!   `missing_ranges` are cut into chunks with the protocol's [`ChunkQueue`], and after every
+//!   failed attempt the status is asked again before the chunk is resent: a chunk whose answer
+//!   was lost after the server recorded it is not sent twice.
+//! - Retries follow `droppr_protocol::retry` (what is retryable, backoff with jitter,
+//!   `Retry-After`); a refusal that cannot succeed ends the upload with its code.
+//! - Parallel chunks run on plain threads, each with its own connection from ureq's pool; the
+//!   order can be shuffled and some chunks sent twice, as hostile-but-legal clients do.
+//! - Every attempt's body counts in [`Stats::bytes_sent`], so a test can compare what was sent
+//!   with what the faults forced.
+
+pub mod http;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use droppr_protocol::plan::{Chunk, ChunkLimits, ChunkQueue};
+use droppr_protocol::retry::{Failure, RetryPolicy};
+use droppr_protocol::wire::SessionStatus;
+
+pub use crate::http::{FileSpec, Transport};
+
+/// Why an upload stopped without completing.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("reading the file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the server refused {what}: {failure:?}")]
+    Refused {
+        what: &'static str,
+        failure: Failure,
+    },
+    #[error("gave up on {what} after {attempts} attempts, last: {failure:?}")]
+    GaveUp {
+        what: &'static str,
+        attempts: u32,
+        failure: Failure,
+    },
+    #[error("the server broke the protocol: {0}")]
+    Protocol(String),
+}
+
+/// How to upload.
+#[derive(Debug, Clone)]
+pub struct UploadOptions {
+    /// Chunk requests in flight at once.
+    pub parallel: usize,
+    /// Bytes per chunk; `None` takes the server's suggestion.
+    pub chunk_size: Option<u64>,
+    /// Shuffle the chunks with this seed (out of order), instead of file order.
+    pub shuffle_seed: Option<u64>,
+    /// Share of chunks (0..=1) sent a second time, as a confused client would.
+    pub duplicate_share: f64,
+    pub retry: RetryPolicy,
+    /// Seed of the backoff jitter.
+    pub seed: u64,
+    /// Status-and-resend rounds before giving up on a file that stays incomplete.
+    pub max_rounds: u32,
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        Self {
+            parallel: 4,
+            chunk_size: None,
+            shuffle_seed: None,
+            duplicate_share: 0.0,
+            retry: RetryPolicy::default(),
+            seed: 1,
+            max_rounds: 8,
+        }
+    }
+}
+
+/// Where the bytes come from: a file on disk or bytes in memory.
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(Arc<std::fs::File>),
+    Memory(Arc<[u8]>),
+}
+
+impl Source {
+    fn read(&self, chunk: &Chunk) -> std::io::Result<Vec<u8>> {
+        let len = usize::try_from(chunk.len()).map_err(std::io::Error::other)?;
+        match self {
+            Self::File(file) => {
+                let mut buf = vec![0; len];
+                std::os::unix::fs::FileExt::read_exact_at(file.as_ref(), &mut buf, chunk.start)?;
+                Ok(buf)
+            }
+            Self::Memory(bytes) => {
+                let start = usize::try_from(chunk.start).map_err(std::io::Error::other)?;
+                bytes
+                    .get(start..start + len)
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(|| std::io::Error::other("chunk past the end of the data"))
+            }
+        }
+    }
+}
+
+/// What an upload did, counted as it went (shared, so a soak can watch it live).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Body bytes of every chunk attempt, including the ones that failed.
+    pub bytes_sent: AtomicU64,
+    pub chunk_requests: AtomicU64,
+    pub retries: AtomicU64,
+    /// Chunks not resent after a failure because the status said the server had them.
+    pub skipped_after_status: AtomicU64,
+    /// Bytes of the chunks planned twice on purpose ([`UploadOptions::duplicate_share`]).
+    pub duplicate_bytes: AtomicU64,
+    /// Milliseconds of each chunk request that succeeded.
+    pub latencies_ms: Mutex<Vec<u64>>,
+}
+
+impl Stats {
+    fn latency(&self, started: Instant) {
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.latencies_ms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(ms);
+    }
+}
+
+/// The result of a completed upload.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: SessionStatus,
+    pub bytes_sent: u64,
+    pub chunk_requests: u64,
+    pub retries: u64,
+    pub skipped_after_status: u64,
+    pub duplicate_bytes: u64,
+}
+
+/// Uploads `source` as `file`: opens a session, or resumes `resume_id` from its missing ranges.
+pub fn upload(
+    transport: &Transport,
+    source: &Source,
+    file: &FileSpec,
+    options: &UploadOptions,
+    resume_id: Option<&str>,
+    stats: &Stats,
+) -> Result<Outcome, ClientError> {
+    let mut rng = fastrand::Rng::with_seed(options.seed);
+    let mut status = match resume_id {
+        Some(id) => with_retries("status", &options.retry, &mut rng, || transport.status(id))?,
+        None => with_retries("open", &options.retry, &mut rng, || transport.open(file))?,
+    };
+    let mut next_index = 0;
+    for _ in 0..options.max_rounds {
+        if status.complete {
+            return Ok(outcome(status, stats));
+        }
+        let chunks = plan(&status, options, &mut next_index)?;
+        let planned: u64 = chunks.iter().map(Chunk::len).sum();
+        let missing = status.size - status.received_bytes;
+        stats
+            .duplicate_bytes
+            .fetch_add(planned.saturating_sub(missing), Ordering::Relaxed);
+        let run = Run {
+            transport,
+            source,
+            options,
+            stats,
+            upload_id: &status.upload_id,
+            size: status.size,
+            queue: Mutex::new(chunks),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+        };
+        run.go();
+        if let Some(e) = run
+            .error
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            return Err(e);
+        }
+        let id = status.upload_id.clone();
+        status = with_retries("status", &options.retry, &mut rng, || transport.status(&id))?;
+    }
+    if status.complete {
+        return Ok(outcome(status, stats));
+    }
+    Err(ClientError::Protocol(format!(
+        "still {} bytes missing after {} rounds",
+        status.size - status.received_bytes,
+        options.max_rounds
+    )))
+}
+
+fn outcome(status: SessionStatus, stats: &Stats) -> Outcome {
+    Outcome {
+        status,
+        bytes_sent: stats.bytes_sent.load(Ordering::Relaxed),
+        chunk_requests: stats.chunk_requests.load(Ordering::Relaxed),
+        retries: stats.retries.load(Ordering::Relaxed),
+        skipped_after_status: stats.skipped_after_status.load(Ordering::Relaxed),
+        duplicate_bytes: stats.duplicate_bytes.load(Ordering::Relaxed),
+    }
+}
+
+/// The missing ranges cut into chunks, shuffled and with duplicates when asked; popped from the
+/// back, so the vector holds them in reverse sending order.
+fn plan(
+    status: &SessionStatus,
+    options: &UploadOptions,
+    next_index: &mut u64,
+) -> Result<Vec<Chunk>, ClientError> {
+    let limits = ChunkLimits::from_server(status.max_chunk_size, status.chunk_alignment);
+    let size = limits.fit(options.chunk_size.unwrap_or(status.chunk_size));
+    let mut queue = ChunkQueue::new(
+        status.size,
+        &status.missing_ranges,
+        limits.alignment,
+        *next_index,
+    )
+    .map_err(|e| ClientError::Protocol(format!("missing_ranges: {e}")))?;
+    let mut chunks = Vec::new();
+    while let Some(chunk) = queue.next(size) {
+        chunks.push(chunk);
+    }
+    *next_index = queue.next_index();
+    if let Some(seed) = options.shuffle_seed {
+        let mut rng = fastrand::Rng::with_seed(seed ^ *next_index);
+        rng.shuffle(&mut chunks);
+        let twice: Vec<Chunk> = chunks
+            .iter()
+            .filter(|_| rng.f64() < options.duplicate_share)
+            .copied()
+            .collect();
+        for chunk in twice {
+            let at = rng.usize(..=chunks.len());
+            chunks.insert(at, chunk);
+        }
+    }
+    chunks.reverse();
+    Ok(chunks)
+}
+
+/// One round: worker threads take chunks until none is left or one fails for good.
+struct Run<'a> {
+    transport: &'a Transport,
+    source: &'a Source,
+    options: &'a UploadOptions,
+    stats: &'a Stats,
+    upload_id: &'a str,
+    /// The file's size, the total of every `Content-Range`.
+    size: u64,
+    queue: Mutex<Vec<Chunk>>,
+    failed: AtomicBool,
+    error: Mutex<Option<ClientError>>,
+}
+
+impl Run<'_> {
+    fn go(&self) {
+        std::thread::scope(|scope| {
+            for worker in 0..self.options.parallel.max(1) {
+                scope.spawn(move || self.work(worker as u64));
+            }
+        });
+    }
+
+    fn work(&self, worker: u64) {
+        let mut rng = fastrand::Rng::with_seed(self.options.seed.wrapping_add(worker + 1));
+        while !self.failed.load(Ordering::Relaxed) {
+            let next = self
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let Some(chunk) = next else { return };
+            if let Err(e) = self.send(&chunk, &mut rng) {
+                self.failed.store(true, Ordering::Relaxed);
+                self.error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(e);
+                return;
+            }
+        }
+    }
+
+    /// Sends one chunk until the server has its bytes, by the retry rules.
+    fn send(&self, chunk: &Chunk, rng: &mut fastrand::Rng) -> Result<(), ClientError> {
+        let bytes = self.source.read(chunk)?;
+        let range = chunk.content_range(self.size);
+        let mut retry = 0;
+        loop {
+            let started = Instant::now();
+            self.stats.chunk_requests.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .bytes_sent
+                .fetch_add(chunk.len(), Ordering::Relaxed);
+            let sent = self
+                .transport
+                .put_chunk(self.upload_id, range, chunk.index, &bytes);
+            let Err(failure) = sent else {
+                self.stats.latency(started);
+                return Ok(());
+            };
+            retry += 1;
+            let Some(delay) = self.options.retry.delay_ms(retry, &failure, rng.f64()) else {
+                return Err(give_up("a chunk", retry, failure));
+            };
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(delay));
+            // The server is the truth: an answer lost after the range was recorded needs no resend.
+            if let Ok(status) = self.transport.status(self.upload_id) {
+                if status.complete || !overlaps(chunk, &status) {
+                    self.stats
+                        .skipped_after_status
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// True when some byte of the chunk is still missing on the server.
+fn overlaps(chunk: &Chunk, status: &SessionStatus) -> bool {
+    status
+        .missing_ranges
+        .iter()
+        .any(|&(s, e)| s <= chunk.end && chunk.start <= e)
+}
+
+fn give_up(what: &'static str, attempts: u32, failure: Failure) -> ClientError {
+    if failure.is_retryable() {
+        ClientError::GaveUp {
+            what,
+            attempts,
+            failure,
+        }
+    } else {
+        ClientError::Refused { what, failure }
+    }
+}
+
+/// Runs `call` until it succeeds, by the retry rules.
+fn with_retries<T>(
+    what: &'static str,
+    policy: &RetryPolicy,
+    rng: &mut fastrand::Rng,
+    mut call: impl FnMut() -> Result<T, Failure>,
+) -> Result<T, ClientError> {
+    let mut retry = 0;
+    loop {
+        let failure = match call() {
+            Ok(value) => return Ok(value),
+            Err(failure) => failure,
+        };
+        retry += 1;
+        let Some(delay) = policy.delay_ms(retry, &failure, rng.f64()) else {
+            return Err(give_up(what, retry, failure));
+        };
+        std::thread::sleep(Duration::from_millis(delay));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(size: u64, missing: Vec<(u64, u64)>) -> SessionStatus {
+        SessionStatus {
+            upload_id: "abcdefgh".into(),
+            complete: false,
+            size,
+            received_bytes: 0,
+            missing_ranges: missing,
+            offset: 0,
+            chunk_size: 10,
+            chunk_alignment: 1,
+            max_chunk_size: 100,
+            expires_at: String::new(),
+            name: None,
+            path: None,
+        }
+    }
+
+    #[test]
+    fn plan_covers_the_missing_ranges_with_duplicates_when_asked() {
+        let st = status(100, vec![(0, 24), (50, 99)]);
+        let mut next = 0;
+        let plain = plan(&st, &UploadOptions::default(), &mut next).unwrap();
+        let bytes: u64 = plain.iter().map(Chunk::len).sum();
+        assert_eq!(bytes, 75);
+        assert_eq!(
+            plain.last().unwrap().start,
+            0,
+            "file order, popped from the back"
+        );
+        let options = UploadOptions {
+            shuffle_seed: Some(7),
+            duplicate_share: 1.0,
+            ..UploadOptions::default()
+        };
+        let doubled = plan(&st, &options, &mut next).unwrap();
+        assert_eq!(doubled.iter().map(Chunk::len).sum::<u64>(), 150);
+        assert!(overlaps(&doubled[0], &st));
+    }
+}

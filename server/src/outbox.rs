@@ -1,0 +1,237 @@
+//! The hook outbox: a table in the metadata database (`droppr.db`) holding every upload event
+//! until each configured hook has taken it. An event is written here (and synced) before anything
+//! tries to deliver it, and leaves only when a delivery succeeded or was given up, so a crash or
+//! restart loses none; delivered rows are kept a while so that recording an event again does
+//! not deliver it twice.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection};
+use tokio::sync::Notify;
+
+use crate::events::UploadEvent;
+
+/// Where an event goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Webhook,
+    Command,
+}
+
+impl Target {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Webhook => "webhook",
+            Target::Command => "command",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "webhook" => Some(Target::Webhook),
+            "command" => Some(Target::Command),
+            _ => None,
+        }
+    }
+}
+
+/// An event waiting for one target.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub row: i64,
+    pub target: Target,
+    pub event_id: String,
+    pub kind: String,
+    pub body: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Unix milliseconds when the event was recorded.
+    pub created_at: i64,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS hook_outbox (
+    row INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    target TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    -- set once the target took the event, or once it was given up
+    done_at INTEGER,
+    gave_up INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (event_id, target)
+);
+CREATE INDEX IF NOT EXISTS hook_outbox_due ON hook_outbox (done_at, next_attempt_at);
+";
+
+#[derive(Debug)]
+pub struct Outbox {
+    conn: Mutex<Connection>,
+    targets: Vec<Target>,
+    /// Wakes the delivery loop when an event is recorded.
+    pub wake: Notify,
+}
+
+/// Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Outbox {
+    /// Opens (creating if needed) the outbox in the database file at `path`, for `targets`.
+    pub fn open(path: &Path, targets: Vec<Target>) -> rusqlite::Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            targets,
+            wake: Notify::new(),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let mut conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut conn)
+    }
+
+    /// Records `event` for every target; returns how many rows are new (0 when it was recorded
+    /// before). Blocking.
+    pub fn enqueue(&self, event: &UploadEvent) -> Result<usize, crate::error::Error> {
+        let body = serde_json::to_string(event)?;
+        let now = now_ms();
+        let added = self.with(|c| {
+            let tx = c.transaction()?;
+            let mut added = 0;
+            for target in &self.targets {
+                added += tx.execute(
+                    "INSERT OR IGNORE INTO hook_outbox (event_id, target, kind, body, next_attempt_at, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    params![event.id, target.as_str(), event.kind, body, now],
+                )?;
+            }
+            tx.commit()?;
+            Ok(added)
+        })?;
+        if added > 0 {
+            self.wake.notify_one();
+        }
+        Ok(added)
+    }
+
+    /// Events due for a configured target at `now`, oldest first. Blocking.
+    pub fn due(&self, now: i64, limit: u32) -> rusqlite::Result<Vec<Pending>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT row, target, event_id, kind, body, attempts, created_at FROM hook_outbox
+                 WHERE done_at IS NULL AND next_attempt_at <= ?1 ORDER BY row LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now, limit], |r| {
+                Ok((
+                    r.get::<_, String>(1)?,
+                    Pending {
+                        row: r.get(0)?,
+                        target: Target::Webhook,
+                        event_id: r.get(2)?,
+                        kind: r.get(3)?,
+                        body: r.get(4)?,
+                        attempts: r.get(5)?,
+                        created_at: r.get(6)?,
+                    },
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (target, mut pending) = row?;
+                // Rows for a hook no longer configured wait until it is configured again.
+                if let Some(t) = Target::parse(&target).filter(|t| self.targets.contains(t)) {
+                    pending.target = t;
+                    out.push(pending);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// When the next undelivered event for a configured target is due. Blocking.
+    pub fn next_due(&self) -> rusqlite::Result<Option<i64>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT target, MIN(next_attempt_at) FROM hook_outbox WHERE done_at IS NULL GROUP BY target",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut next: Option<i64> = None;
+            for row in rows {
+                let (target, at) = row?;
+                if Target::parse(&target).is_some_and(|t| self.targets.contains(&t)) {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+            }
+            Ok(next)
+        })
+    }
+
+    /// Events not yet taken by every target (for the metrics). Blocking.
+    pub fn pending(&self) -> rusqlite::Result<u64> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM hook_outbox WHERE done_at IS NULL",
+                [],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    pub fn delivered(&self, row: i64, now: i64) -> rusqlite::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE hook_outbox SET done_at = ?2, attempts = attempts + 1, last_error = NULL WHERE row = ?1",
+                params![row, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// A failed attempt: try again at `next_at`, or never when `give_up`.
+    pub fn failed(
+        &self,
+        row: i64,
+        error: &str,
+        next_at: i64,
+        give_up: bool,
+    ) -> rusqlite::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE hook_outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3,
+                 done_at = CASE WHEN ?4 THEN ?3 ELSE NULL END, gave_up = ?4 WHERE row = ?1",
+                params![row, error, next_at, give_up],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Forgets finished rows older than `before` (Unix ms). Blocking.
+    pub fn prune(&self, before: i64) -> rusqlite::Result<usize> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM hook_outbox WHERE done_at IS NOT NULL AND done_at < ?1",
+                [before],
+            )
+        })
+    }
+}
