@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 
 import { launch, newPage, throttle, unexpectedProblems } from './support/browser.mjs';
-import { baseUrl, dataDir, links, serverArgs, serverBin, storedPath } from './support/env.mjs';
+import { baseUrl, dataDir, links, serverBin, storedPath } from './support/env.mjs';
 import { MiB, makeFile, sha256File } from './support/files.mjs';
 import { openLink, pickFiles, snapshot, waitForState } from './support/page.mjs';
 import { killServer, restartServer, serverRunning } from './support/server.mjs';
@@ -119,9 +119,8 @@ test(`${CYCLES} SIGKILLs at random moments while Chromium and the Rust client up
   const partsDir = path.join(dataDir, 'parts');
   const old = new Date(Date.now() - 3600 * 1000);
   for (const name of await readdir(partsDir)) await utimes(path.join(partsDir, name), old, old);
-  const bindAt = serverArgs.indexOf('--bind');
   const { stdout } = await promisify(execFile)(serverBin, [
-    'cleanup', '--data-dir', dataDir, '--bind', serverArgs[bindAt + 1], '--session-ttl-hours', '0.0003',
+    'cleanup', '--data-dir', dataDir, '--session-ttl-hours', '0.0003',
   ]);
   const swept = JSON.parse(stdout);
   console.log(`# kill loop cleanup: ${JSON.stringify(swept)}`);

@@ -72,8 +72,8 @@ impl ServerProcess {
     /// `droppr-server request create --folder FOLDER --extensions '*'` plus `options`; the hash.
     pub fn create_link(&self, folder: &str, options: &[&str]) -> io::Result<String> {
         let out = self
-            .command()
-            .args(["request", "create", "--folder", folder, "--extensions", "*"])
+            .command(&["request", "create"])
+            .args(["--folder", folder, "--extensions", "*"])
             .args(options)
             .stderr(Stdio::inherit())
             .output()?;
@@ -90,8 +90,7 @@ impl ServerProcess {
     /// `droppr-server cleanup` with `options` (e.g. a short `--session-ttl-hours`); its report.
     pub fn cleanup(&self, options: &[&str]) -> io::Result<serde_json::Value> {
         let out = self
-            .command()
-            .arg("cleanup")
+            .command(&["cleanup"])
             .args(options)
             .stderr(Stdio::inherit())
             .output()?;
@@ -101,14 +100,18 @@ impl ServerProcess {
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
-    fn command(&self) -> Command {
+    /// `droppr-server SUBCOMMAND --data-dir DIR [--bind ADDR]` (options follow the subcommand;
+    /// `cleanup` takes no address).
+    fn command(&self, subcommand: &[&str]) -> Command {
         let mut command = Command::new(&self.bin);
         command
+            .args(subcommand)
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .arg("--bind")
-            .arg(self.addr.to_string())
             .stdin(Stdio::null());
+        if subcommand != ["cleanup"] {
+            command.arg("--bind").arg(self.addr.to_string());
+        }
         // Relative paths the server might follow by mistake land beside the data directory,
         // where a test can look for them.
         if let Some(parent) = self.data_dir.parent() {
@@ -121,8 +124,7 @@ impl ServerProcess {
     pub fn start(&mut self) -> io::Result<()> {
         let log = File::options().create(true).append(true).open(&self.log)?;
         let child = self
-            .command()
-            .arg("serve")
+            .command(&["serve"])
             .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone()?)
