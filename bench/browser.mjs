@@ -1,17 +1,23 @@
-// Browser benchmark: Debian Chromium (playwright-core) uploads one file over each link profile of
-// bench/profiles.json, through the link emulator (`droppr-bench link`), with
+// Browser benchmark: Debian Chromium (playwright-core) uploads files over each path profile of
+// bench/profiles.json, with
 //   - droppr auto: our ParallelUploader with automatic settings,
 //   - droppr seq:  the same with maxParallelChunks: 1 (a sequential chunked upload),
 //   - tus 1:       tus-js-client, one request (its default), against rustus,
 //   - tus 4:       tus-js-client, parallelUploads: 4 with 8 MiB chunks, against rustus.
 // Goodput = file size / (time from start() to its promise settling), in the page.
 //
+// Shaped profiles run over real kernel TCP between two network namespaces joined by the path
+// forwarder (bench/netpath.mjs): Chromium in the client namespace with CUBIC sockets, the servers
+// in the server namespace; each profile's path is self-checked first (RTT, loss, rate over 1 and
+// 6 connections). P0 is plain loopback. A run that has not finished after the profile's cap
+// (`cap_s`) is stopped and its goodput is the bytes it had sent by then over the cap.
+//
 // Every run gets a fresh browser context (no resume records in localStorage). The page is a
 // blank document served by Playwright at the server's own origin (so no CORS preflight runs for
 // either client), after which interception is switched off again.
 //
 // Usage: node bench/browser.mjs --bench-bin B --server-bin S [--rustus-bin R] [--quick] [--out F]
-//        [--profiles P0,P1] [--clients droppr-auto,tus-4]
+//        [--profiles P0,P1] [--clients droppr-auto,tus-4] [--path-check-out F]
 import { spawn } from 'node:child_process';
 import { closeSync, cpSync, createWriteStream, openSync, writeSync, mkdtempSync, rmSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
@@ -22,12 +28,18 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
+import { NS_SERVER, SERVER_IP, chromiumInClientNamespace, pathUp, selfCheck } from './netpath.mjs';
+
 const root = resolve(dirname(new URL(import.meta.url).pathname), '..');
 const args = parseArgs(process.argv.slice(2));
 const quick = Boolean(args.quick);
 const MIB = 1024 * 1024;
 const LAUNCH_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  // The page is fulfilled by Playwright at the server's private address: without this Chromium
+  // refuses its requests as local-network access from an unknown origin.
+  '--disable-features=LocalNetworkAccessChecks'];
+const DEFAULT_CAP_S = 90;
 
 const CLIENTS = [
   { id: 'droppr-auto', label: 'droppr (auto)', server: 'droppr', options: {} },
@@ -51,6 +63,17 @@ function parseArgs(list) {
 
 const log = (...m) => console.error('[browser]', ...m);
 
+// What a signal must clean up: children we started (servers, browser) and the current path.
+const live = { children: new Set(), path: null };
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, async () => {
+    log(`${signal}: stopping what this run started`);
+    for (const c of live.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    if (live.path) await live.path.down().catch(() => {});
+    process.exit(130);
+  });
+}
+
 function freePort() {
   return new Promise((ok, fail) => {
     const s = createServer().listen(0, '127.0.0.1', () => {
@@ -63,6 +86,8 @@ function freePort() {
 /** Starts a child and waits for a stderr/stdout line matching `ready` (returns its match). */
 function startProcess(name, cmd, argv, ready, env = {}, logFile = null) {
   const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', ...env } });
+  live.children.add(child);
+  child.once('exit', () => live.children.delete(child));
   const tail = [];
   const sink = logFile ? createWriteStream(logFile, { flags: 'a' }) : null;
   return new Promise((ok, fail) => {
@@ -105,7 +130,10 @@ function snapshotPackage(work) {
   };
 }
 
-async function startDroppr(work, pkgDir) {
+/** argv running `bin args` in the server namespace (shaped profiles) or here (loopback). */
+const serverCommand = (shaped, bin, argv) => (shaped ? ['ip', ['netns', 'exec', NS_SERVER, bin, ...argv]] : [bin, argv]);
+
+async function createRequest(work) {
   const dataDir = join(work, 'droppr');
   mkdirSync(dataDir, { recursive: true });
   const created = await new Promise((ok, fail) => {
@@ -115,72 +143,106 @@ async function startDroppr(work, pkgDir) {
     c.stdout.on('data', (d) => { out += d; });
     c.on('exit', (code) => (code === 0 ? ok(JSON.parse(out)) : fail(new Error(`request create: ${code}`))));
   });
-  const { child, match } = await startProcess('droppr-server', args['server-bin'],
-    ['serve', '--data-dir', dataDir, '--bind', '127.0.0.1:0', '--pkg-dir', pkgDir],
-    /listening on http:\/\/(\S+)/, { RUST_LOG: 'info' }, args['server-log'] || null);
-  return { child, addr: match[1], path: `/api/droppr/requests/${created.hash}/upload-chunk` };
+  return { dataDir, hash: created.hash };
 }
 
-async function startRustus(work, fileBytes) {
+async function startDroppr(request, pkgDir, shaped) {
+  const host = shaped ? SERVER_IP : '127.0.0.1';
+  const [cmd, argv] = serverCommand(shaped, args['server-bin'],
+    ['serve', '--data-dir', request.dataDir, '--bind', `${host}:0`, '--pkg-dir', pkgDir]);
+  const { child, match } = await startProcess('droppr-server', cmd, argv,
+    /listening on http:\/\/(\S+)/, { RUST_LOG: 'info' }, args['server-log'] || null);
+  return { child, addr: match[1], path: `/api/droppr/requests/${request.hash}/upload-chunk` };
+}
+
+/** Is something listening on `port` (in the server namespace when shaped)? */
+function listening(shaped, port) {
+  const argv = [...(shaped ? ['-N', NS_SERVER] : []), '-Hltn', `sport = :${port}`];
+  return new Promise((ok) => {
+    const c = spawn('ss', argv, { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    c.stdout.on('data', (d) => { out += d; });
+    c.on('exit', () => ok(out.trim().length > 0));
+  });
+}
+
+async function startRustus(work, fileBytes, shaped) {
   const dir = join(work, 'rustus');
   mkdirSync(dir, { recursive: true });
-  const port = await freePort();
+  // The server namespace is ours alone: a fixed port is free there.
+  const port = shaped ? 1080 : await freePort();
+  const host = shaped ? SERVER_IP : '127.0.0.1';
   // One-request tus sends the whole file as one PATCH: the body limit must hold it.
   const maxBody = Math.max(8 * MIB, fileBytes + MIB);
-  const { child } = await startProcess('rustus', args['rustus-bin'],
-    ['--host', '127.0.0.1', '--port', String(port), '--workers', '2', '--data-dir', dir, '--info-dir', dir,
-      '--max-body-size', String(maxBody), '--log-level', 'WARN'],
-    /./);
-  // rustus prints its banner before it binds: wait until the port answers.
+  const [cmd, argv] = serverCommand(shaped, args['rustus-bin'],
+    ['--host', host, '--port', String(port), '--workers', '2', '--data-dir', dir, '--info-dir', dir,
+      '--max-body-size', String(maxBody), '--log-level', 'WARN']);
+  const { child } = await startProcess('rustus', cmd, argv, /./);
+  // rustus prints its banner before it binds: wait until the port listens.
   const deadline = Date.now() + 15000;
-  for (;;) {
-    try { await fetch(`http://127.0.0.1:${port}/files/`, { method: 'OPTIONS' }); break; } catch (e) {
-      if (Date.now() > deadline) throw new Error(`rustus did not answer on ${port}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+  while (!(await listening(shaped, port))) {
+    if (Date.now() > deadline) throw new Error(`rustus did not listen on ${port}`);
+    await new Promise((r) => setTimeout(r, 100));
   }
-  return { child, addr: `127.0.0.1:${port}`, path: '/files/' };
-}
-
-async function startLink(profile, upstream) {
-  if (profile.rate_mbit === null && !profile.rtt_ms) return { child: null, addr: upstream };
-  const argv = ['link', '--upstream', upstream, '--rtt-ms', String(profile.rtt_ms)];
-  if (profile.rate_mbit !== null) argv.push('--rate-mbit', String(profile.rate_mbit));
-  const { child, match } = await startProcess('link', args['bench-bin'], argv, /listening on (\S+)/);
-  return { child, addr: match[1] };
+  return { child, addr: `${host}:${port}`, path: '/files/' };
 }
 
 // Runs in the page: takes the file from the file input (a disk-backed File, as a user's pick is)
 // and times start() to its end.
-async function pageRun({ client, server, bytes, name }) {
+// A run still going after `capMs` is stopped: {capped: true, sent: bytes sent by then}.
+async function pageRun({ client, server, bytes, name, capMs }) {
   const file = document.getElementById('file').files[0];
   if (file.size !== bytes) throw new Error(`file input holds ${file.size} bytes, expected ${bytes}`);
+  let sent = 0;
+  let stopAt = null;
+  const capped = new Promise((ok) => { stopAt = setTimeout(() => ok('capped'), capMs); });
   if (client.server === 'droppr') {
     const mod = await import('/pkg/droppr_uploader.js');
     await mod.default();
     const notices = [];
-    const uploader = new mod.ParallelUploader({ file, uploadUrl: server.path, ...client.options, onError: (e) => notices.push(`${e.code} ${e.status ?? ''} ${e.message}`) });
+    const uploader = new mod.ParallelUploader({
+      file, uploadUrl: server.path, ...client.options,
+      onProgress: (loaded) => { sent = loaded; },
+      onError: (e) => notices.push(`${e.code} ${e.status ?? ''} ${e.message}`),
+    });
     const t0 = performance.now();
-    const result = await uploader.start();
+    const done = uploader.start();
+    const first = await Promise.race([done, capped]);
     const t1 = performance.now();
+    clearTimeout(stopAt);
     const stats = uploader.getStats();
-    return { ms: t1 - t0, size: result.size, detail: { parallelism: stats.parallelism, chunkSize: stats.chunkSize, failedChunks: stats.failedChunks, completedChunks: stats.completedChunks, notices: notices.slice(0, 5) } };
+    const detail = { parallelism: stats.parallelism, chunkSize: stats.chunkSize, failedChunks: stats.failedChunks, completedChunks: stats.completedChunks, notices: notices.slice(0, 5) };
+    if (first === 'capped') {
+      uploader.abort();
+      await done.catch(() => {});
+      return { ms: t1 - t0, size: bytes, capped: true, sent, detail };
+    }
+    return { ms: t1 - t0, size: first.size, detail };
   }
   let retries = 0;
+  let upload;
   const t0 = performance.now();
-  await new Promise((ok, fail) => {
-    const upload = new window.tus.Upload(file, {
+  const done = new Promise((ok, fail) => {
+    upload = new window.tus.Upload(file, {
       endpoint: server.path,
       ...client.options,
       metadata: { filename: name },
       storeFingerprintForResuming: false,
+      onProgress: (loaded) => { sent = loaded; },
       onShouldRetry: () => { retries++; return true; },
       onError: fail,
-      onSuccess: ok,
+      onSuccess: () => ok('done'),
     });
     upload.start();
   });
-  return { ms: performance.now() - t0, size: bytes, detail: { retries } };
+  const first = await Promise.race([done, capped]);
+  const t1 = performance.now();
+  clearTimeout(stopAt);
+  if (first === 'capped') {
+    await upload.abort(false).catch(() => {});
+    return { ms: t1 - t0, size: bytes, capped: true, sent, detail: { retries } };
+  }
+  return { ms: t1 - t0, size: bytes, detail: { retries } };
 }
 
 /** A file of `bytes` on disk that no layer could compress; made once per size. */
@@ -194,7 +256,7 @@ function benchFile(work, bytes) {
   return path;
 }
 
-async function runOnce(browser, profile, client, origin, server, bytes, expectSeconds, filePath) {
+async function runOnce(browser, client, origin, server, bytes, capS, filePath) {
   const context = await browser.newContext();
   const page = await context.newPage();
   try {
@@ -208,10 +270,10 @@ async function runOnce(browser, profile, client, origin, server, bytes, expectSe
       await page.addScriptTag({ path: join(root, 'node_modules/tus-js-client/dist/tus.min.js') });
     }
     const name = basename(filePath);
-    const budget = Math.max(60, expectSeconds * 5) * 1000;
+    const budget = (capS + 60) * 1000;
     let timer;
     const timeout = new Promise((_, fail) => { timer = setTimeout(() => fail(new Error(`timed out after ${budget / 1000} s`)), budget); });
-    const r = await Promise.race([page.evaluate(pageRun, { client, server: { path: server.path }, bytes, name }), timeout]);
+    const r = await Promise.race([page.evaluate(pageRun, { client, server: { path: server.path }, bytes, name, capMs: capS * 1000 }), timeout]);
     clearTimeout(timer);
     if (r.size !== bytes) throw new Error(`uploaded ${r.size} bytes, expected ${bytes}`);
     return r;
@@ -222,6 +284,84 @@ async function runOnce(browser, profile, client, origin, server, bytes, expectSe
 
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)]; };
 
+/** The file sizes of a profile (MiB): `file_mib` is a number or a list. */
+const fileSizes = (p) => (Array.isArray(p.file_mib) ? p.file_mib : [p.file_mib]);
+const shapedProfile = (p) => Boolean(p.rate_mbit || p.rtt_ms || p.loss_pct);
+
+/** One profile: path up and self-checked (shaped), servers and browser started, every run. */
+async function runProfile(profile, clients, ctx) {
+  const shaped = shapedProfile(profile);
+  const children = [];
+  let path = null;
+  let browser = null;
+  try {
+    if (shaped) {
+      path = await pathUp(args['bench-bin'], profile);
+      live.path = path;
+      const check = await selfCheck(args['bench-bin'], profile, quick ? 2 : 3);
+      ctx.pathChecks.push(check);
+      log(`${profile.name} path: RTT ${check.rtt_ms_median.toFixed(1)} ms, loss ${check.loss_pct_measured.toFixed(2)} %, `
+        + `1 conn ${check.one_connection_mbit.toFixed(1)} Mbit/s, 6 conn ${check.six_connections_mbit.toFixed(1)} Mbit/s, `
+        + `${check.congestion_control} ${check.ok ? 'ok' : `OUT OF TOLERANCE: ${check.checks.join('; ')}`}`);
+    }
+    const sizes = fileSizes(profile).map((m) => (quick ? m / 4 : m) * MIB);
+    const servers = { droppr: await startDroppr(ctx.request, ctx.pkg.dir, shaped) };
+    children.push(servers.droppr.child);
+    if (ctx.havePeers) {
+      servers.rustus = await startRustus(ctx.work, Math.max(...sizes), shaped);
+      children.push(servers.rustus.child);
+    }
+    const executablePath = shaped ? chromiumInClientNamespace(ctx.work) : '/usr/bin/chromium';
+    browser = await chromium.launch({ executablePath, args: LAUNCH_ARGS });
+    const browserProcess = browser.process?.();
+    if (browserProcess) live.children.add(browserProcess);
+    ctx.chromiumVersion = browser.version();
+    const capS = (profile.cap_s ?? DEFAULT_CAP_S) * (quick ? 0.5 : 1);
+    for (const bytes of sizes) {
+      const ideal = profile.rate_mbit ? (bytes * 8) / (profile.rate_mbit * 1e6) : 1;
+      // Short runs are noisy on a shared machine: median of three (lossy paths run far below the
+      // link rate, so their runs are long anyway).
+      const repeats = quick || profile.loss_pct ? 1 : (ideal < 8 ? 3 : 1);
+      for (const client of clients) {
+        ctx.results.push(await measure(browser, profile, client, servers[client.server], bytes, repeats, capS, ctx.work));
+      }
+    }
+  } finally {
+    if (browser) await browser.close();
+    for (const c of children.reverse()) await stop(c);
+    if (path) await path.down();
+    live.path = null;
+  }
+}
+
+async function measure(browser, profile, client, server, bytes, repeats, capS, work) {
+  try {
+    const samples = [];
+    for (let i = 0; i < repeats; i++) {
+      const r = await runOnce(browser, client, server.addr, server, bytes, capS, benchFile(work, bytes));
+      // A capped run counts what it had sent by the cap.
+      r.goodBytes = r.capped ? r.sent : bytes;
+      samples.push(r);
+      log(`${profile.name} ${bytes / MIB} MiB ${client.id}: ${(r.goodBytes / r.ms / 1e3).toFixed(2)} MB/s${r.capped ? ` (stopped at the ${capS} s cap, ${(r.sent / MIB).toFixed(1)} MiB sent)` : ''} ${JSON.stringify(r.detail)}`);
+    }
+    const rates = samples.map((s) => s.goodBytes / (s.ms / 1e3));
+    const rate = median(rates);
+    const mbit = (rate * 8) / 1e6;
+    const chosen = samples[rates.indexOf(rate)];
+    return {
+      profile: profile.name, client: client.id, label: client.label, bytes, repeats,
+      seconds: chosen.ms / 1e3, samples_seconds: samples.map((s) => s.ms / 1e3),
+      capped: Boolean(chosen.capped), bytes_sent: chosen.goodBytes,
+      goodput_mb_per_s: rate / 1e6, goodput_mbit: mbit,
+      link_mbit: profile.rate_mbit ?? null, ratio_to_link: profile.rate_mbit ? mbit / profile.rate_mbit : null,
+      detail: chosen.detail,
+    };
+  } catch (e) {
+    log(`${profile.name} ${bytes / MIB} MiB ${client.id}: FAILED ${e.message}`);
+    return { profile: profile.name, client: client.id, label: client.label, bytes, error: e.message };
+  }
+}
+
 async function main() {
   const profiles = JSON.parse(readFileSync(join(root, 'bench/profiles.json'), 'utf8'))
     .filter((p) => !args.profiles || args.profiles.split(',').includes(p.name));
@@ -231,61 +371,21 @@ async function main() {
   if (clients.length < wantedClients.length) log('no rustus (run with --with-peers to install it): tus-js-client runs skipped');
 
   const work = mkdtempSync(join(tmpdir(), 'droppr-bench-browser-'));
-  const children = [];
-  const results = [];
-  let browser;
-  let chromiumVersion = null;
-  let pkg = null;
+  const ctx = { work, havePeers, results: [], pathChecks: [], chromiumVersion: null, pkg: null, request: null };
   try {
-    const maxBytes = Math.max(...profiles.map((p) => (quick ? p.file_mib / 4 : p.file_mib) * MIB));
-    pkg = snapshotPackage(work);
-    log(`uploader package: ${pkg.bytes} bytes, ${pkg.gzip_bytes} gzipped (built ${pkg.built})`);
-    const servers = { droppr: await startDroppr(work, pkg.dir) };
-    children.push(servers.droppr.child);
-    if (havePeers) {
-      servers.rustus = await startRustus(work, maxBytes);
-      children.push(servers.rustus.child);
-    }
-    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: LAUNCH_ARGS });
-    chromiumVersion = browser.version();
-    for (const profile of profiles) {
-      const bytes = (quick ? profile.file_mib / 4 : profile.file_mib) * MIB;
-      const ideal = profile.rate_mbit ? (bytes * 8) / (profile.rate_mbit * 1e6) : 1;
-      // Short runs are noisy on a shared machine: median of three.
-      const repeats = quick ? 1 : (ideal < 8 ? 3 : 1);
-      for (const client of clients) {
-        const server = servers[client.server];
-        const link = await startLink(profile, server.addr);
-        try {
-          const samples = [];
-          for (let i = 0; i < repeats; i++) {
-            const r = await runOnce(browser, profile, client, link.addr, server, bytes, ideal, benchFile(work, bytes));
-            samples.push(r);
-            log(`${profile.name} ${client.id}: ${(bytes / r.ms / 1e3).toFixed(1)} MB/s ${JSON.stringify(r.detail)}`);
-          }
-          const ms = median(samples.map((s) => s.ms));
-          const mbit = (bytes * 8) / (ms / 1e3) / 1e6;
-          results.push({
-            profile: profile.name, client: client.id, label: client.label, bytes, repeats,
-            seconds: ms / 1e3, samples_seconds: samples.map((s) => s.ms / 1e3),
-            goodput_mb_per_s: bytes / (ms / 1e3) / 1e6, goodput_mbit: mbit,
-            link_mbit: profile.rate_mbit, ratio_to_link: profile.rate_mbit ? mbit / profile.rate_mbit : null,
-            detail: samples[samples.length - 1].detail,
-          });
-        } catch (e) {
-          log(`${profile.name} ${client.id}: FAILED ${e.message}`);
-          results.push({ profile: profile.name, client: client.id, label: client.label, bytes, error: e.message });
-        } finally {
-          await stop(link.child);
-        }
-      }
-    }
+    ctx.pkg = snapshotPackage(work);
+    log(`uploader package: ${ctx.pkg.bytes} bytes, ${ctx.pkg.gzip_bytes} gzipped (built ${ctx.pkg.built})`);
+    ctx.request = await createRequest(work);
+    for (const profile of profiles) await runProfile(profile, clients, ctx);
   } finally {
-    if (browser) await browser.close();
-    for (const c of children.reverse()) await stop(c);
     rmSync(work, { recursive: true, force: true });
   }
-  const out = { quick, chromium: chromiumVersion, package: pkg && { bytes: pkg.bytes, gzip_bytes: pkg.gzip_bytes, built: pkg.built }, profiles, clients: CLIENTS.map(({ id, label }) => ({ id, label })), results };
+  const { pkg } = ctx;
+  const out = {
+    quick, chromium: ctx.chromiumVersion, package: pkg && { bytes: pkg.bytes, gzip_bytes: pkg.gzip_bytes, built: pkg.built },
+    profiles, clients: CLIENTS.map(({ id, label }) => ({ id, label })), path_checks: ctx.pathChecks, results: ctx.results,
+  };
+  if (args['path-check-out']) writeFileSync(args['path-check-out'], JSON.stringify(ctx.pathChecks, null, 2) + '\n');
   if (args.out) { mkdirSync(dirname(args.out), { recursive: true }); writeFileSync(args.out, JSON.stringify(out, null, 2) + '\n'); } else console.log(JSON.stringify(out, null, 2));
 }
 

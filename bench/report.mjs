@@ -1,5 +1,5 @@
 // Gathers the parts of one `npm run bench` (bench-out/{link-check,ingest,browser,run-info}.json) into
-// bench-out/results.json, prints the tables and the targets of ../shared/DESIGN.md on stdout,
+// bench-out/results.json, prints the tables and the targets (../shared/DESIGN.md, issue 13) on stdout,
 // draws bench-out/chart.svg (goodput by profile and client) and writes bench-out/summary.md (the
 // tables as Markdown, for docs/BENCHMARKS.md). A part that did not run is left out.
 //
@@ -15,8 +15,9 @@ const ingest = read('ingest.json');
 const browser = read('browser.json');
 const runInfo = read('run-info.json') || {};
 const MIB = 1024 * 1024;
-// The npm package's size target: 40 KB gzipped, read as 40,000 bytes.
-const PACKAGE_GZIP_LIMIT = 40000;
+// The npm package's size target: 50 KB gzipped, read as 50,000 bytes.
+const PACKAGE_GZIP_LIMIT = 50000;
+const LOSS_FREE_SHAPED = (p) => p.rate_mbit && !p.loss_pct;
 // Speed ratios this close to 1 are ties (run-to-run noise of a link-limited upload).
 const TIE = 0.98;
 
@@ -35,43 +36,53 @@ const machine = {
 };
 
 // --- browser: goodput, ratios, speed-ups
-function result(profile, client) {
-  return browser?.results.find((r) => r.profile === profile && r.client === client && !r.error) || null;
+function result(profile, client, bytes = null) {
+  return browser?.results.find((r) => r.profile === profile && r.client === client && !r.error && (bytes === null || r.bytes === bytes)) || null;
 }
-const browserRows = [];
+const linkLabel = (p) => (p.rate_mbit
+  ? `${p.rate_mbit} Mbit/s, ${p.rtt_ms} ms${p.loss_pct ? `, ${p.loss_pct} % loss` : ''}${p.jitter_ms ? `, ${p.jitter_ms} ms jitter` : ''}`
+  : 'unshaped');
+/** The (profile, file size) pairs measured, in profile order. */
+const cases = [];
 if (browser) {
   for (const p of browser.profiles) {
-    for (const c of browser.clients) {
-      const r = browser.results.find((x) => x.profile === p.name && x.client === c.id);
-      if (!r) continue;
-      browserRows.push({
-        profile: p.name,
-        link: p.rate_mbit ? `${p.rate_mbit} Mbit/s, ${p.rtt_ms} ms` : 'unshaped',
-        client: c.id,
-        label: c.label,
-        file_mib: r.bytes / MIB,
-        error: r.error || null,
-        goodput_mb_per_s: r.goodput_mb_per_s ?? null,
-        goodput_mbit: r.goodput_mbit ?? null,
-        ratio_to_link: r.ratio_to_link ?? null,
-        repeats: r.repeats ?? null,
-      });
-    }
+    const sizes = [...new Set(browser.results.filter((r) => r.profile === p.name).map((r) => r.bytes))];
+    for (const bytes of sizes) cases.push({ profile: p, bytes });
   }
 }
-function speedup(profile, over) {
-  const a = result(profile, 'droppr-auto');
-  const b = result(profile, over);
+const browserRows = [];
+for (const { profile: p, bytes } of cases) {
+  for (const c of browser.clients) {
+    const r = browser.results.find((x) => x.profile === p.name && x.client === c.id && x.bytes === bytes);
+    if (!r) continue;
+    browserRows.push({
+      profile: p.name,
+      link: linkLabel(p),
+      client: c.id,
+      label: c.label,
+      file_mib: r.bytes / MIB,
+      error: r.error || null,
+      capped: Boolean(r.capped),
+      seconds: r.seconds ?? null,
+      goodput_mb_per_s: r.goodput_mb_per_s ?? null,
+      goodput_mbit: r.goodput_mbit ?? null,
+      ratio_to_link: r.ratio_to_link ?? null,
+      repeats: r.repeats ?? null,
+    });
+  }
+}
+function speedup(profile, bytes, over) {
+  const a = result(profile, 'droppr-auto', bytes);
+  const b = result(profile, over, bytes);
   return a && b ? a.goodput_mbit / b.goodput_mbit : null;
 }
-const speedups = browser
-  ? browser.profiles.map((p) => ({
-    profile: p.name,
-    auto_over_seq: speedup(p.name, 'droppr-seq'),
-    auto_over_tus_1: speedup(p.name, 'tus-1'),
-    auto_over_tus_4: speedup(p.name, 'tus-4'),
-  }))
-  : [];
+const speedups = cases.map(({ profile: p, bytes }) => ({
+  profile: p.name,
+  file_mib: bytes / MIB,
+  auto_over_seq: speedup(p.name, bytes, 'droppr-seq'),
+  auto_over_tus_1: speedup(p.name, bytes, 'tus-1'),
+  auto_over_tus_4: speedup(p.name, bytes, 'tus-4'),
+}));
 
 // --- targets of DESIGN.md
 const targets = [];
@@ -79,23 +90,28 @@ function target(name, measured, pass, note = '') {
   targets.push({ target: name, measured, status: pass === null ? 'not measured' : pass ? 'met' : 'BELOW', note });
 }
 if (browser) {
-  for (const [p, need] of [['P1', 0.95], ['P3', 0.95], ['P2', 0.85]]) {
-    const r = result(p, 'droppr-auto');
-    target(`goodput on ${p} >= ${need * 100} % of the link`, r ? pct(r.ratio_to_link) : '–', r ? r.ratio_to_link >= need : null);
+  // Issue 13: at least 0.9 of the link on every loss-free shaped profile (the largest file).
+  for (const p of browser.profiles.filter(LOSS_FREE_SHAPED)) {
+    const sizes = cases.filter((c) => c.profile.name === p.name).map((c) => c.bytes);
+    const r = sizes.length ? result(p.name, 'droppr-auto', Math.max(...sizes)) : null;
+    target(`${p.name}: goodput >= 90 % of the link (${r ? r.bytes / MIB : '?'} MiB)`, r ? pct(r.ratio_to_link) : '–', r ? r.ratio_to_link >= 0.9 : null);
   }
-  const s = speedups.find((x) => x.profile === 'P2');
-  target('P2: >= 3x sequential (maxParallelChunks 1)', times(s?.auto_over_seq), s?.auto_over_seq ? s.auto_over_seq >= 3 : null);
+  // At least 1.1x the better of tus-js-client (1 request, parallelUploads 4) everywhere.
   for (const x of speedups) {
     const both = [x.auto_over_tus_1, x.auto_over_tus_4].filter((v) => v !== null);
-    // Where every client fills the link they tie; a difference under 2 % is run-to-run noise.
     const worst = both.length ? Math.min(...both) : null;
-    target(`${x.profile}: never slower than tus-js-client (1 request / 4 parallel)`,
-      `${times(x.auto_over_tus_1)} / ${times(x.auto_over_tus_4)}`, worst === null ? null : worst >= TIE,
-      worst !== null && worst < 1 && worst >= TIE ? 'a tie: within the 2 % noise' : '');
+    target(`${x.profile} ${x.file_mib} MiB: >= 1.1x the better tus-js-client (1 request / 4 parallel)`,
+      `${times(x.auto_over_tus_1)} / ${times(x.auto_over_tus_4)}`, worst === null ? null : worst >= 1.1);
   }
+  // At least 3x maxParallelChunks 1 on the lossy 1 Gbit/s and 100 Mbit/s profiles.
+  for (const x of speedups.filter((s) => { const p = browser.profiles.find((q) => q.name === s.profile); return p.loss_pct && p.rate_mbit >= 100; })) {
+    target(`${x.profile} ${x.file_mib} MiB: >= 3x maxParallelChunks 1`, times(x.auto_over_seq), x.auto_over_seq === null ? null : x.auto_over_seq >= 3);
+  }
+  target('500 files of 512 KiB over 100 Mbit/s 50 ms: >= 0.8 of the link, >= 1.5x tus-js-client one at a time', '–', null,
+    'not measured in this run (see docs/BENCHMARKS.md)');
   if (browser.package) {
-    target('wasm + JS glue <= 40 KB gzipped', `${browser.package.gzip_bytes} bytes`, browser.package.gzip_bytes <= PACKAGE_GZIP_LIMIT,
-      `gzip -9 of the package the browser runs used (built ${browser.package.built}); 40 KB read as 40,000 bytes`);
+    target('wasm + JS glue <= 50 KB gzipped', `${browser.package.gzip_bytes} bytes`, browser.package.gzip_bytes <= PACKAGE_GZIP_LIMIT,
+      `gzip -9 of the package the browser runs used (built ${browser.package.built}); 50 KB read as 50,000 bytes`);
   }
 }
 if (ingest) {
@@ -106,6 +122,12 @@ if (ingest) {
     const classic = r ? r.mb_per_s / endSyncAround(r) : null;
     target(`ingest at ${n} streams >= 90 % of the disk`, r ? `${pct(r.ratio_to_disk)} (${fmt(r.mb_per_s, 0)} of ${fmt(r.disk_mb_per_s, 0)} MB/s)` : '–',
       r ? r.ratio_to_disk >= 0.9 : null, r ? `${pct(classic)} of the one-fdatasync probe (${fmt(endSyncAround(r), 0)} MB/s)` : '');
+  }
+  for (const n of [4, 64]) {
+    const r = ingest.runs.find((x) => x.streams === n);
+    const perGib = r ? r.server_cpu_secs / (r.bytes / 2 ** 30) : null;
+    target(`server CPU at ${n} streams: at most half of today's CPU-seconds per GiB`, r ? `${fmt(perGib, 2)} CPU-s/GiB` : '–', null,
+      'the server write path is the lead\'s item of issue 13; this run is the reference it halves');
   }
   const peak = Math.max(...ingest.runs.map((r) => r.peak_rss_bytes || 0), ...ingest.completions.map((c) => c.peak_rss_bytes || 0));
   target('server memory < 64 MiB (peak RSS, all ingest runs)', `${fmt(peak / MIB)} MiB`, peak > 0 ? peak < 64 * MIB : null);
@@ -135,18 +157,21 @@ function markdown(headers, rows) {
 }
 
 const sections = [];
-if (linkCheck) {
-  sections.push(['Link emulator self-check', ['profile', 'set', 'one connection', '6 connections', 'RTT', 'first request', 'ok'],
-    linkCheck.map((c) => [c.profile, `${c.rate_mbit} Mbit/s, ${c.rtt_ms} ms`, `${fmt(c.measured_mbit)} Mbit/s`,
-      `${fmt(c.measured_parallel_mbit)} Mbit/s`, `${fmt(c.measured_rtt_ms)} ms`, `${fmt(c.first_request_ms)} ms`, c.ok ? 'yes' : 'NO'])]);
+const pathChecks = linkCheck || browser?.path_checks || null;
+if (pathChecks?.length) {
+  const setLabel = (x) => `${x.rate_mbit} Mbit/s, ${x.rtt_ms} ms${x.loss_pct ? `, ${x.loss_pct} %` : ''}${x.jitter_ms ? `, jitter ${x.jitter_ms} ms` : ''}`;
+  sections.push(['Emulated path self-check (real TCP between namespaces)', ['profile', 'set', 'RTT median / p95', 'loss per direction (pings)', 'one connection', '6 connections', 'sockets', 'ok'],
+    pathChecks.map((c) => [c.profile, setLabel(c.set), `${fmt(c.rtt_ms_median)} / ${fmt(c.rtt_ms_p95)} ms`,
+      `${fmt(c.loss_pct_measured, 2)} % (${c.pings_lost}/${c.pings_sent})`, `${fmt(c.one_connection_mbit)} Mbit/s`,
+      `${fmt(c.six_connections_mbit)} Mbit/s`, c.congestion_control, c.ok ? 'yes' : `NO: ${c.checks.join('; ')}`])]);
 }
 if (browser) {
   sections.push([`Browser uploads (Chromium ${browser.chromium || '?'}${browser.quick ? ', quick: files a quarter of the size' : ''})`,
-    ['profile', 'link', 'client', 'file', 'goodput MB/s', 'Mbit/s', 'of link'],
-    browserRows.map((r) => [r.profile, r.link, r.label, `${r.file_mib} MiB`, r.error ? `failed: ${r.error.slice(0, 60)}` : fmt(r.goodput_mb_per_s),
-      fmt(r.goodput_mbit, 0), pct(r.ratio_to_link)])]);
-  sections.push(['Speed-ups of droppr (auto)', ['profile', 'over maxParallelChunks 1', 'over tus-js-client 1 request', 'over tus-js-client parallelUploads 4'],
-    speedups.map((s) => [s.profile, times(s.auto_over_seq), times(s.auto_over_tus_1), times(s.auto_over_tus_4)])]);
+    ['profile', 'link', 'client', 'file', 'goodput MB/s', 'Mbit/s', 'of link', 'time'],
+    browserRows.map((r) => [r.profile, r.link, r.label, `${r.file_mib} MiB`, r.error ? `failed: ${r.error.slice(0, 60)}` : fmt(r.goodput_mb_per_s, 2),
+      fmt(r.goodput_mbit, 1), pct(r.ratio_to_link), r.seconds === null ? '–' : `${fmt(r.seconds)} s${r.capped ? ' (cap: stopped)' : ''}`])]);
+  sections.push(['Speed-ups of droppr (auto)', ['profile', 'file', 'over maxParallelChunks 1', 'over tus-js-client 1 request', 'over tus-js-client parallelUploads 4'],
+    speedups.map((s) => [s.profile, `${s.file_mib} MiB`, times(s.auto_over_seq), times(s.auto_over_tus_1), times(s.auto_over_tus_4)])]);
 }
 if (ingest) {
   sections.push([`Server ingest (8 MiB chunks, ${ingest.streams_per_upload} streams per upload)`,
@@ -159,7 +184,7 @@ if (ingest) {
     ingest.completions.map((c) => [`${c.size / MIB} MiB`, `${fmt(c.last_chunk_answer_ms)} ms`, `${fmt(c.baseline_chunk_answer_ms)} ms`,
       `${fmt(c.completion_overhead_ms)} ms`, `${fmt(c.server_finalize_ms)} ms`, `${fmt(c.peak_rss_bytes / MIB)} MiB`])]);
 }
-sections.push(['Targets (DESIGN.md)', ['target', 'measured', 'status', 'note'], targets.map((t) => [t.target, t.measured, t.status, t.note])]);
+sections.push(['Targets (DESIGN.md, issue 13)', ['target', 'measured', 'status', 'note'], targets.map((t) => [t.target, t.measured, t.status, t.note])]);
 
 const out = [];
 out.push(`Machine: ${machine.cores} x ${machine.cpu}, ${machine.memory_gib} GiB, Linux ${machine.kernel}; load average at start ${machine.loadavg_start ?? '?'}, at end ${machine.loadavg_end.join(' ')}`);

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# A short smoke run of the benchmark's link emulator (a few seconds, nothing else started): each
-# shaped profile of bench/profiles.json must reach its rate within 5 %, over one connection and
-# over six, and a small request must pay its round trip. Fails (exit 1) otherwise.
+# A short smoke run of the benchmark's emulated path (under a minute, nothing else started): for a
+# loss-free and a lossy profile of bench/profiles.json, namespaces and forwarder up, then RTT and
+# loss by UDP pings and rate over 1 and 6 CUBIC connections against the settings. Fails (exit 1)
+# when a path is out of tolerance.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+bash scripts/bootstrap.sh netpath
 cargo build --release -p droppr-bench
-"${CARGO_TARGET_DIR:-target}/release/droppr-bench" link-check --profiles bench/profiles.json --seconds 1
+node bench/path-check.mjs --bench-bin "${CARGO_TARGET_DIR:-target}/release/droppr-bench" --profiles "${1:-P1,P4}" --seconds 2

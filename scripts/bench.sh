@@ -7,9 +7,11 @@
 #   npm run bench                         # everything (about 10-15 minutes)
 #   npm run bench -- --quick              # smaller files and runs (about 3 minutes)
 #   npm run bench -- --with-peers         # also install rustus 0.5.10 (once, about 7 minutes) for tus-js-client
-#   npm run bench -- --only link,ingest   # some parts: link, ingest, browser
+#   npm run bench -- --only link,ingest   # some parts: link (the path self-check alone), ingest, browser
 #   npm run bench -- --profiles P1,P2     # browser profiles (bench/profiles.json)
 # rustus is used whenever it is installed (RUSTUS_BIN, or the cache below); only --with-peers installs it.
+# Shaped profiles run over real TCP between network namespaces (bench/netpath.mjs): root, iproute2
+# and gcc are needed (bootstrap.sh netpath installs the last two).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -45,6 +47,10 @@ cargo build --release -p droppr-server -p droppr-bench
 server_bin="$target_dir/release/droppr-server"
 bench_bin="$target_dir/release/droppr-bench"
 
+if want link || want browser; then
+  bash scripts/bootstrap.sh netpath
+fi
+
 if want browser; then
   if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/tus-js-client ]; then
     npm ci --no-audit --no-fund
@@ -66,15 +72,14 @@ if want browser; then
   fi
 fi
 
-if want link; then
-  say "link emulator self-check"
-  secs=2; [ $quick = 1 ] && secs=1
-  # A busy machine can starve the emulator: try twice, then go on with a warning (the table shows it).
-  if ! "$bench_bin" link-check --profiles bench/profiles.json --seconds "$secs" --out "$out/link-check.json"; then
-    say "link check out of tolerance; once more"
-    "$bench_bin" link-check --profiles bench/profiles.json --seconds "$secs" --out "$out/link-check.json" ||
-      say "WARNING: the link emulator missed its rate or RTT (machine too busy?): browser figures are suspect"
-  fi
+# The browser part checks each profile's path just before its runs; alone, `link` checks them all.
+if want link && ! want browser; then
+  say "emulated path self-check"
+  secs=3; [ $quick = 1 ] && secs=2
+  path_args=(--bench-bin "$bench_bin" --seconds "$secs" --out "$out/link-check.json")
+  [ -n "$profiles" ] && path_args+=(--profiles "$profiles")
+  node bench/path-check.mjs "${path_args[@]}" ||
+    say "WARNING: a path missed its settings (machine too busy?): see the table"
 fi
 
 if want ingest; then
@@ -86,7 +91,8 @@ fi
 
 if want browser; then
   say "browser uploads"
-  browser_args=(--bench-bin "$bench_bin" --server-bin "$server_bin" --out "$out/browser.json" --server-log "$out/browser-server.log")
+  browser_args=(--bench-bin "$bench_bin" --server-bin "$server_bin" --out "$out/browser.json" --server-log "$out/browser-server.log"
+    --path-check-out "$out/link-check.json")
   rm -f "$out/browser-server.log"
   [ -x "$rustus_bin" ] && browser_args+=(--rustus-bin "$rustus_bin")
   [ $quick = 1 ] && browser_args+=(--quick)

@@ -54,6 +54,21 @@ if [ "$want" = all ] || [ "$want" = rust ]; then
   fi
 fi
 
+if [ "$want" = all ] || [ "$want" = netpath ]; then
+  # The emulated path of the benchmark and the lossy-path test: namespaces (iproute2), `ss`, and
+  # gcc for the CUBIC preload library (bench/netpath/cc_preload.c).
+  if ! need_bin ip || ! need_bin ss || ! need_bin gcc || [ ! -f /usr/include/dlfcn.h ]; then
+    say "installing iproute2, gcc and libc6-dev"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq iproute2 gcc libc6-dev >/dev/null
+  fi
+  if [ ! -c /dev/net/tun ]; then
+    say "no /dev/net/tun: the emulated path needs the kernel's TUN driver"
+    exit 1
+  fi
+fi
+
 if [ -f package-lock.json ] && { [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; }; then
   say "installing npm packages (npm ci)"
   npm ci --no-audit --no-fund

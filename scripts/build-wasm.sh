@@ -46,7 +46,11 @@ fi
 # Short import names in the .wasm and its glue, no comments in the glue (the .d.ts keeps the
 # docs): about 3.5 KB gzipped. Then the package must still instantiate and answer in node.
 node scripts/wasm/shrink-package.mjs "$wasm" "$js"
+# The public API only in the .d.ts (no InitOutput/initSync), compilable with TypeScript's default lib.
+node scripts/wasm/public-types.mjs uploader-wasm/pkg/droppr_uploader.d.ts
 node scripts/wasm/smoke-package.mjs uploader-wasm/pkg
+# Publishing fields wasm-pack does not write (exports with the .wasm, sideEffects, LICENSE).
+node scripts/wasm/package-json.mjs uploader-wasm/pkg LICENSE
 
 raw=$(( $(wc -c <"$wasm") + $(wc -c <"$js") ))
 gz=$(( $(gzip -9 -c "$wasm" | wc -c) + $(gzip -9 -c "$js" | wc -c) ))

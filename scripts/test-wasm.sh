@@ -23,12 +23,13 @@ cleanup() {
 trap cleanup EXIT
 
 port=$(node scripts/wasm/free-port.mjs)
-create_link() { # FOLDER EXTENSIONS -> upload URL (absolute, on the address the server will bind)
+create_link() { # FOLDER EXTENSIONS [ARGS...] -> upload URL (absolute, on the address the server will bind)
   "$server_bin" request create --data-dir "$data_dir" --bind "127.0.0.1:$port" \
-    --folder "$1" --extensions "$2" | node scripts/wasm/json-field.mjs upload_url
+    --folder "$1" --extensions "$2" "${@:3}" | node scripts/wasm/json-field.mjs upload_url
 }
 open_url=$(create_link wasm-tests '*')
 strict_url=$(create_link wasm-strict 'jpg,jpeg,png,mp4')
+password_url=$(create_link wasm-tests '*' --password hook-secret)
 
 "$server_bin" serve --data-dir "$data_dir" --bind "127.0.0.1:$port" --test-hooks \
   >"$data_dir/server.log" 2>&1 &
@@ -38,6 +39,7 @@ node scripts/wasm/wait-http.mjs "http://127.0.0.1:$port/healthz" 30
 export DROPPR_TEST_SERVER="http://127.0.0.1:$port"
 export DROPPR_TEST_UPLOAD_URL="$open_url"
 export DROPPR_TEST_STRICT_URL="$strict_url"
+export DROPPR_TEST_PASSWORD_URL="$password_url"
 # The runner's timeout covers a whole test binary; retries wait real seconds.
 export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-240}"
 
@@ -50,7 +52,8 @@ if [ "$status" -eq 0 ]; then
   echo "[test-wasm] checking the uploaded files on the server's disk"
   # Every test's file must be there, unless only some tests were asked for.
   required=()
-  [ "$#" -eq 0 ] && required=(identical parallel retried retry-after paused resumed expired corrupt)
+  [ "$#" -eq 0 ] && required=(identical parallel retried retry-after paused resumed expired corrupt
+    chunk-events hooked blob offline-open offline-resume checksummed)
   node scripts/wasm/verify-files.mjs "$data_dir/files/wasm-tests" "${required[@]}" || status=$?
 fi
 if [ "$status" -ne 0 ]; then

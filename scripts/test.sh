@@ -40,10 +40,19 @@ if [ -f scripts/test-wasm.sh ]; then
   step "browser tests: wasm-bindgen-test in headless Chromium against the real server"
   bash scripts/test-wasm.sh
 fi
+if [ -f scripts/test-types.sh ]; then
+  step "package types: tsc --strict on a TypeScript consumer of the whole API"
+  bash scripts/test-types.sh
+fi
 if [ -f scripts/test-e2e.sh ]; then
   # Includes e2e/faulty-network.test.mjs (~10 s) and e2e/kill-loop.test.mjs (20 SIGKILLs, ~40 s).
   step "end-to-end: Playwright + Chromium against the real server"
   bash scripts/test-e2e.sh
+fi
+
+if [ -f scripts/test-lossy-path.sh ]; then
+  step "lossy path: Chromium uploads over real TCP between network namespaces (about 10-40 s)"
+  bash scripts/test-lossy-path.sh
 fi
 
 step "all tiers passed in $(( $(date +%s) - started )) s"

@@ -600,3 +600,78 @@ impl Model {
         found
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    fn meta() -> Meta {
+        Meta::new(0o644, 0, 0)
+    }
+
+    fn name(s: &str) -> &OsStr {
+        OsStr::new(s)
+    }
+
+    #[test]
+    fn the_backing_directory_holds_only_what_was_synced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut m = Model::load(tmp.path(), NewDirs::WithParentSync).unwrap();
+        let f = m.create(ROOT, name("f"), meta()).unwrap().ino;
+        m.write(f, 0, b"hello").unwrap();
+        m.sync_dir(ROOT).unwrap();
+        assert_eq!(
+            fs::read(tmp.path().join("f")).unwrap(),
+            b"",
+            "name before data"
+        );
+        m.sync_file(f).unwrap();
+        m.write(f, 5, b" world").unwrap();
+        assert_eq!(m.read(f, 0, 100).unwrap(), b"hello world");
+        assert_eq!(fs::read(tmp.path().join("f")).unwrap(), b"hello");
+        m.set_size(f, 2).unwrap();
+        m.sync_file(f).unwrap();
+        assert_eq!(fs::read(tmp.path().join("f")).unwrap(), b"he");
+    }
+
+    #[test]
+    fn hard_links_stay_hard_links_both_ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("a"), b"shared").unwrap();
+        fs::hard_link(tmp.path().join("a"), tmp.path().join("b")).unwrap();
+        let mut m = Model::load(tmp.path(), NewDirs::WithParentSync).unwrap();
+        let a = m.lookup(ROOT, name("a")).unwrap();
+        assert_eq!(m.lookup(ROOT, name("b")).unwrap().ino, a.ino);
+        assert_eq!(a.nlink, 2);
+        m.link(a.ino, ROOT, name("c")).unwrap();
+        m.sync_dir(ROOT).unwrap();
+        let ino = |n: &str| fs::metadata(tmp.path().join(n)).unwrap().ino();
+        assert_eq!(ino("c"), ino("a"));
+    }
+
+    #[test]
+    fn refused_operations_change_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut m = Model::load(tmp.path(), NewDirs::WithOwnSync).unwrap();
+        let d = m.mkdir(ROOT, name("d"), meta()).unwrap().ino;
+        let e = m.mkdir(ROOT, name("e"), meta()).unwrap().ino;
+        m.create(d, name("f"), meta()).unwrap();
+        let err = |r: Result<()>| r.unwrap_err().0;
+        assert_eq!(
+            err(m.rename(ROOT, name("d"), e, name("d"), false)),
+            libc::EXDEV
+        );
+        assert_eq!(err(m.rmdir(ROOT, name("d"))), libc::ENOTEMPTY);
+        assert_eq!(err(m.unlink(ROOT, name("d"))), libc::EISDIR);
+        assert_eq!(
+            err(m.rename(d, name("f"), ROOT, name("e"), false)),
+            libc::EISDIR
+        );
+        assert_eq!(m.create(d, name("f"), meta()).unwrap_err().0, libc::EEXIST);
+        assert_eq!(m.entries(d).unwrap().len(), 1);
+        assert_eq!(m.entries(ROOT).unwrap().len(), 2);
+    }
+}

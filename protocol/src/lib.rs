@@ -10,6 +10,8 @@
 //! - [`tuning`]: parallelism and chunk size adapted to hints and measured throughput.
 //! - [`resume`]: the `localStorage` resume record, validated before it is trusted.
 //! - [`scheduler`]: the uploader's state machine, driven by the wasm glue.
+//! - [`spread`]: the file spread over the connections the path rewards (few-chunk files, long
+//!   paths, the tail, the connection ramp).
 //! - [`js_number`]: checked `u64` <-> JS number conversions.
 //! - [`text`]: messages built without `core::fmt` (kilobytes of wasm).
 //!
@@ -22,6 +24,7 @@ pub mod ranges;
 pub mod resume;
 pub mod retry;
 pub mod scheduler;
+pub mod spread;
 pub mod text;
 pub mod throughput;
 pub mod tuning;

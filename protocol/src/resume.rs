@@ -122,6 +122,23 @@ impl SessionRecord {
     /// The checks of [`Self::load`] on a record already read by other means (the wasm glue reads
     /// it with the browser's `JSON.parse`, which keeps a JSON parser out of the wasm binary).
     pub fn validate(self, file: &FileIdentity<'_>, now_ms: u64) -> Result<Self, RecordRejected> {
+        let record = self.validate_unfinished(file.upload_url, now_ms)?;
+        if record.name != file.name
+            || record.size != file.size
+            || record.last_modified != file.last_modified
+        {
+            return Err(RecordRejected::OtherFile);
+        }
+        Ok(record)
+    }
+
+    /// The checks of [`Self::validate`] that need no file: a record of `upload_url` that an
+    /// uploader would still resume (what `findUnfinishedUploads` lists for a page).
+    pub fn validate_unfinished(
+        self,
+        upload_url: &str,
+        now_ms: u64,
+    ) -> Result<Self, RecordRejected> {
         let mut record = self;
         if record.timestamp > now_ms.saturating_add(MAX_CLOCK_SKEW_MS) {
             return Err(RecordRejected::FromTheFuture);
@@ -129,11 +146,7 @@ impl SessionRecord {
         if now_ms.saturating_sub(record.timestamp) > RECORD_TTL_MS {
             return Err(RecordRejected::Expired);
         }
-        if record.upload_url != file.upload_url
-            || record.name != file.name
-            || record.size != file.size
-            || record.last_modified != file.last_modified
-        {
+        if record.upload_url != upload_url {
             return Err(RecordRejected::OtherFile);
         }
         if !is_valid_upload_id(&record.upload_id) {
@@ -295,6 +308,31 @@ mod tests {
         assert_eq!(
             SessionRecord::load(minimal, &file(), NOW),
             Err(RecordRejected::Corrupt)
+        );
+    }
+
+    #[test]
+    fn unfinished_records_are_checked_without_the_file() {
+        let good = SessionRecord::new(&file(), "abcdefgh12345678", NOW);
+        let url = file().upload_url;
+        assert_eq!(good.clone().validate_unfinished(url, NOW), Ok(good.clone()));
+        assert_eq!(
+            good.clone()
+                .validate_unfinished("https://x.test/other", NOW),
+            Err(RecordRejected::OtherFile)
+        );
+        assert_eq!(
+            good.clone()
+                .validate_unfinished(url, NOW + RECORD_TTL_MS + 1),
+            Err(RecordRejected::Expired)
+        );
+        let bad_id = SessionRecord {
+            upload_id: "x".into(),
+            ..good
+        };
+        assert_eq!(
+            bad_id.validate_unfinished(url, NOW),
+            Err(RecordRejected::BadUploadId)
         );
     }
 

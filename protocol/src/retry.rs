@@ -45,6 +45,25 @@ impl Failure {
         }
     }
 
+    /// A stable code for the failure: the server's code, else `network-error` (no answer),
+    /// `stalled` (no progress) or `http-error` (an error status without a code we know).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Network => "network-error",
+            Self::Timeout => "stalled",
+            Self::Status { code: Some(c), .. } => c.as_str(),
+            Self::Status { .. } => "http-error",
+        }
+    }
+
+    /// The HTTP status of the answer; 0 when none came.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Status { status, .. } => *status,
+            _ => 0,
+        }
+    }
+
     /// True for failures that say nothing came back from the server.
     pub fn is_network(&self) -> bool {
         matches!(self, Self::Network | Self::Timeout)
@@ -54,6 +73,39 @@ impl Failure {
         match self {
             Self::Status { retry_after_ms, .. } => *retry_after_ms,
             _ => None,
+        }
+    }
+}
+
+/// What a client reports before each retry (tus-js-client and Uppy show the same numbers).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryNotice {
+    /// HTTP status of the failed attempt; 0 when no answer came.
+    pub status: u16,
+    /// [`Failure::code`].
+    pub code: &'static str,
+    /// The wait before the next attempt.
+    pub retry_in_ms: u64,
+    /// Which retry this is: 1 for the first.
+    pub attempt: u32,
+    /// The chunk, or `None` for a request about the session (open, resume).
+    pub chunk_index: Option<u64>,
+}
+
+impl RetryNotice {
+    pub fn new(
+        failure: &Failure,
+        retry_in_ms: u64,
+        attempt: u32,
+        chunk_index: Option<u64>,
+    ) -> Self {
+        Self {
+            status: failure.status(),
+            code: failure.code(),
+            retry_in_ms,
+            attempt,
+            chunk_index,
         }
     }
 }

@@ -47,6 +47,12 @@ pub enum UploadError {
         retries: u32,
         cause: String,
     },
+    /// Opening the session got no answer at all while the browser was online: the server is
+    /// unreachable or refused the page's origin (CORS). Retrying would not change either, and
+    /// the browser hides which it was, so the upload fails at once and says both.
+    NoAnswer {
+        url: String,
+    },
     /// The server's answers contradict each other (e.g. bytes missing after all were acknowledged).
     ServerInconsistent(String),
     Aborted,
@@ -59,6 +65,7 @@ impl UploadError {
             Self::Rejected { code: Some(c), .. } => c.as_str(),
             Self::Rejected { .. } => "rejected",
             Self::RetriesExhausted { .. } | Self::Unreachable { .. } => "retries-exhausted",
+            Self::NoAnswer { .. } => "unreachable",
             Self::ServerInconsistent(_) => "server-inconsistent",
             Self::Aborted => "aborted",
         }
@@ -102,6 +109,14 @@ impl UploadError {
                 &decimal(u64::from(*retries)),
                 " retries: ",
                 cause,
+            ]
+            .concat(),
+            Self::NoAnswer { url } => [
+                "No answer from ",
+                url,
+                " while the browser is online: the server is unreachable, or it does not allow \
+                 this page's origin (CORS; the server logs refused origins). Check the upload \
+                 URL and the server's allowed origins.",
             ]
             .concat(),
             Self::ServerInconsistent(detail) => [
@@ -165,8 +180,13 @@ pub fn describe(failure: &Failure) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterFailure {
     /// The chunk will be sent again in `delay_ms`; `network` tells whether it was a network
-    /// failure (the glue then reports "Network error" and may wait for `online`).
-    Retry { delay_ms: u64, network: bool },
+    /// failure (the glue then may wait for `online`); `attempt` counts the chunk's retries (1 for
+    /// the first).
+    Retry {
+        delay_ms: u64,
+        network: bool,
+        attempt: u32,
+    },
     /// The upload is over; the glue aborts the other requests.
     Fatal(UploadError),
 }
@@ -178,8 +198,9 @@ pub enum Acknowledged {
     Complete,
 }
 
-/// The numbers behind `getStats()`.
-#[derive(Debug, Clone, PartialEq)]
+/// The numbers behind `getStats()` (serialised for JS in camelCase).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Stats {
     /// Smoothed bytes per second.
     pub speed: f64,
@@ -521,6 +542,7 @@ impl ChunkScheduler {
             return Some(AfterFailure::Retry {
                 delay_ms,
                 network: failure.is_network(),
+                attempt: retries,
             });
         }
         self.phase = Phase::Over;
@@ -571,6 +593,18 @@ impl ChunkScheduler {
     /// Bytes sent so far, never decreasing; the file size once complete.
     pub fn loaded(&self) -> u64 {
         self.reported
+    }
+
+    /// The numbers `getStats()` reports at `now_ms`: the speed falls to 0 and the ETA becomes
+    /// unknown when nothing moves (see [`ThroughputMeter::bytes_per_second_at`]).
+    pub fn stats_at(&self, now_ms: f64) -> Stats {
+        let mut stats = self.stats();
+        if !self.is_complete() {
+            stats.speed = self.meter.bytes_per_second_at(now_ms);
+            let remaining = crate::js_number::f64_saturating(self.total - self.reported);
+            stats.eta = (stats.speed > 0.0).then(|| remaining / stats.speed);
+        }
+        stats
     }
 
     /// The numbers `getStats()` reports.

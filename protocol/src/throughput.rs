@@ -5,6 +5,8 @@
 
 /// Samples closer together than this are folded into the next one.
 const MIN_SAMPLE_INTERVAL_MS: f64 = 200.0;
+/// With no byte moving for this long, the speed reads 0 (and the ETA unknown).
+pub const STILL_AFTER_MS: f64 = 5_000.0;
 
 /// Smoothed bytes per second.
 #[derive(Debug, Clone)]
@@ -12,6 +14,8 @@ pub struct ThroughputMeter {
     time_constant_ms: f64,
     last: Option<(f64, u64)>,
     rate: Option<f64>,
+    /// When the byte counter last grew.
+    last_moved_ms: f64,
 }
 
 impl Default for ThroughputMeter {
@@ -27,6 +31,7 @@ impl ThroughputMeter {
             time_constant_ms: time_constant_ms.max(1.0),
             last: None,
             rate: None,
+            last_moved_ms: 0.0,
         }
     }
 
@@ -38,8 +43,12 @@ impl ThroughputMeter {
         }
         let Some((t0, b0)) = self.last else {
             self.last = Some((now_ms, bytes));
+            self.last_moved_ms = now_ms;
             return;
         };
+        if bytes > b0 {
+            self.last_moved_ms = now_ms;
+        }
         let dt = now_ms - t0;
         if dt < MIN_SAMPLE_INTERVAL_MS {
             if bytes < b0 {
@@ -60,6 +69,20 @@ impl ThroughputMeter {
     /// Smoothed bytes per second; 0 until two samples far enough apart were seen.
     pub fn bytes_per_second(&self) -> f64 {
         self.rate.unwrap_or(0.0)
+    }
+
+    /// The speed as seen at `now_ms`: the smoothed rate decaying as if empty samples had arrived
+    /// since the last one, and 0 once nothing moved for [`STILL_AFTER_MS`]. Progress events stop
+    /// when nothing moves, so without this the last rate would stay on screen for ever.
+    pub fn bytes_per_second_at(&self, now_ms: f64) -> f64 {
+        let (Some(rate), Some((t0, _))) = (self.rate, self.last) else {
+            return 0.0;
+        };
+        if !now_ms.is_finite() || now_ms - self.last_moved_ms >= STILL_AFTER_MS {
+            return 0.0;
+        }
+        let idle = (now_ms - t0).max(0.0);
+        rate * (-idle / self.time_constant_ms).exp()
     }
 
     /// True once the meter has a rate.
@@ -126,6 +149,24 @@ mod tests {
         assert!(m.bytes_per_second() > 0.0);
         m.sample(f64::NAN, 0);
         assert!(m.bytes_per_second().is_finite());
+    }
+
+    #[test]
+    fn speed_falls_to_zero_when_nothing_moves() {
+        let mut m = ThroughputMeter::default();
+        for i in 0..20u64 {
+            m.sample(i as f64 * 250.0, i * 250_000);
+        }
+        let last = 19.0 * 250.0;
+        let steady = m.bytes_per_second_at(last);
+        assert!((steady - 1_000_000.0).abs() < 1.0, "{steady}");
+        let later = m.bytes_per_second_at(last + 2_000.0);
+        assert!(later < steady * 0.6 && later > 0.0, "{later}");
+        assert_eq!(m.bytes_per_second_at(last + STILL_AFTER_MS), 0.0);
+        // Samples that move nothing do not keep the speed alive.
+        m.sample(last + 3_000.0, 19 * 250_000);
+        assert_eq!(m.bytes_per_second_at(last + STILL_AFTER_MS + 1.0), 0.0);
+        assert_eq!(ThroughputMeter::default().bytes_per_second_at(1.0), 0.0);
     }
 
     proptest! {

@@ -17,6 +17,8 @@ pub mod header {
     pub const UPLOAD_LAST_MODIFIED: &str = "x-upload-last-modified";
     pub const CHUNK_INDEX: &str = "x-chunk-index";
     pub const CHUNK_SHA256: &str = "x-chunk-sha256";
+    /// The uploader's `metadata`: `key=value` pairs joined by `&`, both percent-encoded UTF-8.
+    pub const UPLOAD_METADATA: &str = "x-upload-metadata";
     pub const REQUEST_PASSWORD: &str = "x-request-password";
     pub const CAPTCHA_TOKEN: &str = "x-captcha-token";
     pub const CONTENT_RANGE: &str = "content-range";
@@ -119,24 +121,65 @@ pub struct SessionStatus {
     pub complete: bool,
     /// Total size of the file in bytes.
     pub size: u64,
+    #[serde(default)]
     pub received_bytes: u64,
     /// Inclusive `[start, end]` gaps still to send.
+    #[serde(default)]
     pub missing_ranges: Vec<InclusiveRange>,
     /// End of the contiguous received prefix: where a sequential client resumes.
+    #[serde(default)]
     pub offset: u64,
-    /// The chunk size the server suggests.
+    /// The chunk size the server suggests (0: none).
+    #[serde(default)]
     pub chunk_size: u64,
     /// Chunk boundaries (but the file's last byte) must be multiples of this (1 = any).
+    #[serde(default = "one")]
     pub chunk_alignment: u64,
-    /// The largest chunk body the server accepts.
+    /// The largest chunk body the server accepts (0: no limit told).
+    #[serde(default)]
     pub max_chunk_size: u64,
     /// RFC 3339 time after which an idle session is deleted.
+    #[serde(default)]
     pub expires_at: String,
     /// Present once complete: the stored name, its path relative to the request folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// What the uploader's `start()` resolves to (camelCase for JS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadResult {
+    pub upload_id: String,
+    /// The stored file name (the server may add ` (n)`).
+    pub name: String,
+    /// Path relative to the request folder.
+    pub path: String,
+    pub size: u64,
+}
+
+/// The body of an error answer as a client reads it: both parts optional, and a code it does
+/// not know is kept as text rather than failing the read (see [`ErrorBody`] for what servers send).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ErrorAnswer {
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+impl ErrorAnswer {
+    /// The code, when it is one of ours.
+    pub fn known_code(&self) -> Option<ErrorCode> {
+        let code = self.code.as_deref()?;
+        ErrorCode::ALL.iter().copied().find(|k| k.as_str() == code)
+    }
 }
 
 /// `POST /api/droppr/requests` (admin): create a file-request link.
@@ -236,7 +279,8 @@ error_codes! {
     BadPath = "bad-path", 400, false;
     MissingName = "missing-name", 400, false;
     MissingExtension = "missing-extension", 400, false;
-    ChecksumMismatch = "checksum-mismatch", 400, false;
+    // The bytes were damaged on the way: the server recorded nothing, sending them again can work.
+    ChecksumMismatch = "checksum-mismatch", 400, true;
     BadBody = "bad-body", 400, false;
     DuplicateHeader = "duplicate-header", 400, false;
     BodyCutShort = "body-cut-short", 400, true;

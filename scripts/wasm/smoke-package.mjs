@@ -11,13 +11,15 @@ pkg.initSync({ module: readFileSync(`${dir}/droppr_uploader_bg.wasm`) });
 // No navigator.connection in node: the table's "unknown" row.
 const parallel = pkg.getOptimalParallelChunks();
 let refusal = '';
+let code = '';
 try {
   new pkg.ParallelUploader({});
 } catch (e) {
   refusal = e.message;
+  code = pkg.isUploadError(e) ? e.code : 'not an UploadError';
 }
-if (parallel !== 4 || refusal !== 'options.file must be a File') {
-  console.error(`[smoke-package] unexpected: getOptimalParallelChunks() = ${parallel}, refusal "${refusal}"`);
+if (parallel !== 4 || refusal !== 'options.file must be a File or a Blob' || code !== 'invalid-options') {
+  console.error(`[smoke-package] unexpected: getOptimalParallelChunks() = ${parallel}, refusal "${refusal}" (${code})`);
   process.exit(1);
 }
 console.log('[smoke-package] the package instantiates and answers');

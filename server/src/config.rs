@@ -542,101 +542,50 @@ impl ServerConfig {
 pub struct DefenceArgs {
     /// Reverse proxies (CIDRs or addresses, comma separated) whose forwarding header names the
     /// client. Default: none, so the connection's peer address is the client.
-    #[arg(
-        long,
-        env = "DROPPR_TRUSTED_PROXIES",
-        default_value = "",
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
     /// The forwarding header those proxies write (only that one is read).
-    #[arg(long, env = "DROPPR_FORWARDED_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor, global = true)]
+    #[arg(long, env = "DROPPR_FORWARDED_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
     pub forwarded_header: ForwardedHeader,
     /// Wrong passwords one client (IPv4 address or IPv6 /64) may send a link per window; then 429.
-    #[arg(
-        long,
-        env = "DROPPR_PASSWORD_ATTEMPTS",
-        default_value_t = 5,
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_PASSWORD_ATTEMPTS", default_value_t = 5)]
     pub password_attempts: u32,
     /// Wrong passwords all clients together may send a link per window; then 429 for everyone.
-    #[arg(
-        long,
-        env = "DROPPR_PASSWORD_ATTEMPTS_PER_LINK",
-        default_value_t = 50,
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_PASSWORD_ATTEMPTS_PER_LINK", default_value_t = 50)]
     pub password_attempts_per_link: u32,
     /// The window wrong passwords are counted over, in seconds.
-    #[arg(
-        long,
-        env = "DROPPR_PASSWORD_WINDOW_SECS",
-        default_value_t = 900,
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_PASSWORD_WINDOW_SECS", default_value_t = 900)]
     pub password_window_secs: u32,
     /// Password checks (argon2, 19 MiB each) running at once; more wait their turn.
-    #[arg(
-        long,
-        env = "DROPPR_PASSWORD_VERIFICATIONS",
-        default_value_t = 2,
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_PASSWORD_VERIFICATIONS", default_value_t = 2)]
     pub password_verifications: u32,
     /// Session opens per client: RATE:BURST (per second on average : at once), or off.
-    #[arg(
-        long,
-        env = "DROPPR_OPEN_RATE",
-        default_value = "50:200",
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_OPEN_RATE", default_value = "100:1000")]
     pub open_rate: RateSetting,
     /// Session opens per link, all clients together: RATE:BURST, or off.
-    #[arg(
-        long,
-        env = "DROPPR_OPEN_RATE_PER_LINK",
-        default_value = "200:800",
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_OPEN_RATE_PER_LINK", default_value = "400:4000")]
     pub open_rate_per_link: RateSetting,
     /// Chunks per client: RATE:BURST, or off.
-    #[arg(
-        long,
-        env = "DROPPR_CHUNK_RATE",
-        default_value = "1000:2000",
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_CHUNK_RATE", default_value = "2500:5000")]
     pub chunk_rate: RateSetting,
     /// Chunks per link, all clients together: RATE:BURST, or off.
     #[arg(
         long,
         env = "DROPPR_CHUNK_RATE_PER_LINK",
-        default_value = "4000:8000",
-        global = true
+        default_value = "10000:20000"
     )]
     pub chunk_rate_per_link: RateSetting,
     /// Turnstile/hCaptcha-compatible siteverify URL; with --captcha-secret it turns captchas on.
-    #[arg(long, env = "DROPPR_CAPTCHA_VERIFY_URL", global = true)]
+    #[arg(long, env = "DROPPR_CAPTCHA_VERIFY_URL")]
     pub captcha_verify_url: Option<String>,
     /// The secret sent to the siteverify URL.
-    #[arg(
-        long,
-        env = "DROPPR_CAPTCHA_SECRET",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_CAPTCHA_SECRET", hide_env_values = true)]
     pub captcha_secret: Option<String>,
     /// The widget's site key, shown to the upload page.
-    #[arg(long, env = "DROPPR_CAPTCHA_SITE_KEY", global = true)]
+    #[arg(long, env = "DROPPR_CAPTCHA_SITE_KEY")]
     pub captcha_site_key: Option<String>,
     /// From this many wrong passwords (per client and link, in the window) a captcha is needed.
-    #[arg(
-        long,
-        env = "DROPPR_CAPTCHA_AFTER_FAILURES",
-        default_value_t = 3,
-        global = true
-    )]
+    #[arg(long, env = "DROPPR_CAPTCHA_AFTER_FAILURES", default_value_t = 3)]
     pub captcha_after_failures: u32,
 }
 

@@ -641,6 +641,57 @@ mod tests {
     use super::*;
 
     #[test]
+    fn parallel_password_attempts_are_counted_before_any_is_verified() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = std::sync::Arc::new(SqliteMetadata::open(&tmp.path().join("m.db")).unwrap());
+        let budget = AttemptBudget {
+            per_client: 5,
+            per_link: 8,
+            window_secs: 900,
+            captcha_after: None,
+        };
+        let attempt = |client: &'static str| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                let attempt = PasswordAttempt {
+                    hash: "h",
+                    client,
+                    budget,
+                    captcha_solved: false,
+                };
+                db.begin_password_attempt(&attempt, 1000).unwrap()
+            })
+        };
+        let verdicts: Vec<_> = (0..40)
+            .map(|_| attempt("a"))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        let go = verdicts
+            .iter()
+            .filter(|v| **v == AttemptVerdict::Verify)
+            .count();
+        assert_eq!(go, 5);
+        // Locked out until the oldest counted failure leaves the 900 s window.
+        assert!(verdicts.contains(&AttemptVerdict::LockedOut { retry_after: 901 }));
+        // The link's budget (8) spans clients: b gets 3, then c gets none.
+        let b: Vec<_> = (0..5).map(|_| attempt("b").join().unwrap()).collect();
+        assert_eq!(
+            b.iter().filter(|v| **v == AttemptVerdict::Verify).count(),
+            3
+        );
+        assert!(matches!(
+            attempt("c").join().unwrap(),
+            AttemptVerdict::LockedOut { .. }
+        ));
+        // A right password clears the client's own failures, and so frees the link's budget.
+        db.clear_password_failures("h", "a").unwrap();
+        assert_eq!(attempt("c").join().unwrap(), AttemptVerdict::Verify);
+        assert_eq!(db.password_failures("h", "a", 0).unwrap(), 0);
+    }
+
+    #[test]
     fn ranges_recorded_in_parallel_are_never_lost() {
         let tmp = tempfile::tempdir().unwrap();
         let db = std::sync::Arc::new(SqliteMetadata::open(&tmp.path().join("m.db")).unwrap());

@@ -69,8 +69,14 @@ pub struct FsByteStore {
 
 impl FsByteStore {
     pub fn open(parts_dir: PathBuf, files_dir: PathBuf, layout: ChunkLayout) -> io::Result<Self> {
-        fs::create_dir_all(&parts_dir)?;
-        fs::create_dir_all(&files_dir)?;
+        for dir in [&parts_dir, &files_dir] {
+            fs::create_dir_all(dir)?;
+            // Make the folders' own names durable on purpose, not because SQLite happens to sync
+            // the data directory when it creates its journal.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         Ok(Self {
             parts_dir,
             files_dir,

@@ -320,16 +320,11 @@ fn rate_limits_answer_429_with_retry_after() {
     assert!(link.json()["error"].as_str().unwrap_or("").contains("link"));
 }
 
-/// With the default limits, an honest client going as fast as loopback allows is never told to
-/// wait: one file in 256 KiB chunks over 6 parallel connections, then 150 small files one after
-/// another (open + one chunk each).
-#[test]
-fn an_honest_parallel_upload_is_never_rate_limited() {
-    let server = Server::start(&[]);
-    let hash = server.open_request();
-    let chunk = 256 * KIB;
-    let data = pseudo_random(11, 192 * chunk);
-    let id = id_of(&server.open(&hash, "big.bin", data.len()));
+/// Sends `count` chunks of `chunk` bytes of one file over 6 connections as fast as they are
+/// answered; returns the statuses and the chunks per second.
+fn six_parallel(server: &Server, hash: &str, chunk: usize, count: usize) -> (Vec<u16>, f64) {
+    let data = pseudo_random(11, chunk * count);
+    let id = id_of(&server.open(hash, "big.bin", data.len()));
     let next = Mutex::new(0usize);
     let started = Instant::now();
     let statuses: Vec<u16> = std::thread::scope(|s| {
@@ -348,7 +343,7 @@ fn an_honest_parallel_upload_is_never_rate_limited() {
                             return seen;
                         }
                         let end = start + chunk - 1;
-                        seen.push(server.chunk(&hash, &id, &data, start, end).status);
+                        seen.push(server.chunk(hash, &id, &data, start, end).status);
                     }
                 })
             })
@@ -358,21 +353,32 @@ fn an_honest_parallel_upload_is_never_rate_limited() {
             .flat_map(|w| w.join().expect("worker"))
             .collect()
     });
-    let elapsed = started.elapsed();
-    eprintln!(
-        "192 chunks of 256 KiB over 6 connections in {elapsed:?} ({:.0} chunks/s)",
-        192.0 / elapsed.as_secs_f64()
-    );
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    assert_eq!(server.status_json(&hash, &id)["complete"], true);
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(server.status_json(hash, &id)["complete"], true);
+    (statuses, rate)
+}
+
+/// With the default limits, an honest client going as fast as loopback allows is never told to
+/// wait: one file in 256 KiB chunks (the smallest the adaptive uploader picks) and one in 16 KiB
+/// chunks, each over 6 parallel connections, then 150 small files one after another (open + one
+/// chunk each). Every answer is a success, none a 429.
+#[test]
+fn an_honest_parallel_upload_is_never_rate_limited() {
+    let server = Server::start(&[]);
+    let hash = server.open_request();
+    for (chunk, count) in [(256 * KIB, 192), (16 * KIB, 300)] {
+        let (statuses, rate) = six_parallel(&server, &hash, chunk, count);
+        eprintln!("{count} chunks of {chunk} B over 6 connections: {rate:.0} chunks/s");
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    }
     let small = pseudo_random(12, 1000);
     let started = Instant::now();
     for i in 0..150 {
         server.upload(&hash, &format!("small-{i}.bin"), &small, small.len());
     }
     eprintln!(
-        "150 small files one after another in {:?}",
-        started.elapsed()
+        "150 small files one after another: {:.0} files/s",
+        150.0 / started.elapsed().as_secs_f64()
     );
 }
 

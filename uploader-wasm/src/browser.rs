@@ -73,6 +73,12 @@ pub fn network_hints() -> NetworkHints {
     .sanitized()
 }
 
+/// `crypto.subtle`, only present in secure contexts (HTTPS, `localhost`).
+pub fn subtle_crypto() -> Option<web_sys::SubtleCrypto> {
+    let crypto = global("crypto")?;
+    get(&crypto, "subtle").map(JsCast::unchecked_into)
+}
+
 /// `navigator.onLine`; true when unknown.
 pub fn is_online() -> bool {
     navigator()
@@ -133,6 +139,24 @@ impl Drop for ListenerGuard {
     }
 }
 
+/// Resolves when the browser says it is online again (the `online` event); at once if it is.
+pub async fn online() {
+    if is_online() {
+        return;
+    }
+    let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    let tx = std::cell::Cell::new(Some(tx));
+    let _guard = listen_window("online", move || {
+        if let Some(tx) = tx.take() {
+            let _ = tx.send(());
+        }
+    });
+    // Without a global to listen on there is nothing to wait for.
+    if _guard.is_some() {
+        let _ = rx.await;
+    }
+}
+
 /// `localStorage`, when the page may use it (not in some private modes or sandboxed frames).
 /// Every failure means "no resume", never a failed upload.
 pub mod storage {
@@ -157,5 +181,17 @@ pub mod storage {
         if let Some(s) = local() {
             let _ = s.remove_item(key);
         }
+    }
+
+    /// Every key that starts with `prefix`.
+    pub fn keys_with_prefix(prefix: &str) -> Vec<String> {
+        let Some(s) = local() else {
+            return Vec::new();
+        };
+        let count = s.length().unwrap_or(0);
+        (0..count)
+            .filter_map(|i| s.key(i).ok().flatten())
+            .filter(|k| k.starts_with(prefix))
+            .collect()
     }
 }

@@ -1,183 +1,102 @@
-//! The upload task: opens or resumes the session, then runs the scheduler's decisions
+//! The upload task: opens or resumes the session, then carries out the scheduler's decisions
 //! (send, cancel, wait) until the file is complete, the upload fails or it is aborted.
 //!
-//! One task per upload pops events from the [`EventQueue`]; state shared with the JS-facing
-//! methods (`pause`, `abort`, `getStats`) lives in [`Core`] behind a `RefCell` that is only
-//! borrowed for short, synchronous steps and never while a JS callback runs.
+//! It runs on `wasm-bindgen-futures` (`start()`'s promise is the task's). It owns every request
+//! it starts, so aborting is dropping it: `abort()` fires the task's `AbortHandle` and every
+//! XHR guard cancels its request on drop. Events arrive on one channel ([`crate::events`]),
+//! raced against a gloo timer for retries and stall checks.
 
-use std::cell::RefCell;
 use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 
-use droppr_protocol::js_number::f64_saturating;
-use droppr_protocol::resume::{RecordRejected, SessionRecord};
-use droppr_protocol::retry::Failure;
-use droppr_protocol::scheduler::{Acknowledged, AfterFailure, ChunkScheduler, Stats, UploadError};
+use droppr_protocol::js_number::{f64_saturating, u64_from_f64};
+use droppr_protocol::resume::SessionRecord;
+use droppr_protocol::retry::{Failure, RetryNotice};
+use droppr_protocol::scheduler::{Acknowledged, AfterFailure, ChunkScheduler, UploadError};
 use droppr_protocol::text::decimal;
-use droppr_protocol::tuning::Tuning;
-use droppr_protocol::wire::SessionStatus;
-use gloo_timers::callback::Timeout;
-use js_sys::{Function, Reflect};
+use droppr_protocol::wire::{SessionStatus, UploadResult};
+use futures::future::{abortable, select, Abortable, Either};
+use futures::StreamExt;
+use gloo_timers::future::TimeoutFuture;
+use js_sys::{Promise, Reflect};
 use wasm_bindgen::prelude::*;
 
 use crate::browser::{self, storage, ListenerGuard};
-use crate::events::{Event, EventQueue, Tag};
-use crate::js_error;
-use crate::json;
-use crate::options::Options;
-use crate::wire;
-use crate::xhr::{self, HttpAnswer, RequestSpec, XhrGuard};
+use crate::callbacks::{self, RequestInfo};
+use crate::checksum;
+use crate::events::{self, Event, EventReceiver};
+use crate::js_error::{self, ClientCode};
+use crate::records;
+use crate::state::{Glue, Shared};
+use crate::wire::{self, Headers};
+use crate::xhr::{self, HttpAnswer, RequestSpec, XhrEvent, XhrGuard};
 
 /// How long an abort waits for the server to confirm it dropped the session.
-const ABORT_GRACE_MS: f64 = 5_000.0;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Idle,
-    Running,
-    Done,
-}
-
-/// State shared between the upload task and the JS-facing methods.
-#[derive(Debug)]
-pub struct Core {
-    pub phase: Phase,
-    /// The policy until the scheduler takes it over.
-    pub tuning: Tuning,
-    pub scheduler: Option<ChunkScheduler>,
-    pub requests: Vec<(u64, XhrGuard)>,
-    pub control: Option<XhrGuard>,
-    timer: Option<(f64, Timeout)>,
-    online_watch: Option<ListenerGuard>,
-    pub paused: bool,
-    pub abort_requested: bool,
-    pub upload_id: Option<String>,
-    pub promise: Option<js_sys::Promise>,
-}
-
-impl Core {
-    pub fn new(tuning: Tuning) -> Self {
-        Self {
-            phase: Phase::Idle,
-            tuning,
-            scheduler: None,
-            requests: Vec::new(),
-            control: None,
-            timer: None,
-            online_watch: None,
-            paused: false,
-            abort_requested: false,
-            upload_id: None,
-            promise: None,
-        }
-    }
-
-    /// Cancels every request and timer.
-    pub fn cancel_all(&mut self) {
-        self.requests.clear();
-        self.control = None;
-        self.timer = None;
-    }
-
-    /// Cancels the requests of the given chunks.
-    pub fn cancel(&mut self, chunks: &[u64]) {
-        self.requests.retain(|(i, _)| !chunks.contains(i));
-    }
-
-    /// The numbers of `getStats()`, also before the session is open.
-    pub fn stats(&self, options: &Options) -> Stats {
-        if let Some(s) = &self.scheduler {
-            return s.stats();
-        }
-        let chunk_size = self.tuning.chunk_size();
-        Stats {
-            speed: 0.0,
-            eta: None,
-            active_uploads: 0,
-            completed_chunks: 0,
-            total_chunks: options.size.div_ceil(chunk_size.max(1)),
-            failed_chunks: 0,
-            loaded: 0,
-            total: options.size,
-            parallelism: self.tuning.parallelism(),
-            chunk_size,
-        }
-    }
-
-    /// Makes sure a timer wakes the task by `at_ms` (keeps an earlier one).
-    fn wake_at(&mut self, at_ms: Option<f64>, events: &EventQueue) {
-        let Some(at) = at_ms else {
-            return;
-        };
-        if self.timer.as_ref().is_some_and(|(armed, _)| *armed <= at) {
-            return;
-        }
-        let delay = (at - browser::now_ms()).clamp(0.0, f64::from(i32::MAX));
-        let events = events.clone();
-        // `delay` is clamped into u32 range above.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let timeout = Timeout::new(delay.ceil() as u32, move || events.push(Event::Wake));
-        self.timer = Some((at, timeout));
-    }
-}
-
-/// Forgets the request of chunk `index` (cancelling it if it still runs).
-fn take_request(requests: &mut Vec<(u64, XhrGuard)>, index: u64) {
-    if let Some(pos) = requests.iter().position(|(i, _)| *i == index) {
-        drop(requests.swap_remove(pos));
-    }
-}
-
-/// Everything an uploader holds.
-#[derive(Debug)]
-pub struct Inner {
-    pub options: Options,
-    pub events: EventQueue,
-    pub core: RefCell<Core>,
-}
+const ABORT_GRACE_MS: u32 = 5_000;
 
 /// Why the task stopped early.
 enum Stop {
     Aborted,
     Failed(UploadError),
-    /// The browser refused something (a header, an answer it could not read).
-    Client(String),
+    /// An error already made for JS (the browser refused something, a hook failed).
+    Js(JsValue),
 }
 
-/// What to tell JS once the borrow of [`Core`] is released.
-enum Notice {
-    Progress(u64),
-    Retrying(String),
-}
-
-/// Runs one upload to its end; the value resolves or rejects `start()`'s promise.
-pub async fn run(inner: Rc<Inner>) -> Result<JsValue, JsValue> {
-    let key = inner.options.identity().record_key();
-    let outcome = drive(&inner, &key).await;
-    let upload_id = {
-        let mut core = inner.core.borrow_mut();
-        core.phase = Phase::Done;
-        core.cancel_all();
-        core.online_watch = None;
-        if let Some(s) = core.scheduler.as_mut() {
-            let _ = s.stop();
-        }
-        core.upload_id.clone()
+fn browser_refused(error: &JsValue, context: &str) -> Stop {
+    // An `Error`'s (or `DOMException`'s) message, or a thrown string.
+    let detail = Reflect::get(error, &JsValue::from_str("message"))
+        .ok()
+        .and_then(|m| m.as_string())
+        .or_else(|| error.as_string());
+    let message = match detail {
+        Some(d) => [context, ": ", &d].concat(),
+        None => context.to_owned(),
     };
-    let options = &inner.options;
-    match outcome {
+    Stop::Js(js_error::client(&message, ClientCode::ClientError))
+}
+
+/// `start()`: the promise of a new task, or a rejected one if the upload is already over.
+pub fn start(shared: &Rc<Shared>, events: Option<EventReceiver>) -> Promise {
+    let mut state = shared.state.borrow_mut();
+    let pending = match (std::mem::replace(&mut *state, Glue::done()), events) {
+        (Glue::Idle(pending), Some(events)) => (pending, events),
+        (other, _) => {
+            *state = other;
+            return Promise::reject(&js_error::upload_error(&UploadError::Aborted));
+        }
+    };
+    let (task, abort) = abortable(drive(shared.clone(), pending.1));
+    *state = Glue::Opening {
+        pending: pending.0,
+        abort,
+    };
+    drop(state);
+    wasm_bindgen_futures::future_to_promise(finish(shared.clone(), task))
+}
+
+/// Settles `start()`: callbacks, the resume record, and on abort the server's session.
+async fn finish(
+    shared: Rc<Shared>,
+    task: Abortable<impl Future<Output = Result<UploadResult, Stop>>>,
+) -> Result<JsValue, JsValue> {
+    let outcome = task.await.unwrap_or(Err(Stop::Aborted));
+    let upload_id = shared.finish();
+    let key = shared.options.identity().record_key();
+    let callbacks = &shared.options.callbacks;
+    let error = match outcome {
         Ok(result) => {
             storage::remove(&key);
-            call(options.on_complete.as_ref(), std::slice::from_ref(&result));
-            Ok(result)
+            let value = serde_wasm_bindgen::to_value(&result).unwrap_or(JsValue::UNDEFINED);
+            callbacks::notify(callbacks.on_complete.as_ref(), std::slice::from_ref(&value));
+            return Ok(value);
         }
         Err(Stop::Aborted) => {
             storage::remove(&key);
             if let Some(id) = upload_id {
-                delete_session(&inner, &id).await;
+                delete_session(&shared, &id).await;
             }
-            Err(js_error::upload_error(&UploadError::Aborted))
+            // Aborting is the caller's own doing: no `onError`.
+            return Err(js_error::upload_error(&UploadError::Aborted));
         }
         Err(Stop::Failed(e)) => {
             // A refusal cannot be resumed; a chunk out of retries can, after a reload.
@@ -187,37 +106,72 @@ pub async fn run(inner: Rc<Inner>) -> Result<JsValue, JsValue> {
             ) {
                 storage::remove(&key);
             }
-            let error = js_error::upload_error(&e);
-            call(options.on_error.as_ref(), std::slice::from_ref(&error));
-            Err(error)
+            js_error::upload_error(&e)
         }
-        Err(Stop::Client(message)) => {
-            let error = js_error::client_error(&message);
-            call(options.on_error.as_ref(), std::slice::from_ref(&error));
-            Err(error)
-        }
-    }
+        Err(Stop::Js(error)) => error,
+    };
+    callbacks::notify(callbacks.on_error.as_ref(), std::slice::from_ref(&error));
+    Err(error)
 }
 
-/// Calls a user callback with one or two arguments; what it throws is its own business and
-/// does not stop the upload.
-fn call(callback: Option<&Function>, args: &[JsValue]) {
-    if let Some(f) = callback {
-        let _ = match args {
-            [a, b] => f.call2(&JsValue::NULL, a, b),
-            [a, ..] => f.call1(&JsValue::NULL, a),
-            [] => f.call1(&JsValue::NULL, &JsValue::UNDEFINED),
+/// A chunk request the task owns.
+struct Request {
+    index: u64,
+    len: u64,
+    _guard: XhrGuard,
+}
+
+/// What the task holds while chunks are being sent.
+#[derive(Default)]
+struct Run {
+    requests: Vec<Request>,
+    /// The wake-up armed for the scheduler's next deadline.
+    timer: Option<(f64, TimeoutFuture)>,
+    /// Set while offline after a network failure: nothing is sent until `online`.
+    offline: Option<ListenerGuard>,
+}
+
+impl Run {
+    fn take(&mut self, index: u64) -> Option<Request> {
+        let pos = self.requests.iter().position(|r| r.index == index)?;
+        Some(self.requests.swap_remove(pos))
+    }
+
+    /// Cancels the requests the scheduler no longer counts in flight (after `pause()`).
+    fn reconcile(&mut self, shared: &Shared) {
+        if let Some(in_flight) = shared.with_scheduler(|s| s.in_flight()) {
+            self.requests.retain(|r| in_flight.contains(&r.index));
+        }
+    }
+
+    /// The next event, or a wake-up at the scheduler's next deadline.
+    async fn next_event(&mut self, shared: &Shared, events: &mut EventReceiver) -> Event {
+        let wake_at = shared.with_scheduler(|s| s.next_wakeup()).flatten();
+        if let Some(at) = wake_at {
+            if self.timer.as_ref().is_none_or(|(armed, _)| *armed > at) {
+                let delay = (at - browser::now_ms()).clamp(0.0, f64::from(i32::MAX));
+                let delay = u32::try_from(u64_from_f64(delay.ceil()).unwrap_or(0)).unwrap_or(0);
+                self.timer = Some((at, TimeoutFuture::new(delay)));
+            }
+        }
+        let fired = match &mut self.timer {
+            None => return events.next().await.unwrap_or(Event::Wake),
+            Some((_, timer)) => match select(events.next(), timer).await {
+                Either::Left((event, _)) => return event.unwrap_or(Event::Wake),
+                Either::Right(_) => true,
+            },
         };
+        if fired {
+            self.timer = None;
+        }
+        Event::Wake
     }
 }
 
-fn aborted(inner: &Inner) -> bool {
-    inner.core.borrow().abort_requested
-}
-
-async fn drive(inner: &Rc<Inner>, key: &str) -> Result<JsValue, Stop> {
-    let options = &inner.options;
-    let (status, mut record, rtt) = open_or_resume(inner, key).await?;
+async fn drive(shared: Rc<Shared>, mut events: EventReceiver) -> Result<UploadResult, Stop> {
+    let options = &shared.options;
+    let key = options.identity().record_key();
+    let (status, mut record, rtt) = open_or_resume(&shared, &key).await?;
     if status.size != options.size {
         return Err(Stop::Failed(UploadError::ServerInconsistent(
             [
@@ -229,341 +183,347 @@ async fn drive(inner: &Rc<Inner>, key: &str) -> Result<JsValue, Stop> {
             .concat(),
         )));
     }
-    storage::set(key, &json::record_to_json(&record));
-    {
-        let mut core = inner.core.borrow_mut();
-        let prior = u64::try_from(record.completed_chunks.len()).unwrap_or(0);
-        let mut scheduler = ChunkScheduler::new(
-            &status,
-            core.tuning.clone(),
-            options.retry,
-            record.next_chunk_index,
-            prior,
-        )
-        .map_err(Stop::Failed)?;
-        scheduler.set_rtt_ms(rtt);
-        if core.paused {
-            let _ = scheduler.pause();
-        }
-        core.scheduler = Some(scheduler);
-        core.upload_id = Some(status.upload_id.clone());
+    records::save(&key, &record);
+    let tuning = shared.pending_tuning().ok_or(Stop::Aborted)?;
+    let prior = u64::try_from(record.completed_chunks.len()).unwrap_or(0);
+    let mut scheduler = ChunkScheduler::new(
+        &status,
+        tuning,
+        options.retry,
+        record.next_chunk_index,
+        prior,
+    )
+    .map_err(Stop::Failed)?;
+    scheduler.set_rtt_ms(rtt);
+    if !shared.begin_running(scheduler, &status.upload_id) {
+        return Err(Stop::Aborted);
     }
     if status.complete {
-        return Ok(result(options, &status));
+        return Ok(result(&shared, &status));
     }
+    let mut run = Run::default();
     loop {
-        if aborted(inner) {
-            return Err(Stop::Aborted);
-        }
-        launch(inner, &status.upload_id)?;
-        let event = inner.events.next().await;
-        if let Some(done) = handle(inner, event, &mut record, key)? {
-            return Ok(result(options, &done));
+        run.reconcile(&shared);
+        launch(&shared, &mut run, &status.upload_id).await?;
+        let event = run.next_event(&shared, &mut events).await;
+        if let Some(done) = handle(&shared, &mut run, event, &mut record, &key).await? {
+            return Ok(result(&shared, &done));
         }
     }
 }
 
-/// `start()`'s value: `{uploadId, name, path, size}`.
-fn result(options: &Options, status: &SessionStatus) -> JsValue {
-    let name = status.name.clone().unwrap_or_else(|| options.file.name());
-    let path = status.path.clone().unwrap_or_else(|| options.name.clone());
-    json::object(&[
-        ("uploadId", JsValue::from_str(&status.upload_id)),
-        ("name", JsValue::from_str(&name)),
-        ("path", JsValue::from_str(&path)),
-        ("size", JsValue::from_f64(f64_saturating(status.size))),
-    ])
-    .into()
+/// `start()`'s value.
+fn result(shared: &Shared, status: &SessionStatus) -> UploadResult {
+    let options = &shared.options;
+    UploadResult {
+        upload_id: status.upload_id.clone(),
+        name: status
+            .name
+            .clone()
+            .unwrap_or_else(|| options.file_name.clone()),
+        path: status.path.clone().unwrap_or_else(|| options.name.clone()),
+        size: status.size,
+    }
 }
 
-/// Starts every chunk the scheduler allows now and arms the wake-up timer.
-fn launch(inner: &Inner, upload_id: &str) -> Result<(), Stop> {
-    let mut guard = inner.core.borrow_mut();
-    let core = &mut *guard;
-    if core.online_watch.is_some() && browser::is_online() {
-        core.online_watch = None;
-    }
-    let Some(scheduler) = core.scheduler.as_mut() else {
-        return Ok(());
-    };
-    let now = browser::now_ms();
-    if core.online_watch.is_none() {
-        while let Some(chunk) = scheduler.next_chunk(now) {
-            let blob = inner
-                .options
-                .file
-                .slice_with_f64_and_f64(f64_saturating(chunk.start), f64_saturating(chunk.end + 1))
-                .map_err(|e| Stop::Client(describe_js(&e, "the file could not be sliced")))?;
-            let headers = wire::chunk_headers(&inner.options, upload_id, &chunk);
-            let spec = RequestSpec {
-                method: "PUT",
-                url: &inner.options.upload_url,
-                user_headers: &inner.options.headers,
-                headers: &headers,
-                body: Some(&blob),
-            };
-            let request =
-                xhr::send(&spec, Tag::Chunk(chunk.index), &inner.events).map_err(|e| {
-                    Stop::Client(describe_js(&e, "the browser refused to send a chunk"))
-                })?;
-            core.requests.push((chunk.index, request));
+/// Starts every chunk the scheduler allows now.
+async fn launch(shared: &Shared, run: &mut Run, upload_id: &str) -> Result<(), Stop> {
+    if run.offline.is_some() {
+        if !browser::is_online() {
+            return Ok(());
         }
+        run.offline = None;
     }
-    let at = scheduler.next_wakeup();
-    core.wake_at(at, &inner.events);
+    let options = &shared.options;
+    while let Some(Some(chunk)) = shared.with_scheduler(|s| s.next_chunk(browser::now_ms())) {
+        let blob = options
+            .file
+            .slice_with_f64_and_f64(f64_saturating(chunk.start), f64_saturating(chunk.end + 1))
+            .map_err(|e| browser_refused(&e, "the file could not be sliced"))?;
+        let info = RequestInfo {
+            method: "PUT",
+            url: &options.upload_url,
+            chunk: Some(chunk.index),
+        };
+        let sha256 = if options.chunk_checksums {
+            checksum::sha256_hex(&blob)
+                .await
+                .map_err(|e| browser_refused(&e, "the file could not be read"))?
+        } else {
+            None
+        };
+        let headers = wire::chunk_headers(options, upload_id, &chunk, sha256);
+        let headers = callbacks::before_request(&options.callbacks, info, headers)
+            .await
+            .map_err(Stop::Js)?;
+        // A pause may have taken the chunk back while the hook ran.
+        let still_wanted = shared.with_scheduler(|s| s.in_flight().contains(&chunk.index));
+        if still_wanted != Some(true) {
+            continue;
+        }
+        let spec = RequestSpec {
+            method: info.method,
+            url: info.url,
+            headers: &headers,
+            body: Some(&blob),
+            with_credentials: options.with_credentials,
+        };
+        let sender = shared.events.clone();
+        let index = chunk.index;
+        let guard = xhr::send(&spec, move |event| {
+            events::notify(&sender, Event::Chunk { index, event });
+        })
+        .map_err(|e| browser_refused(&e, "the browser refused to send a chunk"))?;
+        run.requests.push(Request {
+            index,
+            len: chunk.len(),
+            _guard: guard,
+        });
+    }
     Ok(())
 }
 
-fn describe_js(error: &JsValue, context: &str) -> String {
-    // An `Error`'s (or `DOMException`'s) message, or a thrown string.
-    let detail = Reflect::get(error, &JsValue::from_str("message"))
-        .ok()
-        .and_then(|m| m.as_string())
-        .or_else(|| error.as_string());
-    match detail {
-        Some(d) => [context, ": ", &d].concat(),
-        None => context.to_owned(),
-    }
-}
-
 /// Applies one event. Returns the final status when the file is complete.
-fn handle(
-    inner: &Inner,
+async fn handle(
+    shared: &Shared,
+    run: &mut Run,
     event: Event,
     record: &mut SessionRecord,
     key: &str,
 ) -> Result<Option<SessionStatus>, Stop> {
     let now = browser::now_ms();
-    let mut notices = Vec::new();
-    let outcome = {
-        let mut guard = inner.core.borrow_mut();
-        let core = &mut *guard;
-        let Some(scheduler) = core.scheduler.as_mut() else {
-            return Ok(None);
-        };
-        let before = scheduler.loaded();
-        let mut failed: Vec<(u64, Failure)> = Vec::new();
-        let mut done = None;
-        match event {
-            Event::Progress {
-                tag: Tag::Chunk(i),
-                loaded,
-            } => {
-                let sent = droppr_protocol::js_number::u64_from_f64(loaded).unwrap_or(0);
-                scheduler.on_progress(i, sent, now);
+    match event {
+        Event::Chunk {
+            index,
+            event: XhrEvent::Progress(loaded),
+        } => {
+            let sent = u64_from_f64(loaded).unwrap_or(0);
+            if shared.with_scheduler(|s| s.on_progress(index, sent, now)) == Some(true) {
+                report_progress(shared);
             }
-            Event::Answered {
-                tag: Tag::Chunk(i),
-                answer,
-            } => {
-                take_request(&mut core.requests, i);
-                if wire::is_success(&answer) {
-                    let status = wire::session_status(&answer).ok_or_else(|| {
-                        Stop::Client("the server's answer to a chunk could not be read".into())
-                    })?;
-                    match scheduler
-                        .on_success(i, &status, now)
-                        .map_err(Stop::Failed)?
-                    {
-                        Acknowledged::Complete => done = Some(status),
-                        Acknowledged::Continue => {
-                            record.chunk_done(i, scheduler.next_index(), browser::unix_ms());
-                            storage::set(key, &json::record_to_json(record));
-                        }
-                    }
-                } else {
-                    failed.push((i, wire::failure(&answer)));
-                }
-            }
-            Event::NetworkFailure { tag: Tag::Chunk(i) } => {
-                take_request(&mut core.requests, i);
-                failed.push((i, Failure::Network));
-            }
-            Event::Wake => {
-                if core.timer.as_ref().is_some_and(|(at, _)| *at <= now) {
-                    core.timer = None;
-                }
-                for i in scheduler.stalled(now) {
-                    take_request(&mut core.requests, i);
-                    failed.push((i, Failure::Timeout));
-                }
-            }
-            Event::Online => core.online_watch = None,
-            // Late events of control requests.
-            Event::Progress { .. } | Event::Answered { .. } | Event::NetworkFailure { .. } => {}
+            Ok(None)
         }
-        for (i, failure) in failed {
-            match scheduler.on_failure(i, &failure, now, browser::jitter()) {
-                Some(AfterFailure::Retry {
-                    delay_ms,
-                    network: true,
-                }) => {
-                    notices.push(Notice::Retrying(
-                        [
-                            "Network error: chunk ",
-                            &decimal(i),
-                            " failed, retrying in ",
-                            &decimal(delay_ms),
-                            " ms",
-                        ]
-                        .concat(),
-                    ));
-                    if !browser::is_online() && core.online_watch.is_none() {
-                        let events = inner.events.clone();
-                        core.online_watch =
-                            browser::listen_window("online", move || events.push(Event::Online));
-                    }
-                }
-                Some(AfterFailure::Retry { network: false, .. }) | None => {}
-                Some(AfterFailure::Fatal(e)) => return Err(Stop::Failed(e)),
+        Event::Chunk {
+            index,
+            event: XhrEvent::Done(answer),
+        } => {
+            // A late event of a request that was cancelled.
+            let Some(request) = run.take(index) else {
+                return Ok(None);
+            };
+            let info = RequestInfo {
+                method: "PUT",
+                url: &shared.options.upload_url,
+                chunk: Some(index),
+            };
+            callbacks::after_response(&shared.options.callbacks, info, answer.as_ref())
+                .await
+                .map_err(Stop::Js)?;
+            match answer {
+                Some(a) if a.is_success() => acknowledged(shared, &request, &a, record, key),
+                Some(a) => failed(shared, run, index, &wire::failure(&a)).map(|()| None),
+                None => failed(shared, run, index, &Failure::Network).map(|()| None),
             }
         }
-        if scheduler.loaded() > before {
-            notices.push(Notice::Progress(scheduler.loaded()));
+        Event::Wake => {
+            let stalled = shared
+                .with_scheduler(|s| s.stalled(now))
+                .unwrap_or_default();
+            for index in stalled {
+                drop(run.take(index));
+                failed(shared, run, index, &Failure::Timeout)?;
+            }
+            Ok(None)
         }
-        done
+        Event::Online => {
+            run.offline = None;
+            Ok(None)
+        }
+    }
+}
+
+fn report_progress(shared: &Shared) {
+    let options = &shared.options;
+    if let Some(loaded) = shared.with_scheduler(|s| s.loaded()) {
+        callbacks::notify(
+            options.callbacks.on_progress.as_ref(),
+            &[
+                f64_saturating(loaded).into(),
+                f64_saturating(options.size).into(),
+            ],
+        );
+    }
+}
+
+/// The server took a chunk.
+fn acknowledged(
+    shared: &Shared,
+    request: &Request,
+    answer: &HttpAnswer,
+    record: &mut SessionRecord,
+    key: &str,
+) -> Result<Option<SessionStatus>, Stop> {
+    let status = wire::session_status(answer).ok_or_else(|| {
+        Stop::Js(js_error::client(
+            "the server's answer to a chunk could not be read",
+            ClientCode::ClientError,
+        ))
+    })?;
+    let now = browser::now_ms();
+    let outcome = shared.with_scheduler(|s| {
+        let before = s.loaded();
+        let acked = s.on_success(request.index, &status, now);
+        if matches!(acked, Ok(Acknowledged::Continue)) {
+            record.chunk_done(request.index, s.next_index(), browser::unix_ms());
+        }
+        (acked, s.loaded() > before)
+    });
+    let Some((acked, grew)) = outcome else {
+        return Ok(None);
     };
-    let options = &inner.options;
-    for notice in notices {
-        match notice {
-            Notice::Progress(loaded) => call(
-                options.on_progress.as_ref(),
-                &[
-                    f64_saturating(loaded).into(),
-                    f64_saturating(options.size).into(),
-                ],
-            ),
-            Notice::Retrying(message) => call(
-                options.on_error.as_ref(),
-                &[js_error::retry_notice(&message)],
-            ),
-        }
+    let acked = acked.map_err(Stop::Failed)?;
+    if acked == Acknowledged::Continue {
+        records::save(key, record);
     }
-    Ok(outcome)
-}
-
-/// Sends a control request and waits for its answer, retrying what the retry policy allows.
-/// Returns the final answer: a success, or an error status that is not worth retrying.
-/// Boxed, so the one copy of its state machine serves every call site (a smaller binary).
-type ControlFuture<'a> = Pin<Box<dyn Future<Output = Result<(HttpAnswer, f64), Stop>> + 'a>>;
-
-fn control_request<'a>(
-    inner: &'a Inner,
-    method: &'a str,
-    headers: &'a [(&'static str, String)],
-) -> ControlFuture<'a> {
-    Box::pin(async move {
-        let mut retries = 0;
-        loop {
-            let started = browser::now_ms();
-            let spec = RequestSpec {
-                method,
-                url: &inner.options.upload_url,
-                user_headers: &inner.options.headers,
-                headers,
-                body: None,
-            };
-            let request = xhr::send(&spec, Tag::Control, &inner.events).map_err(|e| {
-                Stop::Client(describe_js(&e, "the browser refused to send a request"))
-            })?;
-            inner.core.borrow_mut().control = Some(request);
-            let failure = match await_control(inner).await? {
-                Ok(answer) if wire::is_success(&answer) => {
-                    return Ok((answer, browser::now_ms() - started))
-                }
-                Ok(answer) => {
-                    let failure = wire::failure(&answer);
-                    if !failure.is_retryable() {
-                        return Ok((answer, 0.0));
-                    }
-                    failure
-                }
-                Err(failure) => failure,
-            };
-            retries += 1;
-            let Some(delay) = inner
-                .options
-                .retry
-                .delay_ms(retries, &failure, browser::jitter())
-            else {
-                let cause = droppr_protocol::scheduler::describe(&failure);
-                return Err(Stop::Failed(UploadError::Unreachable {
-                    retries: retries - 1,
-                    cause,
-                }));
-            };
-            if failure.is_network() {
-                let message = ["Network error: retrying in ", &decimal(delay), " ms"].concat();
-                call(
-                    inner.options.on_error.as_ref(),
-                    &[js_error::retry_notice(&message)],
-                );
-            }
-            sleep(inner, browser::now_ms() + f64_saturating(delay)).await?;
-        }
-    })
-}
-
-/// Waits for the control request's outcome (or an abort).
-async fn await_control(inner: &Inner) -> Result<Result<HttpAnswer, Failure>, Stop> {
-    loop {
-        if aborted(inner) {
-            return Err(Stop::Aborted);
-        }
-        match inner.events.next().await {
-            Event::Answered {
-                tag: Tag::Control,
-                answer,
-            } => {
-                inner.core.borrow_mut().control = None;
-                return Ok(Ok(answer));
-            }
-            Event::NetworkFailure { tag: Tag::Control } => {
-                inner.core.borrow_mut().control = None;
-                return Ok(Err(Failure::Network));
-            }
-            _ => {}
-        }
+    if grew {
+        report_progress(shared);
     }
+    let options = &shared.options;
+    let accepted = if status.complete {
+        status.size
+    } else {
+        status.received_bytes
+    };
+    callbacks::notify(
+        options.callbacks.on_chunk_complete.as_ref(),
+        &[
+            f64_saturating(request.len).into(),
+            f64_saturating(accepted).into(),
+            f64_saturating(options.size).into(),
+        ],
+    );
+    Ok((acked == Acknowledged::Complete).then_some(status))
 }
 
-/// Waits until `at_ms` (or an abort).
-async fn sleep(inner: &Inner, at_ms: f64) -> Result<(), Stop> {
+/// A chunk's attempt failed: retry it (telling `onRetry`), or end the upload.
+fn failed(shared: &Shared, run: &mut Run, index: u64, failure: &Failure) -> Result<(), Stop> {
+    let now = browser::now_ms();
+    let after = shared
+        .with_scheduler(|s| s.on_failure(index, failure, now, browser::jitter()))
+        .flatten();
+    let (delay_ms, network, attempt) = match after {
+        None => return Ok(()),
+        Some(AfterFailure::Fatal(e)) => return Err(Stop::Failed(e)),
+        Some(AfterFailure::Retry {
+            delay_ms,
+            network,
+            attempt,
+        }) => (delay_ms, network, attempt),
+    };
+    let callbacks = &shared.options.callbacks;
+    if !callbacks::should_retry(callbacks, failure, attempt) {
+        return Err(Stop::Failed(UploadError::from_failure(failure)));
+    }
+    if network && !browser::is_online() && run.offline.is_none() {
+        let sender = shared.events.clone();
+        run.offline =
+            browser::listen_window("online", move || events::notify(&sender, Event::Online));
+    }
+    callbacks::notify_with(
+        callbacks.on_retry.as_ref(),
+        &RetryNotice::new(failure, delay_ms, attempt, Some(index)),
+    );
+    Ok(())
+}
+
+/// Sends a request about the session and waits for its answer, retrying what the retry policy
+/// allows, and waiting for `online` (spending no retry) while the browser is offline. Returns
+/// the final answer: a success, or an error status that is not worth retrying. `opens`: the
+/// request opens the session, so no answer at all while online fails at once (unreachable, or
+/// refused by CORS: retrying changes neither).
+async fn control_request(
+    shared: &Shared,
+    method: &str,
+    headers: &Headers,
+    opens: bool,
+) -> Result<(HttpAnswer, f64), Stop> {
+    let options = &shared.options;
+    let callbacks = &options.callbacks;
+    let info = RequestInfo {
+        method,
+        url: &options.upload_url,
+        chunk: None,
+    };
+    let mut retries = 0;
     loop {
-        if aborted(inner) {
-            return Err(Stop::Aborted);
+        browser::online().await;
+        let headers = callbacks::before_request(callbacks, info, headers.clone())
+            .await
+            .map_err(Stop::Js)?;
+        let spec = RequestSpec {
+            method,
+            url: &options.upload_url,
+            headers: &headers,
+            body: None,
+            with_credentials: options.with_credentials,
+        };
+        let started = browser::now_ms();
+        let answer = xhr::fetch(&spec)
+            .map_err(|e| browser_refused(&e, "the browser refused to send a request"))?
+            .await;
+        callbacks::after_response(callbacks, info, answer.as_ref())
+            .await
+            .map_err(Stop::Js)?;
+        let failure = match answer {
+            Some(a) if a.is_success() => return Ok((a, browser::now_ms() - started)),
+            Some(a) => {
+                let failure = wire::failure(&a);
+                if !failure.is_retryable() {
+                    return Ok((a, 0.0));
+                }
+                failure
+            }
+            // Offline now: the next turn waits for `online`.
+            None if !browser::is_online() => continue,
+            None if opens => {
+                return Err(Stop::Failed(UploadError::NoAnswer {
+                    url: options.upload_url.clone(),
+                }))
+            }
+            None => Failure::Network,
+        };
+        retries += 1;
+        let Some(delay) = options.retry.delay_ms(retries, &failure, browser::jitter()) else {
+            let cause = droppr_protocol::scheduler::describe(&failure);
+            return Err(Stop::Failed(UploadError::Unreachable {
+                retries: retries - 1,
+                cause,
+            }));
+        };
+        if !callbacks::should_retry(callbacks, &failure, retries) {
+            return Err(Stop::Failed(UploadError::from_failure(&failure)));
         }
-        if browser::now_ms() >= at_ms {
-            inner.core.borrow_mut().timer = None;
-            return Ok(());
-        }
-        inner.core.borrow_mut().wake_at(Some(at_ms), &inner.events);
-        let _ = inner.events.next().await;
+        callbacks::notify_with(
+            callbacks.on_retry.as_ref(),
+            &RetryNotice::new(&failure, delay, retries, None),
+        );
+        TimeoutFuture::new(u32::try_from(delay).unwrap_or(u32::MAX)).await;
     }
 }
 
 /// The session to upload into: the one of a valid resume record that the server still has,
 /// else a new one. Also returns the record to keep and the measured round trip.
 async fn open_or_resume(
-    inner: &Inner,
+    shared: &Shared,
     key: &str,
 ) -> Result<(SessionStatus, SessionRecord, f64), Stop> {
-    let options = &inner.options;
+    let options = &shared.options;
     let identity = options.identity();
-    let stored = storage::get(key).and_then(|text| {
-        let loaded = json::record_from_json(&text)
-            .ok_or(RecordRejected::Corrupt)
-            .and_then(|r| r.validate(&identity, browser::unix_ms()));
-        if loaded.is_err() {
-            // Stale, corrupt or foreign: never trusted, and not left to trip the next start.
-            storage::remove(key);
-        }
-        loaded.ok()
-    });
-    if let Some(record) = stored {
-        let headers = wire::session_headers(&record.upload_id);
-        let (answer, rtt) = control_request(inner, "GET", &headers).await?;
-        let usable = wire::is_success(&answer)
+    if let Some(record) = records::load(key, &identity) {
+        let headers = wire::session_headers(options, &record.upload_id);
+        let (answer, rtt) = control_request(shared, "GET", &headers, false).await?;
+        let usable = answer
+            .is_success()
             .then(|| wire::session_status(&answer))
             .flatten()
             .filter(|s| s.upload_id == record.upload_id && s.size == options.size);
@@ -573,47 +533,42 @@ async fn open_or_resume(
         storage::remove(key);
     }
     let headers = wire::open_headers(options);
-    let (answer, rtt) = control_request(inner, "POST", &headers).await?;
-    if !wire::is_success(&answer) {
+    let (answer, rtt) = control_request(shared, "POST", &headers, true).await?;
+    if !answer.is_success() {
         return Err(Stop::Failed(UploadError::from_failure(&wire::failure(
             &answer,
         ))));
     }
     let status = wire::session_status(&answer).ok_or_else(|| {
-        Stop::Client("the server's answer to opening the upload could not be read".into())
+        Stop::Js(js_error::client(
+            "the server's answer to opening the upload could not be read",
+            ClientCode::ClientError,
+        ))
     })?;
     let record = SessionRecord::new(&identity, &status.upload_id, browser::unix_ms());
     Ok((status, record, rtt))
 }
 
 /// Tells the server to drop the session; gives up quietly after [`ABORT_GRACE_MS`].
-async fn delete_session(inner: &Inner, upload_id: &str) {
-    let headers = wire::session_headers(upload_id);
-    let spec = RequestSpec {
+async fn delete_session(shared: &Shared, upload_id: &str) {
+    let options = &shared.options;
+    let info = RequestInfo {
         method: "DELETE",
-        url: &inner.options.upload_url,
-        user_headers: &inner.options.headers,
-        headers: &headers,
-        body: None,
+        url: &options.upload_url,
+        chunk: None,
     };
-    let Ok(request) = xhr::send(&spec, Tag::Control, &inner.events) else {
+    let headers = wire::session_headers(options, upload_id);
+    let Ok(headers) = callbacks::before_request(&options.callbacks, info, headers).await else {
         return;
     };
-    let deadline = browser::now_ms() + ABORT_GRACE_MS;
-    inner
-        .core
-        .borrow_mut()
-        .wake_at(Some(deadline), &inner.events);
-    loop {
-        match inner.events.next().await {
-            Event::Answered {
-                tag: Tag::Control, ..
-            }
-            | Event::NetworkFailure { tag: Tag::Control } => break,
-            _ if browser::now_ms() >= deadline => break,
-            _ => {}
-        }
+    let spec = RequestSpec {
+        method: "DELETE",
+        url: &options.upload_url,
+        headers: &headers,
+        body: None,
+        with_credentials: options.with_credentials,
+    };
+    if let Ok(request) = xhr::fetch(&spec) {
+        let _ = select(Box::pin(request), TimeoutFuture::new(ABORT_GRACE_MS)).await;
     }
-    drop(request);
-    inner.core.borrow_mut().timer = None;
 }

@@ -3,37 +3,42 @@
 //! This crate is glue only. Every decision (chunk plan, parallelism, chunk size, retries,
 //! resume records, progress) is made by `droppr-protocol`, which is tested natively; here live
 //! the `#[wasm_bindgen]` API of the design document, XHR requests with byte progress, timers,
-//! `localStorage` and `navigator.connection`. Browser resources are owned by guards that
-//! release them on drop, so cancelling is dropping.
+//! `localStorage` and `navigator.connection`, on the design's crates: the task runs on
+//! `wasm-bindgen-futures` and `futures` (a channel raced against gloo-timers' futures), and
+//! options, stats, results and records cross the boundary through `serde-wasm-bindgen` as the
+//! serde types of `droppr-protocol`. Browser resources are owned by guards that release them on
+//! drop, so cancelling is dropping.
 //!
 //! ```js
-//! import init, { ParallelUploader, getOptimalParallelChunks } from './pkg/droppr_uploader.js';
-//! await init();
+//! import { ParallelUploader } from 'droppr-uploader';
 //! const uploader = new ParallelUploader({ file, uploadUrl, onProgress: (loaded, total) => {} });
 //! const { name, size } = await uploader.start();
 //! ```
 
 mod browser;
+mod callbacks;
+mod checksum;
 mod driver;
 mod events;
 mod js_error;
-mod json;
+mod js_object;
 mod options;
+mod records;
+mod state;
 mod wire;
 mod xhr;
 
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
-use droppr_protocol::js_number::f64_saturating;
 use droppr_protocol::network::optimal_parallel_chunks;
 use droppr_protocol::resume::RECORD_KEY_PREFIX;
 use droppr_protocol::tuning::Tuning;
-use js_sys::{Object, Reflect};
+use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
-use crate::driver::{Core, Inner, Phase};
-use crate::events::{Event, EventQueue};
+use crate::events::EventReceiver;
+use crate::state::Shared;
 
 /// A free-list allocator instead of the default dlmalloc: a few hundred bytes of code instead of
 /// several kilobytes. It frees and coalesces adjacent blocks, so memory stays bounded over an
@@ -44,12 +49,16 @@ use crate::events::{Event, EventQueue};
 static ALLOCATOR: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
     lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());
 
-#[wasm_bindgen(typescript_custom_section)]
-const TYPES: &str = r#"
-/** Options of `new ParallelUploader(...)` (the design document's, plus adaptive sizing bounds). */
+/// The TypeScript declarations of the options, callbacks, results and errors (tests check them
+/// against the Rust types).
+#[doc(hidden)]
+pub const TYPESCRIPT_TYPES: &str = r#"
+/** Options of `new ParallelUploader(...)` (the design document's, plus hooks in the manner of tus-js-client and Uppy). */
 export interface ParallelUploaderOptions {
-  /** The file to upload. */
-  file: File;
+  /** What to upload: a `File`, or any `Blob` (then give `name`). */
+  file: Blob;
+  /** The file name sent to the server; defaults to `file.name`. Required for a `Blob` that is not a `File`. */
+  name?: string;
   /** `/api/droppr/requests/{hash}/upload-chunk`. */
   uploadUrl: string;
   /** Bytes per chunk (default 8 MiB); the base of the adaptive size when `adaptiveChunkSizing`. */
@@ -60,24 +69,73 @@ export interface ParallelUploaderOptions {
   maxRetries?: number;
   /** Extra request headers, e.g. `X-Request-Password`, `X-Captcha-Token`; undefined values are skipped. */
   headers?: Record<string, string | undefined | null>;
+  /** Sent with the request that opens the session as `X-Upload-Metadata` (percent-encoded `key=value` pairs joined by `&`). */
+  metadata?: Record<string, string>;
+  /** Send cookies and HTTP authentication to a cross-origin server (`XMLHttpRequest.withCredentials`). */
+  withCredentials?: boolean;
+  /** Aborting it aborts the upload, like `abort()`. */
+  signal?: AbortSignal;
+  /** Send each chunk's SHA-256 (WebCrypto) for the server to verify before storing it (default true; needs a secure context). */
+  chunkChecksums?: boolean;
   /** Relative path with folders, sent as `X-Upload-Path`. */
   relPath?: string;
-  /** Bytes sent so far (never decreasing, ends at the file size) and the file size. */
-  onProgress?: (loaded: number, total: number) => void;
-  onComplete?: (result: UploadResult) => void;
-  /** Fatal errors, and `Network error` notices (with `retrying: true`) while a network failure is retried. */
-  onError?: (error: UploadError) => void;
   /** Start the chunk size from `navigator.connection` and adapt it to the measured throughput. */
   adaptiveChunkSizing?: boolean;
   minChunkSize?: number;
   maxChunkSize?: number;
+  /** Bytes sent so far (never decreasing, ends at the file size) and the file size. */
+  onProgress?: (loaded: number, total: number) => void;
+  /** A chunk was stored: its size, the bytes the server holds now, the file size. */
+  onChunkComplete?: (chunkSize: number, bytesAccepted: number, bytesTotal: number) => void;
+  onComplete?: (result: UploadResult) => void;
+  /** Only failures that end the upload (not `abort()`, which rejects `start()` with code `aborted`). */
+  onError?: (error: UploadError) => void;
+  /** Every retry, before its wait. */
+  onRetry?: (retry: RetryEvent) => void;
+  /** Asked before each retry the policy allows; return `false` to end the upload instead. */
+  onShouldRetry?: (error: UploadError, attempt: number) => boolean;
+  /** Before every request; may change `request.headers` (e.g. a fresh token) and may return a promise. */
+  onBeforeRequest?: (request: UploadRequest) => void | Promise<void>;
+  /** After every request, with its answer (status 0: none came); may return a promise. */
+  onAfterResponse?: (request: UploadRequest, response: UploadResponse) => void | Promise<void>;
+}
+
+/** A request as the hooks see it. */
+export interface UploadRequest {
+  method: string;
+  url: string;
+  /** What will be sent (`onBeforeRequest` may add, change or delete entries). */
+  headers: Record<string, string | undefined | null>;
+  /** The chunk, or null for requests about the session (open, resume, abort). */
+  chunkIndex: number | null;
+}
+
+/** An answer as `onAfterResponse` sees it. */
+export interface UploadResponse {
+  /** HTTP status; 0 when no answer came. */
+  status: number;
+  /** The parsed JSON body, or null. */
+  body: unknown;
+}
+
+/** What `onRetry` receives. */
+export interface RetryEvent {
+  /** HTTP status of the failed attempt; 0 when no answer came. */
+  status: number;
+  code: UploadErrorCode;
+  /** The wait before the next attempt. */
+  retryInMs: number;
+  /** 1 for the first retry of this chunk or request. */
+  attempt: number;
+  /** The chunk, or null for a request about the session. */
+  chunkIndex: number | null;
 }
 
 /** `getStats()`. */
 export interface UploadStats {
-  /** Smoothed bytes per second. */
+  /** Smoothed bytes per second; 0 when nothing moved for 5 s. */
   speed: number;
-  /** Seconds left at the current speed; null while unknown. */
+  /** Seconds left at the current speed; null while unknown or while nothing moves. */
   eta: number | null;
   activeUploads: number;
   completedChunks: number;
@@ -103,16 +161,67 @@ export interface UploadResult {
   size: number;
 }
 
-/** Errors passed to `onError` and rejecting `start()`. */
+/** One entry of `findUnfinishedUploads()`. */
+export interface UnfinishedUpload {
+  /** Its `localStorage` key (remove it to forget the upload). */
+  key: string;
+  uploadId: string;
+  /** The relative path or file name it was started with. */
+  name: string;
+  size: number;
+  lastModified: number;
+  /** When it last made progress (ms since the epoch). */
+  timestamp: number;
+  completedChunks: number;
+}
+
+/** The server's error codes (`docs/PROTOCOL.md`). */
+export type ServerErrorCode =
+  | 'bad-request-hash' | 'bad-upload-id' | 'bad-range' | 'range-outside-file' | 'length-mismatch'
+  | 'total-mismatch' | 'bad-path' | 'missing-name' | 'missing-extension' | 'checksum-mismatch'
+  | 'bad-body' | 'duplicate-header' | 'body-cut-short' | 'password-required' | 'wrong-password'
+  | 'unauthorized' | 'captcha-required' | 'captcha-invalid' | 'admin-disabled' | 'request-not-found'
+  | 'session-not-found' | 'not-found' | 'method-not-allowed' | 'session-not-initialised'
+  | 'session-conflict' | 'path-conflict' | 'upload-failed' | 'body-timeout' | 'request-expired'
+  | 'length-required' | 'file-too-large' | 'chunk-too-large' | 'body-too-large' | 'type-not-allowed'
+  | 'content-mismatch' | 'locked-out' | 'rate-limited' | 'internal' | 'unavailable'
+  | 'insufficient-storage' | 'quota-exceeded';
+
+/** Every `code` an `UploadError` can have. */
+export type UploadErrorCode =
+  | ServerErrorCode
+  /** `abort()` or the `signal`. */
+  | 'aborted'
+  /** A chunk or request used all its retries. */
+  | 'retries-exhausted'
+  /** Opening the session got no answer while online: unreachable server or CORS. */
+  | 'unreachable'
+  /** The server's answers contradict each other. */
+  | 'server-inconsistent'
+  /** An error status without a code this package knows. */
+  | 'rejected' | 'http-error'
+  /** One failed attempt with no answer (`onShouldRetry`, `onRetry`). */
+  | 'network-error'
+  /** One attempt without upload progress for 30 s. */
+  | 'stalled'
+  /** The options object (constructor). */
+  | 'invalid-options'
+  /** The browser refused something (a header, a slice, an answer it could not read). */
+  | 'client-error'
+  /** `onBeforeRequest` or `onAfterResponse` threw or rejected. */
+  | 'hook-failed';
+
+/** Errors thrown by the constructor, passed to `onError` and rejecting `start()`. */
 export interface UploadError extends Error {
-  /** A server error code (`type-not-allowed`, ...), or `aborted`, `retries-exhausted`, `network-error`, `client-error`, `server-inconsistent`, `rejected`. */
-  code: string;
+  name: 'UploadError';
+  code: UploadErrorCode;
   /** The HTTP status of a refusal. */
   status?: number;
-  /** True on notices about a failure that is being retried. */
-  retrying?: boolean;
 }
 "#;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &str = TYPESCRIPT_TYPES;
 
 #[wasm_bindgen]
 extern "C" {
@@ -120,6 +229,8 @@ extern "C" {
     pub type ParallelUploaderOptions;
     #[wasm_bindgen(typescript_type = "UploadStats")]
     pub type UploadStats;
+    #[wasm_bindgen(typescript_type = "UnfinishedUpload[]")]
+    pub type UnfinishedUploads;
 }
 
 /// The design document's `getOptimalParallelChunks()`: 4g 6, 3g 3, 2g and slow-2g 1, unknown 4.
@@ -128,146 +239,123 @@ pub fn get_optimal_parallel_chunks() -> u32 {
     optimal_parallel_chunks(browser::network_hints().effective_type)
 }
 
+/// The unfinished uploads this browser remembers for `uploadUrl` that an uploader would resume
+/// (same rules as the uploader's own: not older than 24 h, a valid session id), newest first.
+/// Pick the same file again (same name or `relPath`, size and `lastModified`) to resume one.
+#[wasm_bindgen(js_name = findUnfinishedUploads)]
+pub fn find_unfinished_uploads(upload_url: &str) -> UnfinishedUploads {
+    records::find_unfinished_js(upload_url).unchecked_into()
+}
+
+/// True for the errors this package throws, rejects with and reports (they all have a `code`).
+#[wasm_bindgen(js_name = isUploadError, unchecked_return_type = "value is UploadError")]
+pub fn is_upload_error(value: &JsValue) -> bool {
+    js_error::is_upload_error(value)
+}
+
 /// Uploads one file in parallel chunks; resumable across page loads.
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct ParallelUploader {
-    inner: Rc<Inner>,
+    shared: Rc<Shared>,
+    /// The task's end of the event channel, until `start()` hands it over.
+    events: RefCell<Option<EventReceiver>>,
+    /// `start()`'s promise, the same for every call.
+    promise: RefCell<Option<js_sys::Promise>>,
     /// Re-plans on `navigator.connection`'s `change` event while the uploader lives.
     _connection_watch: Option<browser::ListenerGuard>,
+    /// `options.signal`'s `abort` event aborts the upload.
+    _signal_watch: Option<browser::ListenerGuard>,
 }
 
 #[wasm_bindgen]
 impl ParallelUploader {
+    /// Checks the options; throws an `UploadError` with code `invalid-options` if one is wrong.
     #[wasm_bindgen(constructor)]
-    pub fn new(options: &ParallelUploaderOptions) -> Result<ParallelUploader, JsError> {
+    pub fn new(options: &ParallelUploaderOptions) -> Result<ParallelUploader, JsValue> {
         let options = options::Options::parse(options)?;
         let tuning = Tuning::new(options.tuning, browser::network_hints());
-        let inner = Rc::new(Inner {
-            options,
-            events: EventQueue::default(),
-            core: RefCell::new(Core::new(tuning)),
-        });
-        let weak: Weak<Inner> = Rc::downgrade(&inner);
-        let watch = browser::connection().and_then(|c| {
+        let signal = options.signal.clone();
+        let (sender, receiver) = events::channel();
+        let shared = Rc::new(Shared::new(options, tuning, sender));
+        let weak: Weak<Shared> = Rc::downgrade(&shared);
+        let connection_watch = browser::connection().and_then(|c| {
             browser::listen(c, "change", move || {
-                if let Some(inner) = weak.upgrade() {
-                    on_connection_change(&inner);
+                if let Some(shared) = weak.upgrade() {
+                    shared.on_hints(browser::network_hints());
+                }
+            })
+        });
+        let signal_watch = signal.and_then(|signal| {
+            if signal.aborted() {
+                shared.abort();
+                return None;
+            }
+            let weak: Weak<Shared> = Rc::downgrade(&shared);
+            browser::listen(signal.into(), "abort", move || {
+                if let Some(shared) = weak.upgrade() {
+                    shared.abort();
                 }
             })
         });
         Ok(ParallelUploader {
-            inner,
-            _connection_watch: watch,
+            shared,
+            events: RefCell::new(Some(receiver)),
+            promise: RefCell::new(None),
+            _connection_watch: connection_watch,
+            _signal_watch: signal_watch,
         })
     }
 
-    /// Starts (or joins) the upload. The promise always settles: with the result, or with an
-    /// `UploadError` (code `aborted` after `abort()`).
+    /// Starts the upload (the wasm module loads on first use). Calling it again returns the same
+    /// promise. It always settles: with the result, or with an `UploadError` (code `aborted`
+    /// after `abort()`).
     #[wasm_bindgen(unchecked_return_type = "Promise<UploadResult>")]
     pub fn start(&self) -> js_sys::Promise {
-        let mut core = self.inner.core.borrow_mut();
-        if let Some(p) = &core.promise {
-            return p.clone();
-        }
-        let promise = if core.phase == Phase::Done {
-            js_sys::Promise::reject(&js_error::upload_error(
-                &droppr_protocol::scheduler::UploadError::Aborted,
-            ))
-        } else {
-            core.phase = Phase::Running;
-            self.inner.events.clear();
-            self.inner.events.spawn(driver::run(self.inner.clone()))
-        };
-        core.promise = Some(promise.clone());
+        let mut promise = self.promise.borrow_mut();
         promise
+            .get_or_insert_with(|| driver::start(&self.shared, self.events.borrow_mut().take()))
+            .clone()
     }
 
     /// Cancels every request in flight, asks the server to drop the session, forgets the
     /// resume record, and settles `start()` with an `aborted` error.
     pub fn abort(&self) {
-        let mut core = self.inner.core.borrow_mut();
-        match core.phase {
-            Phase::Done => {}
-            Phase::Idle => core.phase = Phase::Done,
-            Phase::Running => {
-                core.abort_requested = true;
-                if let Some(s) = core.scheduler.as_mut() {
-                    let _ = s.stop();
-                }
-                core.cancel_all();
-                drop(core);
-                self.inner.events.push(Event::Wake);
-            }
-        }
+        self.shared.abort();
     }
 
     /// Stops sending: requests in flight are cancelled and their chunks sent again on `resume()`.
     /// The session and the resume record stay.
     pub fn pause(&self) {
-        let mut core = self.inner.core.borrow_mut();
-        core.paused = true;
-        if let Some(s) = core.scheduler.as_mut() {
-            let cancelled = s.pause();
-            core.cancel(&cancelled);
-        }
-        drop(core);
-        self.inner.events.push(Event::Wake);
+        self.shared.pause();
     }
 
     /// Continues after `pause()`.
     pub fn resume(&self) {
-        let mut core = self.inner.core.borrow_mut();
-        core.paused = false;
-        if let Some(s) = core.scheduler.as_mut() {
-            s.resume();
-        }
-        drop(core);
-        self.inner.events.push(Event::Wake);
+        self.shared.resume();
     }
 
     /// Forgets this file's resume record.
     #[wasm_bindgen(js_name = clearSession)]
     pub fn clear_session(&self) {
-        browser::storage::remove(&self.inner.options.identity().record_key());
+        browser::storage::remove(&self.shared.options.identity().record_key());
     }
 
     /// Speed, ETA, chunk counts and bytes, as in the design document (plus the current
-    /// parallelism and chunk size).
+    /// parallelism and chunk size). The speed falls to 0 and the ETA to null when nothing moves.
     #[wasm_bindgen(js_name = getStats)]
     pub fn get_stats(&self) -> UploadStats {
-        let stats = self.inner.core.borrow().stats(&self.inner.options);
-        let values = [
-            stats.speed,
-            stats.eta.unwrap_or(f64::NAN),
-            stats.active_uploads.into(),
-            f64_saturating(stats.completed_chunks),
-            f64_saturating(stats.total_chunks),
-            f64_saturating(stats.failed_chunks),
-            f64_saturating(stats.loaded),
-            f64_saturating(stats.total),
-            stats.parallelism.into(),
-            f64_saturating(stats.chunk_size),
-        ];
-        // One loop over numbers (the unknown ETA, NaN, becomes null): a tenth of the code of a
-        // differently typed value per key.
-        let object = Object::new();
-        for (key, value) in STATS_KEYS.iter().zip(values) {
-            let value = if value.is_nan() {
-                JsValue::NULL
-            } else {
-                JsValue::from_f64(value)
-            };
-            // Defining a property on a fresh plain object cannot fail.
-            let _ = Reflect::set(&object, &JsValue::from_str(key), &value);
-        }
-        object.unchecked_into()
+        let stats = self.shared.stats();
+        stats
+            .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+            .unwrap_or(JsValue::UNDEFINED)
+            .unchecked_into()
     }
 
     /// The server's id of this upload, once the session is open.
     #[wasm_bindgen(getter = uploadId)]
     pub fn upload_id(&self) -> Option<String> {
-        self.inner.core.borrow().upload_id.clone()
+        self.shared.upload_id()
     }
 
     /// The prefix of every resume record this package writes to `localStorage`.
@@ -275,29 +363,4 @@ impl ParallelUploader {
     pub fn record_key_prefix() -> String {
         RECORD_KEY_PREFIX.to_owned()
     }
-}
-
-/// The keys of `getStats()`, in the order of its values.
-const STATS_KEYS: [&str; 10] = [
-    "speed",
-    "eta",
-    "activeUploads",
-    "completedChunks",
-    "totalChunks",
-    "failedChunks",
-    "loaded",
-    "total",
-    "parallelism",
-    "chunkSize",
-];
-
-fn on_connection_change(inner: &Inner) {
-    let hints = browser::network_hints();
-    let mut core = inner.core.borrow_mut();
-    match core.scheduler.as_mut() {
-        Some(s) => s.tuning_mut().on_hints(hints),
-        None => core.tuning.on_hints(hints),
-    }
-    drop(core);
-    inner.events.push(Event::Wake);
 }

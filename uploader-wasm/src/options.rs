@@ -1,24 +1,84 @@
-//! The options object of `new ParallelUploader({...})`, read and checked once.
+//! The options object of `new ParallelUploader({...})`, read once through serde-wasm-bindgen and
+//! checked into typed values the rest of the glue trusts.
 
-use droppr_protocol::js_number::u64_from_f64;
+use droppr_protocol::js_number::{u64_from_f64, MAX_SAFE_INTEGER};
 use droppr_protocol::plan::DEFAULT_CHUNK_SIZE;
 use droppr_protocol::resume::FileIdentity;
 use droppr_protocol::retry::RetryPolicy;
 use droppr_protocol::text::decimal;
 use droppr_protocol::tuning::TuningConfig;
-use js_sys::{Function, Object, Reflect};
+use js_sys::Function;
+use serde::Deserialize;
 use wasm_bindgen::prelude::*;
-use web_sys::File;
+use web_sys::{AbortSignal, Blob, File};
+
+use crate::js_error::{self, ClientCode};
 
 /// The most requests in flight a caller may ask for.
 const MAX_PARALLEL: u32 = 64;
 /// The most retries per chunk a caller may ask for.
 const MAX_RETRIES: u32 = 100;
 
+/// The options as JS gives them; values that stay JS objects are kept as they are.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawOptions {
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    file: JsValue,
+    name: Option<String>,
+    upload_url: Option<String>,
+    rel_path: Option<String>,
+    chunk_size: Option<f64>,
+    max_parallel_chunks: Option<f64>,
+    max_retries: Option<f64>,
+    min_chunk_size: Option<f64>,
+    max_chunk_size: Option<f64>,
+    adaptive_chunk_sizing: Option<bool>,
+    with_credentials: Option<bool>,
+    chunk_checksums: Option<bool>,
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    headers: JsValue,
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    metadata: JsValue,
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    signal: JsValue,
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    on_progress: JsValue,
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    on_complete: JsValue,
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    on_error: JsValue,
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    on_retry: JsValue,
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    on_should_retry: JsValue,
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    on_chunk_complete: JsValue,
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    on_before_request: JsValue,
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    on_after_response: JsValue,
+}
+
+/// The caller's callbacks.
+#[derive(Debug, Default)]
+pub struct Callbacks {
+    pub on_progress: Option<Function>,
+    pub on_complete: Option<Function>,
+    pub on_error: Option<Function>,
+    pub on_retry: Option<Function>,
+    pub on_should_retry: Option<Function>,
+    pub on_chunk_complete: Option<Function>,
+    pub on_before_request: Option<Function>,
+    pub on_after_response: Option<Function>,
+}
+
 /// Validated options.
 #[derive(Debug)]
 pub struct Options {
-    pub file: File,
+    pub file: Blob,
+    /// The file name sent to the server (`File.name`, or the `name` option).
+    pub file_name: String,
     pub size: u64,
     pub last_modified: u64,
     pub upload_url: String,
@@ -26,31 +86,29 @@ pub struct Options {
     pub name: String,
     pub has_rel_path: bool,
     pub headers: Vec<(String, String)>,
+    /// `metadata`, already in its header form.
+    pub metadata: Option<String>,
+    pub with_credentials: bool,
+    /// Send `X-Chunk-Sha256` with every chunk.
+    pub chunk_checksums: bool,
+    pub signal: Option<AbortSignal>,
     pub tuning: TuningConfig,
     pub retry: RetryPolicy,
-    pub on_progress: Option<Function>,
-    pub on_complete: Option<Function>,
-    pub on_error: Option<Function>,
+    pub callbacks: Callbacks,
 }
 
-/// `options.KEY PROBLEM` (no `format!`: see `droppr_protocol::text`).
-fn invalid(key: &str, problem: &str) -> JsError {
-    JsError::new(&["options.", key, problem].concat())
+fn invalid(key: &str, problem: &str) -> JsValue {
+    js_error::client(
+        &["options.", key, problem].concat(),
+        ClientCode::InvalidOptions,
+    )
 }
 
-fn field(options: &JsValue, key: &str) -> Result<Option<JsValue>, JsError> {
-    let value = Reflect::get(options, &JsValue::from_str(key))
-        .map_err(|_| invalid(key, " cannot be read"))?;
-    Ok((!value.is_undefined() && !value.is_null()).then_some(value))
-}
-
-fn whole_number(options: &JsValue, key: &str, min: u64, max: u64) -> Result<Option<u64>, JsError> {
-    let Some(value) = field(options, key)? else {
+fn whole_number(value: Option<f64>, key: &str, min: u64, max: u64) -> Result<Option<u64>, JsValue> {
+    let Some(value) = value else {
         return Ok(None);
     };
-    value
-        .as_f64()
-        .and_then(u64_from_f64)
+    u64_from_f64(value)
         .filter(|n| (min..=max).contains(n))
         .map(Some)
         .ok_or_else(|| {
@@ -64,96 +122,127 @@ fn whole_number(options: &JsValue, key: &str, min: u64, max: u64) -> Result<Opti
         })
 }
 
-fn function(options: &JsValue, key: &str) -> Result<Option<Function>, JsError> {
-    field(options, key)?
-        .map(|v| {
-            v.dyn_into::<Function>()
-                .map_err(|_| invalid(key, " must be a function"))
-        })
-        .transpose()
-}
-
-fn string(options: &JsValue, key: &str) -> Result<Option<String>, JsError> {
-    field(options, key)?
-        .map(|v| {
-            v.as_string()
-                .ok_or_else(|| invalid(key, " must be a string"))
-        })
-        .transpose()
-}
-
-/// `headers`: a plain object of strings; `undefined` and `null` values are left out, so
-/// `{'X-Request-Password': password}` works without a password.
-fn headers(options: &JsValue) -> Result<Vec<(String, String)>, JsError> {
-    let Some(value) = field(options, "headers")? else {
-        return Ok(Vec::new());
-    };
-    let object = value
-        .dyn_into::<Object>()
-        .map_err(|_| JsError::new("options.headers must be an object of strings"))?;
-    let mut out = Vec::new();
-    for entry in Object::entries(&object).iter() {
-        let name = Reflect::get_u32(&entry, 0).ok().and_then(|v| v.as_string());
-        let value = Reflect::get_u32(&entry, 1).unwrap_or(JsValue::UNDEFINED);
-        if value.is_undefined() || value.is_null() {
-            continue;
-        }
-        match (name, value.as_string()) {
-            (Some(n), Some(v)) => out.push((n, v)),
-            (n, _) => {
-                let key = ["headers[\"", &n.unwrap_or_default(), "\"]"].concat();
-                return Err(invalid(&key, " must be a string"));
-            }
-        }
+fn function(value: JsValue, key: &str) -> Result<Option<Function>, JsValue> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
     }
-    Ok(out)
+    value
+        .dyn_into::<Function>()
+        .map(Some)
+        .map_err(|_| invalid(key, " must be a function"))
+}
+
+/// `metadata` in its header form: `key=value` pairs joined by `&`, both percent-encoded UTF-8
+/// (`application/x-www-form-urlencoded` without the `+` for spaces), so any text fits a header.
+fn metadata_header(metadata: &[(String, String)]) -> String {
+    let encode = |s: &str| String::from(js_sys::encode_uri_component(s));
+    let pairs: Vec<String> = metadata
+        .iter()
+        .map(|(key, value)| [encode(key), "=".to_owned(), encode(value)].concat())
+        .collect();
+    pairs.join("&")
 }
 
 impl Options {
-    pub fn parse(options: &JsValue) -> Result<Self, JsError> {
+    pub fn parse(options: &JsValue) -> Result<Self, JsValue> {
         if !options.is_object() {
-            return Err(JsError::new("ParallelUploader needs an options object"));
+            return Err(js_error::client(
+                "ParallelUploader needs an options object",
+                ClientCode::InvalidOptions,
+            ));
         }
-        let file = field(options, "file")?
-            .and_then(|f| f.dyn_into::<File>().ok())
-            .ok_or_else(|| JsError::new("options.file must be a File"))?;
+        let raw: RawOptions = serde_wasm_bindgen::from_value(options.clone()).map_err(|e| {
+            js_error::client(
+                &["Invalid ParallelUploader options: ", &e.to_string()].concat(),
+                ClientCode::InvalidOptions,
+            )
+        })?;
+        let file = raw
+            .file
+            .dyn_into::<Blob>()
+            .map_err(|_| invalid("file", " must be a File or a Blob"))?;
+        let as_file = file.dyn_ref::<File>();
+        let file_name = raw
+            .name
+            .filter(|n| !n.is_empty())
+            .or_else(|| as_file.map(File::name).filter(|n| !n.is_empty()))
+            .ok_or_else(|| invalid("name", " must be given for a Blob that is not a File"))?;
         let size = u64_from_f64(file.size())
-            .ok_or_else(|| JsError::new("The file's size is not a safe integer"))?;
+            .ok_or_else(|| invalid("file", "'s size is not a safe integer"))?;
         // Some browsers report 0 or fractions; only equality matters for resume keys.
-        let last_modified = u64_from_f64(file.last_modified().floor()).unwrap_or(0);
-        let upload_url = string(options, "uploadUrl")?
+        let last_modified = as_file
+            .and_then(|f| u64_from_f64(f.last_modified().floor()))
+            .unwrap_or(0);
+        let upload_url = raw
+            .upload_url
             .filter(|u| !u.is_empty())
-            .ok_or_else(|| JsError::new("options.uploadUrl must be a non-empty string"))?;
-        let rel_path = string(options, "relPath")?.filter(|p| !p.is_empty());
-        let adaptive = field(options, "adaptiveChunkSizing")?.is_some_and(|v| v.is_truthy());
-        let max_parallel = whole_number(options, "maxParallelChunks", 1, u64::from(MAX_PARALLEL))?
-            .map(|n| u32::try_from(n).unwrap_or(MAX_PARALLEL));
-        let max_retries = whole_number(options, "maxRetries", 0, u64::from(MAX_RETRIES))?
+            .ok_or_else(|| invalid("uploadUrl", " must be a non-empty string"))?;
+        let rel_path = raw.rel_path.filter(|p| !p.is_empty());
+        let max_parallel = whole_number(
+            raw.max_parallel_chunks,
+            "maxParallelChunks",
+            1,
+            u64::from(MAX_PARALLEL),
+        )?
+        .map(|n| u32::try_from(n).unwrap_or(MAX_PARALLEL));
+        let max_retries = whole_number(raw.max_retries, "maxRetries", 0, u64::from(MAX_RETRIES))?
             .map_or(5, |n| u32::try_from(n).unwrap_or(MAX_RETRIES));
-        let safe = droppr_protocol::js_number::MAX_SAFE_INTEGER;
+        let headers = crate::js_object::string_entries(&raw.headers)
+            .ok_or_else(|| invalid("headers", " must be an object of strings"))?;
+        let metadata = crate::js_object::string_entries(&raw.metadata)
+            .ok_or_else(|| invalid("metadata", " must be an object of strings"))?;
+        let signal = match raw.signal {
+            s if s.is_undefined() || s.is_null() => None,
+            s => Some(
+                s.dyn_into::<AbortSignal>()
+                    .map_err(|_| invalid("signal", " must be an AbortSignal"))?,
+            ),
+        };
         Ok(Self {
             size,
             last_modified,
             has_rel_path: rel_path.is_some(),
-            name: rel_path.unwrap_or_else(|| file.name()),
+            name: rel_path.unwrap_or_else(|| file_name.clone()),
+            file_name,
             file,
             upload_url,
-            headers: headers(options)?,
+            headers,
+            metadata: (!metadata.is_empty()).then(|| metadata_header(&metadata)),
+            with_credentials: raw.with_credentials.unwrap_or(false),
+            chunk_checksums: raw.chunk_checksums.unwrap_or(true),
+            signal,
             tuning: TuningConfig {
                 max_parallel,
-                chunk_size: whole_number(options, "chunkSize", 1, safe)?
+                chunk_size: whole_number(raw.chunk_size, "chunkSize", 1, MAX_SAFE_INTEGER)?
                     .unwrap_or(DEFAULT_CHUNK_SIZE),
-                adaptive,
-                min_chunk_size: whole_number(options, "minChunkSize", 1, safe)?,
-                max_chunk_size: whole_number(options, "maxChunkSize", 1, safe)?,
+                adaptive: raw.adaptive_chunk_sizing.unwrap_or(false),
+                min_chunk_size: whole_number(
+                    raw.min_chunk_size,
+                    "minChunkSize",
+                    1,
+                    MAX_SAFE_INTEGER,
+                )?,
+                max_chunk_size: whole_number(
+                    raw.max_chunk_size,
+                    "maxChunkSize",
+                    1,
+                    MAX_SAFE_INTEGER,
+                )?,
             },
             retry: RetryPolicy {
                 max_retries,
                 ..RetryPolicy::default()
             },
-            on_progress: function(options, "onProgress")?,
-            on_complete: function(options, "onComplete")?,
-            on_error: function(options, "onError")?,
+            callbacks: Callbacks {
+                on_progress: function(raw.on_progress, "onProgress")?,
+                on_complete: function(raw.on_complete, "onComplete")?,
+                on_error: function(raw.on_error, "onError")?,
+                on_retry: function(raw.on_retry, "onRetry")?,
+                on_should_retry: function(raw.on_should_retry, "onShouldRetry")?,
+                on_chunk_complete: function(raw.on_chunk_complete, "onChunkComplete")?,
+                on_before_request: function(raw.on_before_request, "onBeforeRequest")?,
+                on_after_response: function(raw.on_after_response, "onAfterResponse")?,
+            },
         })
     }
 

@@ -1,19 +1,24 @@
-//! Requests of the Droppr protocol (`docs/PROTOCOL.md`) and the reading of their answers.
+//! Requests of the Droppr protocol (`docs/PROTOCOL.md`) and the reading of their answers, whose
+//! JSON the browser has already parsed (serde-wasm-bindgen reads it into the shared types).
 
 use droppr_protocol::js_number::u64_from_f64;
 use droppr_protocol::plan::Chunk;
 use droppr_protocol::retry::Failure;
 use droppr_protocol::text::decimal;
-use droppr_protocol::wire::{header, ErrorCode, SessionStatus};
+use droppr_protocol::wire::{header, ErrorAnswer, SessionStatus};
 
 use crate::browser::unix_ms;
-use crate::json;
 use crate::options::Options;
 use crate::xhr::HttpAnswer;
 
-/// Protocol headers of a request; `xhr::send` sends the caller's headers (`options.headers`)
-/// before them, so they are never copied.
-pub type Headers = Vec<(&'static str, String)>;
+/// Headers of a request: the caller's (`options.headers`) first, then the protocol's.
+pub type Headers = Vec<(String, String)>;
+
+fn with_protocol(options: &Options, protocol: &[(&str, String)]) -> Headers {
+    let mut headers = options.headers.clone();
+    headers.extend(protocol.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    headers
+}
 
 fn encode(s: &str) -> String {
     String::from(js_sys::encode_uri_component(s))
@@ -21,56 +26,62 @@ fn encode(s: &str) -> String {
 
 /// Headers of the `POST` that opens a session.
 pub fn open_headers(options: &Options) -> Headers {
-    let mut headers = vec![
+    let mut protocol = vec![
         (header::UPLOAD_LENGTH, decimal(options.size)),
-        (header::UPLOAD_NAME, encode(&options.file.name())),
+        (header::UPLOAD_NAME, encode(&options.file_name)),
         (header::UPLOAD_LAST_MODIFIED, decimal(options.last_modified)),
     ];
     if options.has_rel_path {
-        headers.push((header::UPLOAD_PATH, encode(&options.name)));
+        protocol.push((header::UPLOAD_PATH, encode(&options.name)));
+    }
+    if let Some(metadata) = &options.metadata {
+        protocol.push((header::UPLOAD_METADATA, metadata.clone()));
     }
     let mime = options.file.type_();
     if !mime.is_empty() {
-        headers.push(("content-type", mime));
+        protocol.push(("content-type", mime));
     }
-    headers
+    with_protocol(options, &protocol)
 }
 
 /// Headers of a status query or an abort.
-pub fn session_headers(upload_id: &str) -> Headers {
-    vec![(header::UPLOAD_ID, upload_id.to_owned())]
+pub fn session_headers(options: &Options, upload_id: &str) -> Headers {
+    with_protocol(options, &[(header::UPLOAD_ID, upload_id.to_owned())])
 }
 
-/// Headers of a chunk.
-pub fn chunk_headers(options: &Options, upload_id: &str, chunk: &Chunk) -> Headers {
-    vec![
+/// Headers of a chunk, with its SHA-256 (hex) when there is one.
+pub fn chunk_headers(
+    options: &Options,
+    upload_id: &str,
+    chunk: &Chunk,
+    sha256: Option<String>,
+) -> Headers {
+    let mut protocol = vec![
         (header::UPLOAD_ID, upload_id.to_owned()),
         (
             header::CONTENT_RANGE,
             chunk.content_range(options.size).header_value(),
         ),
         (header::CHUNK_INDEX, decimal(chunk.index)),
-    ]
-}
-
-/// True for 2xx.
-pub fn is_success(answer: &HttpAnswer) -> bool {
-    (200..300).contains(&answer.status)
+    ];
+    if let Some(sha256) = sha256 {
+        protocol.push((header::CHUNK_SHA256, sha256));
+    }
+    with_protocol(options, &protocol)
 }
 
 /// A session status from a 2xx answer.
 pub fn session_status(answer: &HttpAnswer) -> Option<SessionStatus> {
-    json::session_status(&answer.body)
+    serde_wasm_bindgen::from_value(answer.body.clone()).ok()
 }
 
 /// The failure an error answer stands for; an unknown code counts as no code.
 pub fn failure(answer: &HttpAnswer) -> Failure {
-    let (message, code) = json::error_body(&answer.body);
-    let code = code.and_then(|c| ErrorCode::ALL.iter().copied().find(|k| k.as_str() == c));
+    let body: ErrorAnswer = serde_wasm_bindgen::from_value(answer.body.clone()).unwrap_or_default();
     Failure::Status {
         status: answer.status,
-        code,
-        message,
+        code: body.known_code(),
+        message: body.error,
         retry_after_ms: answer
             .retry_after
             .as_deref()
@@ -80,14 +91,10 @@ pub fn failure(answer: &HttpAnswer) -> Failure {
 
 /// `Retry-After` in milliseconds from now: delay-seconds, or an HTTP date read by the browser's
 /// own `Date.parse`. The rule is `droppr_protocol::retry::parse_retry_after`'s, but a date
-/// parser in Rust, with the string slicing and the panic messages it brings, costs kilobytes of
-/// wasm where the browser already has one.
+/// parser in Rust costs kilobytes of wasm where the browser already has one.
 fn retry_after_ms(value: &str, now_unix_ms: u64) -> Option<u64> {
     let value = value.trim_ascii();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        let seconds = value.bytes().fold(0u64, |n, digit| {
-            n.saturating_mul(10).saturating_add(u64::from(digit - b'0'))
-        });
+    if let Some(seconds) = droppr_protocol::wire::parse_u64(value) {
         return Some(seconds.saturating_mul(1000));
     }
     let at = u64_from_f64(js_sys::Date::parse(value))?;

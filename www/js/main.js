@@ -4,7 +4,7 @@
 import { acceptAttribute, describeLink, fetchLinkInfo, parseRequestCode, uploadUrlFor } from './link.js';
 import { explainLinkFailure } from './messages.js';
 import { formatAge, formatBytes, percentOf } from './format.js';
-import { forget, listUnfinished, recordFor, removeRecord, serverProgress } from './resume.js';
+import { forget, recordFor, removeRecord, serverProgress } from './resume.js';
 import { UploadQueue } from './queue.js';
 import { CaptchaSlot } from './captcha.js';
 import { ItemView } from './view.js';
@@ -262,7 +262,8 @@ async function refreshUnfinished() {
     return;
   }
   const uploadUrl = uploadUrlFor(state.code);
-  const records = listUnfinished(state.uploader.ParallelUploader.recordKeyPrefix, uploadUrl);
+  // The package applies its own rules (age, validity); the page only asks the server how far each got.
+  const records = state.uploader.findUnfinishedUploads(uploadUrl);
   await Promise.all(records.map(async (record) => {
     record.server = await serverProgress(uploadUrl, record.uploadId);
   }));

@@ -76,6 +76,12 @@ export function explainFailure(error, { file, info }) {
         text: 'The server could not be reached, even after several tries. Your progress is kept: press Retry when the connection is back.',
         scope: 'network',
       };
+    case 'unreachable':
+      return {
+        text: 'The server did not answer at all. Check your connection; if it works, the server may not allow '
+          + 'uploads from this page (CORS). Press Retry to try again.',
+        scope: 'network',
+      };
     case 'network-error':
       return { text: 'The connection failed. Your progress is kept: press Retry.', scope: 'network' };
     case 'server-inconsistent':

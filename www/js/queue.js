@@ -15,34 +15,6 @@ const STALL_MS = 5000;
 let nextId = 1;
 
 /**
- * The HTTP statuses of refused upload requests, read from Resource Timing. The uploader retries
- * 429 and 5xx answers quietly (it only reports network failures while it retries), so this is
- * how the page can say "the server asked us to wait" instead of just "waiting".
- */
-class RefusalWatch {
-  constructor() {
-    this.last = null;
-    try {
-      new PerformanceObserver((list) => {
-        for (const entry of list.getEntries()) {
-          const status = entry.responseStatus;
-          if (typeof status === 'number' && status >= 400 && entry.name.includes('/upload-chunk')) {
-            this.last = { status, at: performance.now() };
-          }
-        }
-      }).observe({ type: 'resource' });
-    } catch {
-      // No Resource Timing: the messages stay general.
-    }
-  }
-
-  /** The last refusal, if it came after `since` (a performance.now() time). */
-  since(since) {
-    return this.last && this.last.at >= since ? this.last : null;
-  }
-}
-
-/**
  * @typedef {'queued' | 'uploading' | 'paused' | 'done' | 'failed' | 'cancelled'} ItemState
  * @typedef {{text: string, tone: 'info' | 'ok' | 'warn' | 'error'}} Message
  */
@@ -72,6 +44,8 @@ export class UploadItem {
     this.lastProgressAt = 0;
     this.failuresAtLastProgress = 0;
     this.retryUntil = 0;
+    /** The last retry the uploader reported (`onRetry`): `{status, code, retryInMs, attempt, at}`. */
+    this.lastRetry = null;
     /** After a failure: 'file', 'link' or 'network' (see messages.js). */
     this.failureScope = null;
   }
@@ -110,7 +84,6 @@ export class UploadQueue extends EventTarget {
     this.hold = null;
     this.running = null;
     this.ticker = 0;
-    this.refusals = new RefusalWatch();
   }
 
   /** Adds files; returns the new items and the names of files already in the list. */
@@ -171,6 +144,7 @@ export class UploadQueue extends EventTarget {
     item.loadedAtStart = 0;
     item.lastProgressAt = item.startedAt;
     item.retryUntil = 0;
+    item.lastRetry = null;
     let uploader;
     try {
       uploader = new ParallelUploader({
@@ -187,7 +161,7 @@ export class UploadQueue extends EventTarget {
         // reload or any other request to this server waits for a chunk to finish; keep one free.
         maxParallelChunks: Math.max(1, Math.min(MAX_PARALLEL, getOptimalParallelChunks())),
         onProgress: (loaded) => this.onProgress(item, loaded),
-        onError: (error) => this.onNotice(item, error),
+        onRetry: (retry) => this.onRetry(item, retry),
       });
     } catch (error) {
       this.fail(item, { code: 'client-error', message: error?.message ?? String(error) });
@@ -254,12 +228,12 @@ export class UploadQueue extends EventTarget {
     this.changed(item);
   }
 
-  /** `onError` also brings notices about network failures being retried. */
-  onNotice(item, error) {
-    if (!error?.retrying) return; // fatal errors arrive through start()'s rejection
-    const match = /retrying in (\d+) ms/.exec(error.message ?? '');
-    const delay = match ? Number(match[1]) : 2000;
-    item.retryUntil = performance.now() + delay;
+  /** Every retry the uploader makes, with its numbers (fatal errors reject start()). */
+  onRetry(item, retry) {
+    const at = performance.now();
+    item.lastRetry = { ...retry, at };
+    // Only failures without an answer read as connection trouble; refusals have their own words.
+    if (retry.status === 0) item.retryUntil = at + retry.retryInMs;
     this.changed(item);
   }
 
@@ -294,13 +268,16 @@ export class UploadQueue extends EventTarget {
       return { text: `Connection trouble: ${when}. Nothing is lost.`, tone: 'warn' };
     }
     const stalled = now - item.lastProgressAt;
-    const refusal = this.refusals.since(item.lastProgressAt);
+    // The last refusal the uploader is retrying, if it came after the last progress.
+    const last = item.lastRetry;
+    const refusal = last && last.status > 0 && last.at >= item.lastProgressAt ? last : null;
     if (!item.uploadId) {
       if (stalled < 3000) return item.live;
       if (refusal?.status === 429) {
+        const seconds = Math.max(1, Math.ceil((refusal.at + refusal.retryInMs - now) / 1000));
         return {
           text: 'The server asked us to wait before trying again (too many attempts, or too busy). '
-            + 'The upload starts by itself when it lets us; Cancel stops it.',
+            + `The upload starts by itself in about ${seconds} s; Cancel stops it.`,
           tone: 'warn',
         };
       }

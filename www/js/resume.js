@@ -1,38 +1,6 @@
-// Unfinished uploads, as the uploader remembers them in localStorage (one record per file,
-// keyed by upload URL, name, size and lastModified). The record is only a hint; the server's
-// answer about the session is the truth, so every listed upload is checked with it.
-
-const DAY_MS = 24 * 60 * 60 * 1000;
-
-/**
- * The records of `uploadUrl` that the uploader would still use.
- * @returns {{key: string, uploadId: string, name: string, size: number, lastModified: number, timestamp: number}[]}
- */
-export function listUnfinished(prefix, uploadUrl) {
-  const found = [];
-  let storage;
-  try {
-    storage = window.localStorage;
-  } catch {
-    return found; // storage disabled: nothing can be resumed, nothing to list
-  }
-  for (let i = 0; i < storage.length; i += 1) {
-    const key = storage.key(i);
-    if (!key || !key.startsWith(prefix)) continue;
-    let record;
-    try {
-      record = JSON.parse(storage.getItem(key) ?? '');
-    } catch {
-      continue;
-    }
-    if (!record || typeof record !== 'object') continue;
-    const { uploadId, name, size, lastModified, timestamp } = record;
-    if (record.uploadUrl !== uploadUrl || typeof uploadId !== 'string' || typeof name !== 'string') continue;
-    if (!Number.isFinite(size) || !Number.isFinite(timestamp) || Date.now() - timestamp > DAY_MS) continue;
-    found.push({ key, uploadId, name, size, lastModified: Number(lastModified) || 0, timestamp });
-  }
-  return found.sort((a, b) => b.timestamp - a.timestamp);
-}
+// Unfinished uploads: the package's `findUnfinishedUploads(uploadUrl)` lists the records it would
+// resume (its own rules); a record is only a hint, so every listed upload is checked with the
+// server, whose answer about the session is the truth.
 
 /** The record a picked file would resume, if any. */
 export function recordFor(records, file, relPath) {

@@ -227,8 +227,17 @@ fn retries_follow_the_schedule_then_fail_with_the_design_words() {
     loop {
         let c = s.next_chunk(now).unwrap();
         match s.on_failure(c.index, &Failure::Network, now, 0.0).unwrap() {
-            AfterFailure::Retry { delay_ms, network } => {
+            AfterFailure::Retry {
+                delay_ms,
+                network,
+                attempt,
+            } => {
                 assert!(network);
+                assert_eq!(
+                    attempt as usize,
+                    delays.len() + 1,
+                    "attempts count up from 1"
+                );
                 assert_eq!(
                     s.next_chunk(now + delay_ms as f64 - 1.0),
                     None,
@@ -355,7 +364,8 @@ fn stalled_requests_are_reported_and_retried() {
         after,
         Some(AfterFailure::Retry {
             delay_ms: 1000,
-            network: true
+            network: true,
+            attempt: 1,
         })
     );
     assert_eq!(
@@ -380,4 +390,27 @@ fn an_empty_or_complete_session_is_complete_from_the_start() {
     let mut bad = FakeServer::new(10).status();
     bad.missing_ranges = vec![(5, 10)];
     assert!(ChunkScheduler::new(&bad, tuning(1, 10), RetryPolicy::default(), 0, 0).is_err());
+}
+
+#[test]
+fn stats_show_no_speed_and_no_eta_while_nothing_moves() {
+    let server = FakeServer::new(10_000_000);
+    let mut s = ChunkScheduler::new(
+        &server.status(),
+        tuning(1, 10_000_000),
+        RetryPolicy::default(),
+        0,
+        0,
+    )
+    .unwrap();
+    let c = s.next_chunk(0.0).unwrap();
+    for i in 1..=10u32 {
+        s.on_progress(c.index, u64::from(i) * 100_000, f64::from(i) * 250.0);
+    }
+    let moving = s.stats_at(2_500.0);
+    assert!(moving.speed > 0.0 && moving.eta.is_some(), "{moving:?}");
+    // The request hangs: no progress events, yet time passes.
+    let still = s.stats_at(2_500.0 + crate::throughput::STILL_AFTER_MS);
+    assert_eq!((still.speed, still.eta), (0.0, None));
+    assert_eq!(still.loaded, moving.loaded);
 }

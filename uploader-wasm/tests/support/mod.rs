@@ -52,6 +52,29 @@ pub fn strict_url() -> String {
     ))
 }
 
+/// Upload URL of a link that needs the password `hook-secret`.
+pub fn password_url() -> String {
+    absolute(compiled_in(
+        option_env!("DROPPR_TEST_PASSWORD_URL"),
+        "DROPPR_TEST_PASSWORD_URL is unset: run through scripts/test-wasm.sh",
+    ))
+}
+
+/// Makes `navigator.onLine` read `online` (an own property shadowing the browser's getter);
+/// going online also fires `online` on the window, as the browser does.
+pub fn set_online(online: bool) {
+    let window = web_sys::window().expect("window");
+    let navigator = window.navigator();
+    if online {
+        Reflect::delete_property(&navigator, &JsValue::from_str("onLine")).expect("delete");
+        let event = web_sys::Event::new("online").expect("an Event");
+        window.dispatch_event(&event).expect("dispatch");
+    } else {
+        let descriptor = object(&[("value", JsValue::FALSE), ("configurable", JsValue::TRUE)]);
+        Object::define_property(&navigator, &JsValue::from_str("onLine"), &descriptor);
+    }
+}
+
 pub const KIB: u32 = 1024;
 pub const MIB: u32 = 1024 * 1024;
 

@@ -1,0 +1,85 @@
+// A TypeScript consumer of every option, callback and method of the package, compiled with
+// `tsc --strict` (no skipLibCheck) by scripts/test-types.sh against the built package's .d.ts.
+// It only has to type-check; it is never run.
+import init, {
+  ParallelUploader,
+  findUnfinishedUploads,
+  getOptimalParallelChunks,
+  isUploadError,
+} from '../pkg/droppr_uploader.js';
+import type {
+  ParallelUploaderOptions,
+  RetryEvent,
+  UnfinishedUpload,
+  UploadError,
+  UploadErrorCode,
+  UploadRequest,
+  UploadResponse,
+  UploadResult,
+  UploadStats,
+} from '../pkg/droppr_uploader.js';
+
+async function upload(file: File, blob: Blob, uploadUrl: string): Promise<UploadResult> {
+  await init();
+  const controller = new AbortController();
+  const options: ParallelUploaderOptions = {
+    file,
+    name: file.name,
+    uploadUrl,
+    relPath: 'holiday/clip.mp4',
+    chunkSize: 8 * 1024 * 1024,
+    minChunkSize: 1024 * 1024,
+    maxChunkSize: 64 * 1024 * 1024,
+    maxParallelChunks: getOptimalParallelChunks(),
+    maxRetries: 5,
+    adaptiveChunkSizing: true,
+    chunkChecksums: true,
+    headers: { 'X-Request-Password': undefined, 'X-Captcha-Token': null, Authorization: 'Bearer x' },
+    metadata: { album: 'summer' },
+    withCredentials: false,
+    signal: controller.signal,
+    onProgress: (loaded: number, total: number): void => void (loaded / total),
+    onChunkComplete: (chunkSize: number, bytesAccepted: number, bytesTotal: number): void =>
+      void (chunkSize + bytesAccepted + bytesTotal),
+    onComplete: (result: UploadResult): void => void result.uploadId.length,
+    onError: (error: UploadError): void => void (error.code === 'aborted' ? error.status : error.message),
+    onRetry: (retry: RetryEvent): void => {
+      const code: UploadErrorCode = retry.code;
+      void [retry.status, retry.retryInMs, retry.attempt, retry.chunkIndex ?? -1, code];
+    },
+    onShouldRetry: (error: UploadError, attempt: number): boolean => error.code !== 'rate-limited' || attempt < 3,
+    onBeforeRequest: async (request: UploadRequest): Promise<void> => {
+      request.headers['Authorization'] = `Bearer ${request.method} ${request.url} ${request.chunkIndex}`;
+    },
+    onAfterResponse: (request: UploadRequest, response: UploadResponse): void =>
+      void [request.url, response.status, response.body],
+  };
+  const uploader = new ParallelUploader(options);
+  const anonymous = new ParallelUploader({ file: blob, name: 'data.bin', uploadUrl });
+  anonymous.abort();
+  uploader.pause();
+  uploader.resume();
+  const stats: UploadStats = uploader.getStats();
+  const eta: number | null = stats.eta;
+  void [stats.speed, eta, stats.activeUploads, stats.completedChunks, stats.totalChunks, stats.failedChunks,
+    stats.loaded, stats.total, stats.parallelism, stats.chunkSize];
+  const id: string | undefined = uploader.uploadId;
+  void id;
+  void ParallelUploader.recordKeyPrefix;
+  const unfinished: UnfinishedUpload[] = findUnfinishedUploads(uploadUrl);
+  for (const u of unfinished) void [u.key, u.uploadId, u.name, u.size, u.lastModified, u.timestamp, u.completedChunks];
+  try {
+    return await uploader.start();
+  } catch (e: unknown) {
+    if (isUploadError(e)) {
+      const code: UploadErrorCode = e.code;
+      void code;
+    }
+    throw e;
+  } finally {
+    uploader.clearSession();
+    uploader.free();
+  }
+}
+
+void upload;
