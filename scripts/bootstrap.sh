@@ -69,8 +69,14 @@ if [ "$want" = all ] || [ "$want" = netpath ]; then
   fi
 fi
 
-if [ -f package-lock.json ] && { [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; }; then
-  say "installing npm packages (npm ci)"
-  npm ci --no-audit --no-fund
+# node_modules is current when it was installed from this exact lock file (a merge or checkout can
+# change the lock without making it newer than the install).
+if [ -f package-lock.json ]; then
+  lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
+  if [ "$(cat node_modules/.droppr-lock-sha256 2>/dev/null)" != "$lock_sum" ]; then
+    say "installing npm packages (npm ci)"
+    npm ci --no-audit --no-fund
+    echo "$lock_sum" > node_modules/.droppr-lock-sha256
+  fi
 fi
 say "ready"

@@ -312,6 +312,9 @@ fn chunks_in_flight_are_capped_per_upload_and_per_client() {
         })
         .collect();
     server.wait_counters(&id, "two in flight", |c| c["in_flight"] == 2);
+    // The counters see a request when it arrives, a moment before the handler counts it against
+    // the cap; give a loaded machine that moment.
+    std::thread::sleep(Duration::from_millis(1000));
     let refused = server.chunk(&hash, &id, &data, 2 * MIB, 3 * MIB - 1);
     refused.assert_error(429, "rate-limited");
     assert!(refused.header("retry-after").is_some());
@@ -324,6 +327,7 @@ fn chunks_in_flight_are_capped_per_upload_and_per_client() {
             .expect("start"),
     );
     server.wait_counters(&other, "one in flight", |c| c["in_flight"] == 1);
+    std::thread::sleep(Duration::from_millis(1000));
     server
         .open_req(&hash, "fourth.bin", 10)
         .send()
