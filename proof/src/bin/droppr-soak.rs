@@ -87,8 +87,9 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     let mut server = ServerProcess::new(
         &args.server_bin,
         &data,
-        // Every soak client comes from 127.0.0.1: the per-client caps (meant for one person)
-        // are lifted, the per-upload ones stay.
+        // Every soak client comes from 127.0.0.1: the per-client caps and rate limits (meant for
+        // one person; with them the fuzzer's own opens are rate-limited and counted as
+        // violations) are lifted, the per-upload ones stay.
         &[
             "--max-file-size",
             "67108864",
@@ -100,6 +101,14 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             "0",
             "--reserve-per-link",
             "0",
+            "--open-rate",
+            "off",
+            "--open-rate-per-link",
+            "off",
+            "--chunk-rate",
+            "off",
+            "--chunk-rate-per-link",
+            "off",
         ],
     )?;
     let hash = server.create_link("soak", &[])?;
