@@ -458,6 +458,66 @@ fn errors_the_framework_makes_are_json_too() {
     answer.assert_error(413, "body-too-large");
 }
 
+/// actix-http answers these three by itself, before the app sees a request; `listen.rs` turns its
+/// empty answers into `{error, code}` JSON (each assertion fails with the plain `HttpServer`).
+#[test]
+fn answers_before_there_is_a_request_are_json_too() {
+    use common::http::{find, parse_response, raw_exchange};
+    let server = Server::start(&[]);
+    let none = Duration::ZERO;
+    let answer = |parts: &[(&[u8], Duration)]| {
+        parse_response(&raw_exchange(server.addr, parts).unwrap()).unwrap()
+    };
+
+    answer(&[(b"GET /healthz HTTP/1.1\r\nno colon here\r\n\r\n", none)])
+        .assert_error(400, "bad-head");
+
+    let mut many = b"GET /healthz HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..100 {
+        many.extend_from_slice(format!("X-Filler-{i}: {i}\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    answer(&[(&many, none)]).assert_error(431, "head-too-large");
+
+    // 128 KiB and still no end of head: the whole of it is read, then refused (sending more than
+    // the server reads would make its close a reset that loses the answer).
+    let mut long = b"GET /healthz HTTP/1.1\r\nX-Long: ".to_vec();
+    long.resize(128 * KIB, b'a');
+    answer(&[(&long, none)]).assert_error(431, "head-too-large");
+
+    // A head that never ends is cut off after the request timeout (5 s).
+    let started = Instant::now();
+    answer(&[(b"GET /healthz HTTP/1.1\r\nHost: x\r\n", none)]).assert_error(408, "head-timeout");
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // After an answered request on a kept-alive connection, a bad head still gets JSON, and the
+    // answer before it passes through unchanged.
+    let raw = raw_exchange(
+        server.addr,
+        &[
+            (
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                Duration::from_millis(300),
+            ),
+            (b"\x01\x02 nonsense\r\n\r\n", none),
+        ],
+    )
+    .unwrap();
+    let first = parse_response(&raw).unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    let second = find(&raw[1..], b"HTTP/1.1 ")
+        .map(|i| i + 1)
+        .expect("a second answer");
+    parse_response(&raw[second..])
+        .unwrap()
+        .assert_error(400, "bad-head");
+    assert!(server.log_text().contains("refused before routing"));
+}
+
 /// Figure for docs/SECURITY.md: an honest upload's time alone and while 500 slow bodies from
 /// ten other clients are open (each below its per-client cap, so none is refused up front).
 #[test]
