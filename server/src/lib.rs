@@ -277,6 +277,8 @@ pub async fn start(config: ServerConfig) -> Result<(Server, SocketAddr), StartEr
         bind,
         workers,
         shutdown_timeout: shutdown,
+        max_connections_per_client: state.uploads.config.resources.max_connections_per_client,
+        clients: state.uploads.config.defences.clients.clone(),
     };
-    listen::serve(listen, state).map_err(|source| StartError::Bind { addr: bind, source })
+    listen::serve(&listen, state).map_err(|source| StartError::Bind { addr: bind, source })
 }

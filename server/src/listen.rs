@@ -8,22 +8,30 @@
 //! the dispatcher writes it (one of those three statuses with `content-length: 0`; the app itself
 //! never answers an error without a JSON body, see `error::json_errors`) and writes a JSON answer
 //! in its place. Everything else passes through untouched, byte for byte.
+//!
+//! It also caps the connections one client address holds open ([`Connections`]): a request head
+//! that never finishes is cut after 5 s, but a client could open thousands of them in that time
+//! and take the process's file descriptors from everyone else.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use actix_http::error::DispatchError;
 use actix_http::{HttpService, KeepAlive};
 use actix_server::{Server, ServerBuilder};
 use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
 use actix_web::dev::AppConfig;
+use actix_web::http::header::HeaderMap;
 use droppr_protocol::wire::{ErrorBody, ErrorCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::client::{ClientId, ClientKey, ClientPolicy};
 use crate::routes::AppState;
 
 /// How long the first request's head may take to arrive (actix-web's default too).
@@ -35,18 +43,22 @@ const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pending connections the kernel keeps for us (actix-web's default).
 const BACKLOG: u32 = 1024;
 
-/// How the server runs: worker threads and the graceful-shutdown grace period.
-#[derive(Debug, Clone, Copy)]
+/// How the server runs: worker threads, the graceful-shutdown grace period, and the cap on
+/// connections per client address (0 = none; trusted proxies are never capped).
+#[derive(Debug, Clone)]
 pub struct Listen {
     pub bind: SocketAddr,
     pub workers: usize,
     pub shutdown_timeout: Duration,
+    pub max_connections_per_client: u64,
+    pub clients: ClientPolicy,
 }
 
 /// Binds `listen.bind` and serves the app on it. Returns the server (not yet polled) and the
 /// address it listens on.
-pub fn serve(listen: Listen, state: AppState) -> io::Result<(Server, SocketAddr)> {
+pub fn serve(listen: &Listen, state: AppState) -> io::Result<(Server, SocketAddr)> {
     let refusals = Arc::new(Refusals::new(HEAD_TIMEOUT));
+    let connections = Connections::new(listen.max_connections_per_client, listen.clients.clone());
     let mut builder = ServerBuilder::new()
         .workers(listen.workers)
         .backlog(BACKLOG)
@@ -56,6 +68,7 @@ pub fn serve(listen: Listen, state: AppState) -> io::Result<(Server, SocketAddr)
     let addr = std_listener.local_addr()?;
     builder = builder.listen("droppr-http", std_listener, move || {
         let refusals = refusals.clone();
+        let connections = connections.clone();
         let shutdown = shutdown.clone();
         let app = crate::app(state.clone())
             .into_factory()
@@ -73,21 +86,110 @@ pub fn serve(listen: Listen, state: AppState) -> io::Result<(Server, SocketAddr)
             // here builds URLs from it (the public URL is configured).
             .h1(map_config(app, |()| AppConfig::default()));
         fn_service(move |io: TcpStream| {
-            let peer = io.peer_addr().ok();
-            let wrapped = JsonRefusals::new(io, refusals.clone(), peer);
-            std::future::ready(Ok((wrapped, peer)))
+            let refusals = refusals.clone();
+            let connections = connections.clone();
+            async move {
+                let peer = io.peer_addr().ok();
+                let slot = match connections.enter(peer) {
+                    Ok(slot) => slot,
+                    Err(key) => return Err(refuse_connection(io, key, &refusals).await),
+                };
+                Ok((JsonRefusals::new(io, refusals, peer, slot), peer))
+            }
         })
         .and_then(http)
     })?;
     Ok((builder.run(), addr))
 }
 
-/// The three JSON answers that replace the dispatcher's empty ones.
+/// Open connections per client address.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    limit: u64,
+    clients: ClientPolicy,
+    open: Arc<Mutex<HashMap<ClientKey, u64>>>,
+}
+
+/// One open connection, counted until it is dropped.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    open: Arc<Mutex<HashMap<ClientKey, u64>>>,
+    key: ClientKey,
+}
+
+impl Connections {
+    pub fn new(limit: u64, clients: ClientPolicy) -> Self {
+        Connections {
+            limit,
+            clients,
+            open: Arc::default(),
+        }
+    }
+
+    /// Counts a new connection from `peer` in: `Ok(None)` when it is not counted (no cap, no
+    /// address, or a trusted proxy), `Err(key)` when its client is at the cap.
+    pub fn enter(&self, peer: Option<SocketAddr>) -> Result<Option<ConnectionSlot>, ClientKey> {
+        let Some(peer) = peer else { return Ok(None) };
+        if self.limit == 0 || self.clients.trusted_proxies.contains(peer.ip()) {
+            return Ok(None);
+        }
+        let key = ClientId::from_parts(peer.ip(), &HeaderMap::new(), &self.clients).key();
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(key).or_default();
+        if *n >= self.limit {
+            return Err(key);
+        }
+        *n += 1;
+        Ok(Some(ConnectionSlot {
+            open: self.open.clone(),
+            key,
+        }))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Answers a connection over its client's cap with `429 rate-limited` and closes it. The answer
+/// is written without reading the request (a client that already sent one may see the close as
+/// a reset instead).
+async fn refuse_connection(io: TcpStream, key: ClientKey, refusals: &Refusals) -> DispatchError {
+    tracing::info!(
+        target: "droppr::http",
+        status = 429,
+        code = ErrorCode::RateLimited.as_str(),
+        client = %key,
+        "refused a connection over the per-client cap"
+    );
+    let answer = &refusals.too_many_connections;
+    let written = match tokio::time::timeout(DISCONNECT_TIMEOUT, io.writable()).await {
+        Ok(Ok(())) => io.try_write(answer),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    };
+    DispatchError::Io(written.err().unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::ConnectionRefused, "over the connection cap")
+    }))
+}
+
+/// The JSON answers that replace the dispatcher's empty ones, and the one for a connection over
+/// its client's cap.
 #[derive(Debug)]
 pub struct Refusals {
     bad_head: String,
     head_timeout: String,
     head_too_large: String,
+    /// A whole answer (head and body) for a connection over its client's cap.
+    too_many_connections: Vec<u8>,
 }
 
 impl Refusals {
@@ -116,6 +218,20 @@ impl Refusals {
                 ErrorCode::HeadTooLarge,
                 "The request head is over 128 KiB or has more than 96 headers.".to_owned(),
             ),
+            too_many_connections: {
+                let json = body(
+                    ErrorCode::RateLimited,
+                    "This address has too many connections open; close some and try again."
+                        .to_owned(),
+                );
+                format!(
+                    "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
+                     cache-control: no-store\r\nretry-after: 1\r\nconnection: close\r\n\
+                     content-length: {}\r\n\r\n{json}",
+                    json.len()
+                )
+                .into_bytes()
+            },
         }
     }
 
@@ -180,17 +296,25 @@ pub struct JsonRefusals<T> {
     io: T,
     refusals: Arc<Refusals>,
     peer: Option<SocketAddr>,
+    /// Counts this connection against its client's cap until it closes.
+    _slot: Option<ConnectionSlot>,
     /// A replacement answer being written: its bytes, how many are out, and how many of the
     /// dispatcher's bytes it stands for (reported once it is all written).
     replacing: Option<(Vec<u8>, usize, usize)>,
 }
 
 impl<T> JsonRefusals<T> {
-    pub fn new(io: T, refusals: Arc<Refusals>, peer: Option<SocketAddr>) -> Self {
+    pub fn new(
+        io: T,
+        refusals: Arc<Refusals>,
+        peer: Option<SocketAddr>,
+        slot: Option<ConnectionSlot>,
+    ) -> Self {
         JsonRefusals {
             io,
             refusals,
             peer,
+            _slot: slot,
             replacing: None,
         }
     }

@@ -8,7 +8,7 @@ mod common;
 use std::os::unix::fs::symlink;
 use std::time::{Duration, Instant};
 
-use common::http::Pending;
+use common::http::{find, parse_response, raw_exchange, Pending};
 use common::*;
 use serde_json::Value;
 
@@ -462,7 +462,6 @@ fn errors_the_framework_makes_are_json_too() {
 /// empty answers into `{error, code}` JSON (each assertion fails with the plain `HttpServer`).
 #[test]
 fn answers_before_there_is_a_request_are_json_too() {
-    use common::http::{find, parse_response, raw_exchange};
     let server = Server::start(&[]);
     let none = Duration::ZERO;
     let answer = |parts: &[(&[u8], Duration)]| {
@@ -516,6 +515,49 @@ fn answers_before_there_is_a_request_are_json_too() {
         .unwrap()
         .assert_error(400, "bad-head");
     assert!(server.log_text().contains("refused before routing"));
+}
+
+/// Idle connections count against their client's cap; past it a connection is answered 429 and
+/// closed, other clients are not affected, and a closed connection frees its place.
+#[test]
+fn connections_are_capped_per_client() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let server = Server::start(&["--max-connections-per-client", "20"]);
+    // Each of these would be cut after the 5 s head timeout; the checks below take far less.
+    let mut held: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut over = TcpStream::connect(server.addr).unwrap();
+    over.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut raw = Vec::new();
+    over.read_to_end(&mut raw).unwrap();
+    let answer = parse_response(&raw).unwrap();
+    answer.assert_error(429, "rate-limited");
+    assert_eq!(answer.header("retry-after"), Some("1"));
+
+    let other = server.req("GET", "/healthz").source_ip("127.0.0.2").send();
+    assert_eq!(
+        other.status,
+        200,
+        "another client is not capped: {}",
+        other.text()
+    );
+
+    drop(held.pop());
+    std::thread::sleep(Duration::from_millis(200));
+    let again = server.req("GET", "/healthz").send();
+    assert_eq!(
+        again.status,
+        200,
+        "a closed connection frees its place: {}",
+        again.text()
+    );
+    assert!(server
+        .log_text()
+        .contains("refused a connection over the per-client cap"));
 }
 
 /// Figure for docs/SECURITY.md: an honest upload's time alone and while 500 slow bodies from
