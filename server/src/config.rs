@@ -68,6 +68,10 @@ pub struct CommonArgs {
     /// Where finished files go (default: DATA_DIR/files). Same filesystem as DATA_DIR for O(1) completion.
     #[arg(long, env = "DROPPR_FILES_DIR")]
     pub files_dir: Option<PathBuf>,
+    /// Metadata in PostgreSQL (`postgres://user[:password]@host[:port]/database`), shared by
+    /// several instances; default: SQLite in DATA_DIR/droppr.db.
+    #[arg(long, env = "DROPPR_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
     /// Log lines as human-readable text or as one JSON object per line.
     #[arg(long, env = "DROPPR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -310,6 +314,8 @@ pub struct HookArgs {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
+    /// PostgreSQL URL of shared metadata; none: the embedded SQLite file.
+    pub database: Option<String>,
     pub files_dir: PathBuf,
     pub bind: SocketAddr,
     pub public_url: String,
@@ -443,7 +449,13 @@ impl ServeArgs {
             .filter(|s| !s.is_empty())
             .collect();
         let common = &self.common;
+        if common.database.as_deref().is_some_and(|url| {
+            !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        }) {
+            return bad("--database must be a postgres:// or postgresql:// URL");
+        }
         Ok(ServerConfig {
+            database: common.database.clone(),
             files_dir: common
                 .files_dir
                 .clone()

@@ -24,6 +24,10 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("metadata: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("metadata: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("metadata connection pool: {0}")]
+    Pool(#[from] r2d2::Error),
     #[error("metadata record: {0}")]
     Json(#[from] serde_json::Error),
     #[error("background task: {0}")]

@@ -60,7 +60,8 @@ use actix_web::{web, App};
 
 use crate::config::ServerConfig;
 use crate::events::UploadEvents;
-use crate::meta::SqliteMetadata;
+use crate::meta::pg::PgMetadata;
+use crate::meta::{MetadataStore, SqliteMetadata};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Target};
 use crate::routes::AppState;
@@ -101,6 +102,9 @@ pub enum StartError {
     },
     #[error("metadata database {path}: {source}")]
     Database { path: PathBuf, source: error::Error },
+    /// The URL is not named: it may hold a password.
+    #[error("metadata database (--database): {source}")]
+    SharedDatabase { source: error::Error },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -138,10 +142,17 @@ pub fn open_uploads(config: ServerConfig) -> Result<Uploads, StartError> {
         source,
     };
     let space = Space::open(&config.data_dir, config.resources.min_free_space);
-    // On a full disk even opening the database needs the reserve's room (its shared memory file).
-    let meta = space
-        .freeing(|| SqliteMetadata::open(&db))
-        .map_err(database)?;
+    let meta: Arc<dyn MetadataStore> = match &config.database {
+        Some(url) => Arc::new(
+            PgMetadata::connect(url).map_err(|source| StartError::SharedDatabase { source })?,
+        ),
+        // On a full disk even opening the database needs the reserve's room (its shared memory file).
+        None => Arc::new(
+            space
+                .freeing(|| SqliteMetadata::open(&db))
+                .map_err(database)?,
+        ),
+    };
     let mut targets = Vec::new();
     if config.hooks.webhook.is_some() {
         targets.push(Target::Webhook);
@@ -155,12 +166,7 @@ pub fn open_uploads(config: ServerConfig) -> Result<Uploads, StartError> {
         let outbox = Outbox::open(&db, targets).map_err(|e| database(e.into()))?;
         Some(Arc::new(outbox))
     };
-    let mut uploads = Uploads::new(
-        Arc::new(config),
-        Arc::new(store),
-        Arc::new(meta),
-        Arc::new(space),
-    );
+    let mut uploads = Uploads::new(Arc::new(config), Arc::new(store), meta, Arc::new(space));
     uploads.events = UploadEvents {
         metrics: Arc::new(Metrics::new()),
         outbox,

@@ -16,6 +16,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
+pub mod pg;
+
 /// A file-request link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadRequest {
@@ -49,6 +51,19 @@ impl SessionState {
             SessionState::Open => "open",
             SessionState::Complete => "complete",
             SessionState::Failed(_) => "failed",
+        }
+    }
+
+    /// The state from its column and the failure column (the reason's code).
+    fn from_columns(state: &str, failure: Option<String>) -> Self {
+        match state {
+            "complete" => SessionState::Complete,
+            "failed" => SessionState::Failed(
+                failure
+                    .and_then(|f| serde_json::from_value(serde_json::Value::String(f)).ok())
+                    .unwrap_or(ErrorCode::UploadFailed),
+            ),
+            _ => SessionState::Open,
         }
     }
 }
@@ -298,16 +313,7 @@ type SessionRow = (UploadSession, String);
 
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
     let state: String = row.get(7)?;
-    let failure: Option<String> = row.get(12)?;
-    let state = match state.as_str() {
-        "complete" => SessionState::Complete,
-        "failed" => SessionState::Failed(
-            failure
-                .and_then(|f| serde_json::from_value(serde_json::Value::String(f)).ok())
-                .unwrap_or(ErrorCode::UploadFailed),
-        ),
-        _ => SessionState::Open,
-    };
+    let state = SessionState::from_columns(&state, row.get(12)?);
     Ok((
         UploadSession {
             id: row.get(0)?,
@@ -364,8 +370,20 @@ fn check_caps(conn: &Connection, s: &UploadSession, caps: ReserveCaps) -> Result
             u64::try_from(count).unwrap_or(0),
         ))
     };
+    let client = reserved("client", &s.client)?;
+    let (link_bytes, _) = reserved("request_hash", &s.request_hash)?;
+    refuse_over_caps(s, caps, client, link_bytes)
+}
+
+/// Refuses `s` if, with what open sessions already reserve (`client`: bytes and sessions of its
+/// client; `link_bytes`: bytes of its link), it would pass a cap.
+fn refuse_over_caps(
+    s: &UploadSession,
+    caps: ReserveCaps,
+    (client_bytes, client_sessions): (u64, u64),
+    link_bytes: u64,
+) -> Result<()> {
     let over = |cap: u64, used: u64, more: u64| cap > 0 && used.saturating_add(more) > cap;
-    let (client_bytes, client_sessions) = reserved("client", &s.client)?;
     if over(caps.per_client_bytes, client_bytes, s.size())
         || over(caps.per_client_sessions, client_sessions, 1)
     {
@@ -374,7 +392,6 @@ fn check_caps(conn: &Connection, s: &UploadSession, caps: ReserveCaps) -> Result
             "Your unfinished uploads already reserve as much space as one client may. Finish or cancel some first.",
         ));
     }
-    let (link_bytes, _) = reserved("request_hash", &s.request_hash)?;
     if over(caps.per_link_bytes, link_bytes, s.size()) {
         return Err(Error::client(
             ErrorCode::QuotaExceeded,
@@ -634,9 +651,14 @@ fn time_left(
         params![hash, client, now - window_secs, excess],
         |r| r.get(0),
     )?;
-    Ok(u64::try_from(at + window_secs + 1 - now)
+    Ok(retry_after(at, window_secs, now))
+}
+
+/// Seconds until a failure at `at` leaves the window (it counts until `at + window`).
+fn retry_after(at: i64, window_secs: i64, now: i64) -> u64 {
+    u64::try_from(at + window_secs + 1 - now)
         .unwrap_or(1)
-        .max(1))
+        .max(1)
 }
 
 #[cfg(test)]

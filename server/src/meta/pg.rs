@@ -1,0 +1,493 @@
+//! [`PgMetadata`]: the metadata of several server instances in one PostgreSQL database
+//! (`--database postgres://...`), so that any instance can take any chunk of any upload and the
+//! password lockouts and reservation caps count every instance's clients together.
+//!
+//! The blocking `postgres` client with an r2d2 pool: metadata calls already run off the async
+//! executor, so an async driver would buy nothing but a second calling convention.
+//!
+//! Where SQLite serializes writers with `BEGIN IMMEDIATE`, PostgreSQL takes narrower locks, each
+//! inside the one transaction that reads and then writes:
+//! - recording ranges locks the session's row (`SELECT ... FOR UPDATE`), so two instances adding
+//!   ranges to one upload never lose one;
+//! - opening a session takes transaction-scoped advisory locks on its link, then its client, so
+//!   parallel opens on several instances cannot all slip under a reservation cap;
+//! - a password attempt takes an advisory lock on its link before counting failures.
+//!
+//! Migrations run at start, numbered, inside one transaction under an advisory lock, so instances
+//! starting together migrate once. A later change appends to [`MIGRATIONS`], never edits one.
+
+use std::time::Duration;
+
+use droppr_protocol::wire::ErrorCode;
+use postgres::{GenericClient, NoTls, Row};
+use r2d2_postgres::PostgresConnectionManager;
+
+use super::{
+    refuse_over_caps, retry_after, AttemptVerdict, MetadataStore, PasswordAttempt, ReserveCaps,
+    SessionState, UploadRequest, UploadSession,
+};
+use crate::error::{Error, Result};
+
+type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+/// Numbered schema changes, applied in order, each once.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE requests (
+        hash TEXT PRIMARY KEY,
+        folder TEXT NOT NULL,
+        password_hash TEXT,
+        max_file_size BIGINT NOT NULL,
+        allowed_extensions TEXT NOT NULL,
+        expires_at BIGINT,
+        created_at BIGINT NOT NULL,
+        captcha BOOLEAN NOT NULL DEFAULT FALSE
+    );
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        request_hash TEXT NOT NULL REFERENCES requests(hash),
+        rel_path TEXT NOT NULL,
+        ranges TEXT NOT NULL,
+        content_type TEXT,
+        last_modified TEXT,
+        content_checked BOOLEAN NOT NULL DEFAULT FALSE,
+        state TEXT NOT NULL,
+        final_path TEXT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        client TEXT NOT NULL DEFAULT '',
+        failure TEXT,
+        size BIGINT NOT NULL DEFAULT 0,
+        received BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX sessions_updated ON sessions(updated_at);
+    CREATE INDEX sessions_client ON sessions(client, state);
+    CREATE INDEX sessions_request ON sessions(request_hash, state);
+    CREATE TABLE auth_failures (
+        hash TEXT NOT NULL,
+        client TEXT NOT NULL,
+        at BIGINT NOT NULL
+    );
+    CREATE INDEX auth_failures_key ON auth_failures(hash, client, at);
+    CREATE INDEX auth_failures_link ON auth_failures(hash, at);",
+)];
+
+/// Advisory lock key of the migrations (any constant that no other lock uses).
+const MIGRATION_LOCK: i64 = 0x0d50_7001;
+
+/// Metadata in PostgreSQL.
+pub struct PgMetadata {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgMetadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: only the pool's state is shown.
+        f.debug_struct("PgMetadata")
+            .field("connections", &self.pool.state().connections)
+            .finish()
+    }
+}
+
+impl PgMetadata {
+    /// Connects to `url` (`postgres://user[:password]@host[:port]/database`) and brings the schema
+    /// up to date. Runs on its own thread: the blocking client drives a runtime of its own, which
+    /// must not start on a thread that already drives one (the server opens its storage there).
+    pub fn connect(url: &str) -> Result<Self> {
+        let config: postgres::Config = url.parse()?;
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let pool = r2d2::Pool::builder()
+                        .max_size(32)
+                        .min_idle(Some(2))
+                        .connection_timeout(Duration::from_secs(10))
+                        .build(manager)?;
+                    migrate(&mut *pool.get()?)?;
+                    Ok(Self { pool })
+                })
+                .join()
+                .map_err(|_| Error::Task("connecting to PostgreSQL panicked".into()))?
+        })
+    }
+
+    fn client(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+        Ok(self.pool.get()?)
+    }
+}
+
+fn migrate(client: &mut postgres::Client) -> Result<()> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS droppr_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )?;
+    let done: i32 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM droppr_migrations",
+            &[],
+        )?
+        .get(0);
+    for &(version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > done) {
+        tx.batch_execute(sql)?;
+        tx.execute(
+            "INSERT INTO droppr_migrations (version) VALUES ($1)",
+            &[&version],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn to_i64(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::Task(format!("{v} does not fit the metadata store")))
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+const REQUEST_COLUMNS: &str =
+    "hash, folder, password_hash, max_file_size, allowed_extensions, expires_at, created_at, captcha";
+
+fn request_from_row(row: &Row) -> Result<UploadRequest> {
+    Ok(UploadRequest {
+        hash: row.try_get(0)?,
+        folder: row.try_get(1)?,
+        password_hash: row.try_get(2)?,
+        max_file_size: to_u64(row.try_get(3)?),
+        allowed_extensions: serde_json::from_str(row.try_get(4)?)?,
+        expires_at: row.try_get(5)?,
+        created_at: row.try_get(6)?,
+        captcha: row.try_get(7)?,
+    })
+}
+
+const SESSION_COLUMNS: &str = "id, request_hash, rel_path, ranges, content_type, last_modified, content_checked, state, final_path, created_at, updated_at, client, failure, size, received";
+
+fn session_from_row(row: &Row) -> Result<UploadSession> {
+    Ok(UploadSession {
+        id: row.try_get(0)?,
+        request_hash: row.try_get(1)?,
+        rel_path: row.try_get(2)?,
+        ranges: serde_json::from_str(row.try_get(3)?)?,
+        content_type: row.try_get(4)?,
+        last_modified: row.try_get(5)?,
+        content_checked: row.try_get(6)?,
+        state: SessionState::from_columns(row.try_get(7)?, row.try_get(12)?),
+        final_path: row.try_get(8)?,
+        created_at: row.try_get(9)?,
+        updated_at: row.try_get(10)?,
+        client: row.try_get(11)?,
+    })
+}
+
+/// Takes a transaction-scoped advisory lock named by `scope` and `key`.
+fn lock_key(tx: &mut impl GenericClient, scope: &str, key: &str) -> Result<()> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2, 0))",
+        &[&scope, &key],
+    )?;
+    Ok(())
+}
+
+/// Bytes and sessions that open sessions reserve, of one client or one link.
+fn reserved(tx: &mut impl GenericClient, column: &str, key: &str) -> Result<(u64, u64)> {
+    let row = tx.query_one(
+        &format!(
+            "SELECT COALESCE(SUM(size - received), 0)::BIGINT, COUNT(*) FROM sessions WHERE {column} = $1 AND state = 'open'"
+        ),
+        &[&key],
+    )?;
+    Ok((to_u64(row.try_get(0)?), to_u64(row.try_get(1)?)))
+}
+
+/// Failures on a link since `since`, of one client or of all.
+fn count_failures(
+    c: &mut impl GenericClient,
+    hash: &str,
+    client: Option<&str>,
+    since: i64,
+) -> Result<u32> {
+    let n: i64 = c
+        .query_one(
+            "SELECT COUNT(*) FROM auth_failures WHERE hash = $1 AND ($2::TEXT IS NULL OR client = $2) AND at >= $3",
+            &[&hash, &client, &since],
+        )?
+        .try_get(0)?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// Seconds until enough failures have left the window for one more attempt (see the SQLite
+/// store's `time_left`).
+fn time_left(
+    c: &mut impl GenericClient,
+    hash: &str,
+    client: Option<&str>,
+    excess: u32,
+    window_secs: i64,
+    now: i64,
+) -> Result<u64> {
+    let at: i64 = c
+        .query_one(
+            "SELECT at FROM auth_failures WHERE hash = $1 AND ($2::TEXT IS NULL OR client = $2) AND at >= $3
+             ORDER BY at LIMIT 1 OFFSET $4",
+            &[&hash, &client, &(now - window_secs), &i64::from(excess)],
+        )?
+        .try_get(0)?;
+    Ok(retry_after(at, window_secs, now))
+}
+
+fn query_sessions(
+    c: &mut impl GenericClient,
+    filter: &str,
+    args: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Result<Vec<UploadSession>> {
+    c.query(
+        &format!("SELECT {SESSION_COLUMNS} FROM sessions {filter}"),
+        args,
+    )?
+    .iter()
+    .map(session_from_row)
+    .collect()
+}
+
+impl MetadataStore for PgMetadata {
+    fn insert_request(&self, r: &UploadRequest) -> Result<()> {
+        let extensions = serde_json::to_string(&r.allowed_extensions)?;
+        self.client()?.execute(
+            &format!(
+                "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ),
+            &[
+                &r.hash,
+                &r.folder,
+                &r.password_hash,
+                &to_i64(r.max_file_size)?,
+                &extensions,
+                &r.expires_at,
+                &r.created_at,
+                &r.captcha,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn request(&self, hash: &str) -> Result<Option<UploadRequest>> {
+        self.client()?
+            .query_opt(
+                &format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE hash = $1"),
+                &[&hash],
+            )?
+            .as_ref()
+            .map(request_from_row)
+            .transpose()
+    }
+
+    fn requests(&self) -> Result<Vec<UploadRequest>> {
+        self.client()?
+            .query(
+                &format!("SELECT {REQUEST_COLUMNS} FROM requests ORDER BY created_at, hash"),
+                &[],
+            )?
+            .iter()
+            .map(request_from_row)
+            .collect()
+    }
+
+    fn insert_session(&self, s: &UploadSession, caps: ReserveCaps) -> Result<()> {
+        let ranges = serde_json::to_string(&s.ranges)?;
+        let mut client = self.client()?;
+        let mut tx = client.transaction()?;
+        // Always the link before the client, so two opens never wait on each other in a cycle.
+        lock_key(&mut tx, "link", &s.request_hash)?;
+        lock_key(&mut tx, "client", &s.client)?;
+        let by_client = reserved(&mut tx, "client", &s.client)?;
+        let (link_bytes, _) = reserved(&mut tx, "request_hash", &s.request_hash)?;
+        refuse_over_caps(s, caps, by_client, link_bytes)?;
+        tx.execute(
+            &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"),
+            &[
+                &s.id,
+                &s.request_hash,
+                &s.rel_path,
+                &ranges,
+                &s.content_type,
+                &s.last_modified,
+                &s.content_checked,
+                &s.state.column(),
+                &s.final_path,
+                &s.created_at,
+                &s.updated_at,
+                &s.client,
+                &Option::<String>::None,
+                &to_i64(s.size())?,
+                &to_i64(s.ranges.received_bytes())?,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn session(&self, id: &str) -> Result<Option<UploadSession>> {
+        self.client()?
+            .query_opt(
+                &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"),
+                &[&id],
+            )?
+            .as_ref()
+            .map(session_from_row)
+            .transpose()
+    }
+
+    fn record_ranges(
+        &self,
+        id: &str,
+        ranges: &[(u64, u64)],
+        now: i64,
+    ) -> Result<Option<UploadSession>> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction()?;
+        // The row lock: another instance recording a range of this upload waits here until this
+        // transaction commits, then reads the ranges this one wrote.
+        let Some(row) = tx.query_opt(
+            &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 FOR UPDATE"),
+            &[&id],
+        )?
+        else {
+            return Ok(None);
+        };
+        let mut session = session_from_row(&row)?;
+        for &(start, end) in ranges {
+            session.ranges.add(start, end).map_err(|e| {
+                Error::Task(format!("range checked before writing was refused: {e}"))
+            })?;
+        }
+        session.updated_at = now;
+        tx.execute(
+            "UPDATE sessions SET ranges = $2, updated_at = $3, received = $4 WHERE id = $1",
+            &[
+                &id,
+                &serde_json::to_string(&session.ranges)?,
+                &now,
+                &to_i64(session.ranges.received_bytes())?,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Some(session))
+    }
+
+    fn mark_content_checked(&self, id: &str) -> Result<()> {
+        self.client()?.execute(
+            "UPDATE sessions SET content_checked = TRUE WHERE id = $1",
+            &[&id],
+        )?;
+        Ok(())
+    }
+
+    fn mark_complete(&self, id: &str, final_path: &str, now: i64) -> Result<()> {
+        self.client()?.execute(
+            "UPDATE sessions SET state = 'complete', final_path = $2, updated_at = $3 WHERE id = $1",
+            &[&id, &final_path, &now],
+        )?;
+        Ok(())
+    }
+
+    fn mark_failed(&self, id: &str, code: ErrorCode, now: i64) -> Result<()> {
+        self.client()?.execute(
+            "UPDATE sessions SET state = 'failed', failure = $2, updated_at = $3 WHERE id = $1",
+            &[&id, &code.as_str(), &now],
+        )?;
+        Ok(())
+    }
+
+    fn delete_session(&self, id: &str) -> Result<()> {
+        self.client()?
+            .execute("DELETE FROM sessions WHERE id = $1", &[&id])?;
+        Ok(())
+    }
+
+    fn idle_sessions(&self, cutoff: i64, empty_cutoff: i64) -> Result<Vec<UploadSession>> {
+        query_sessions(
+            &mut *self.client()?,
+            "WHERE updated_at < $1 OR (state = 'open' AND received = 0 AND size > 0 AND created_at < $2)",
+            &[&cutoff, &empty_cutoff],
+        )
+    }
+
+    fn sessions(&self) -> Result<Vec<UploadSession>> {
+        query_sessions(&mut *self.client()?, "", &[])
+    }
+
+    fn begin_password_attempt(
+        &self,
+        attempt: &PasswordAttempt<'_>,
+        now: i64,
+    ) -> Result<AttemptVerdict> {
+        let PasswordAttempt {
+            hash,
+            client,
+            budget,
+            captcha_solved,
+        } = *attempt;
+        let since = now - budget.window_secs;
+        let mut conn = self.client()?;
+        let mut tx = conn.transaction()?;
+        // Every attempt on this link, from any instance, counts after the previous one committed.
+        lock_key(&mut tx, "auth", hash)?;
+        tx.execute(
+            "DELETE FROM auth_failures WHERE hash = $1 AND at < $2",
+            &[&hash, &since],
+        )?;
+        let mine = count_failures(&mut tx, hash, Some(client), since)?;
+        let link = count_failures(&mut tx, hash, None, since)?;
+        let locked = if mine >= budget.per_client {
+            Some(time_left(
+                &mut tx,
+                hash,
+                Some(client),
+                mine - budget.per_client,
+                budget.window_secs,
+                now,
+            )?)
+        } else if link >= budget.per_link {
+            Some(time_left(
+                &mut tx,
+                hash,
+                None,
+                link - budget.per_link,
+                budget.window_secs,
+                now,
+            )?)
+        } else {
+            None
+        };
+        if let Some(retry_after) = locked {
+            tx.commit()?;
+            return Ok(AttemptVerdict::LockedOut { retry_after });
+        }
+        if budget.captcha_after.is_some_and(|n| mine >= n) && !captcha_solved {
+            tx.commit()?;
+            return Ok(AttemptVerdict::CaptchaRequired);
+        }
+        tx.execute(
+            "INSERT INTO auth_failures (hash, client, at) VALUES ($1, $2, $3)",
+            &[&hash, &client, &now],
+        )?;
+        tx.commit()?;
+        Ok(AttemptVerdict::Verify)
+    }
+
+    fn password_failures(&self, hash: &str, client: &str, since: i64) -> Result<u32> {
+        count_failures(&mut *self.client()?, hash, Some(client), since)
+    }
+
+    fn clear_password_failures(&self, hash: &str, client: &str) -> Result<()> {
+        self.client()?.execute(
+            "DELETE FROM auth_failures WHERE hash = $1 AND client = $2",
+            &[&hash, &client],
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,444 @@
+//! One suite for every metadata store: the embedded SQLite file and PostgreSQL (a real server,
+//! started by scripts/services.sh). Each step gets a fresh store; "two instances" are two handles
+//! on the same store (two SQLite connections to one file, two PostgreSQL pools on one database),
+//! as two server processes would hold.
+
+mod services;
+
+use std::sync::{Arc, Barrier};
+
+use droppr_protocol::wire::ErrorCode;
+use droppr_protocol::ReceivedRanges;
+use droppr_server::error::Error;
+use droppr_server::meta::pg::PgMetadata;
+use droppr_server::meta::{
+    AttemptBudget, AttemptVerdict, MetadataStore, PasswordAttempt, ReserveCaps, SessionState,
+    SqliteMetadata, UploadRequest, UploadSession,
+};
+use services::{Needs, Services};
+
+/// Opens another handle on one store (as another server instance would).
+type Open<'a> = &'a dyn Fn() -> Arc<dyn MetadataStore>;
+
+fn request(hash: &str) -> UploadRequest {
+    UploadRequest {
+        hash: hash.into(),
+        folder: "f".into(),
+        password_hash: Some("$argon2id$v=19$x".into()),
+        max_file_size: 5_000_000_000,
+        allowed_extensions: vec!["mp4".into(), "jpg".into()],
+        expires_at: Some(1_900_000_000),
+        created_at: 10,
+        captcha: true,
+    }
+}
+
+fn session(id: &str, hash: &str, client: &str, size: u64) -> UploadSession {
+    UploadSession {
+        id: id.into(),
+        request_hash: hash.into(),
+        rel_path: "a/b.mp4".into(),
+        ranges: ReceivedRanges::new(size),
+        content_type: Some("video/mp4".into()),
+        last_modified: None,
+        content_checked: false,
+        state: SessionState::Open,
+        final_path: None,
+        client: client.into(),
+        created_at: 100,
+        updated_at: 100,
+    }
+}
+
+fn requests_round_trip(open: Open<'_>) {
+    let db = open();
+    let mut open_link = request("open-link");
+    open_link.password_hash = None;
+    open_link.expires_at = None;
+    open_link.captcha = false;
+    open_link.allowed_extensions = vec!["*".into()];
+    open_link.created_at = 5;
+    for r in [request("pw-link"), open_link.clone()] {
+        db.insert_request(&r).expect("metadata call");
+    }
+    assert_eq!(
+        db.request("pw-link").expect("metadata call"),
+        Some(request("pw-link"))
+    );
+    assert_eq!(
+        db.request("open-link").expect("metadata call"),
+        Some(open_link.clone())
+    );
+    assert_eq!(db.request("nope").expect("metadata call"), None);
+    // Oldest first.
+    assert_eq!(
+        db.requests().expect("metadata call"),
+        vec![open_link.clone(), request("pw-link")]
+    );
+    // A hash is never taken twice, and the first stays as it was.
+    let mut again = request("pw-link");
+    again.folder = "other".into();
+    assert!(db.insert_request(&again).is_err());
+    assert_eq!(
+        open().request("pw-link").expect("metadata call"),
+        Some(request("pw-link"))
+    );
+}
+
+fn session_lifecycle(open: Open<'_>) {
+    let db = open();
+    db.insert_request(&request("h")).expect("metadata call");
+    let mut s = session("s-one", "h", "c", 1000);
+    s.ranges.add(0, 99).expect("metadata call");
+    db.insert_session(&s, ReserveCaps::default())
+        .expect("metadata call");
+    assert_eq!(db.session("s-one").expect("metadata call"), Some(s.clone()));
+    assert!(
+        db.insert_session(&s, ReserveCaps::default()).is_err(),
+        "ids are unique"
+    );
+    assert!(
+        db.insert_session(
+            &session("s-orphan", "no-such-link", "c", 1),
+            ReserveCaps::default()
+        )
+        .is_err(),
+        "a session belongs to an existing link"
+    );
+    let other = open();
+    other.mark_content_checked("s-one").expect("metadata call");
+    let got = db
+        .record_ranges("s-one", &[(100, 999)], 150)
+        .expect("metadata call")
+        .expect("metadata call");
+    assert!(got.content_checked && got.ranges.is_complete() && got.updated_at == 150);
+    other
+        .mark_complete("s-one", "a/b (1).mp4", 160)
+        .expect("metadata call");
+    let done = db
+        .session("s-one")
+        .expect("metadata call")
+        .expect("metadata call");
+    assert_eq!(
+        (done.state, done.final_path.as_deref(), done.updated_at),
+        (SessionState::Complete, Some("a/b (1).mp4"), 160)
+    );
+    db.insert_session(&session("s-two", "h", "c", 10), ReserveCaps::default())
+        .expect("metadata call");
+    db.mark_failed("s-two", ErrorCode::ContentMismatch, 170)
+        .expect("metadata call");
+    assert_eq!(
+        other
+            .session("s-two")
+            .expect("metadata call")
+            .expect("metadata call")
+            .state,
+        SessionState::Failed(ErrorCode::ContentMismatch)
+    );
+    let mut ids: Vec<_> = db
+        .sessions()
+        .expect("metadata call")
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["s-one", "s-two"]);
+    other.delete_session("s-two").expect("metadata call");
+    other.delete_session("s-two").expect("metadata call");
+    assert_eq!(db.session("s-two").expect("metadata call"), None);
+}
+
+fn idle_sessions(open: Open<'_>) {
+    let db = open();
+    db.insert_request(&request("h")).expect("metadata call");
+    let at = |id: &str, created: i64, updated: i64, received: bool| {
+        let mut s = session(id, "h", "c", 100);
+        s.created_at = created;
+        s.updated_at = updated;
+        if received {
+            s.ranges.add(0, 9).expect("metadata call");
+        }
+        db.insert_session(&s, ReserveCaps::default())
+            .expect("metadata call");
+    };
+    at("s-idle", 10, 50, true); // idle past the cutoff (100)
+    at("s-busy", 10, 150, true); // recent activity
+    at("s-empty-old", 60, 150, false); // no byte, opened before the empty cutoff (80)
+    at("s-empty-new", 90, 150, false); // no byte, but opened after it
+    let mut idle: Vec<_> = open()
+        .idle_sessions(100, 80)
+        .expect("metadata call")
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    idle.sort();
+    assert_eq!(idle, ["s-empty-old", "s-idle"]);
+}
+
+fn quota(e: &Error) -> bool {
+    e.code() == ErrorCode::QuotaExceeded
+}
+
+fn reservation_caps(open: Open<'_>) {
+    let db = open();
+    db.insert_request(&request("h")).expect("metadata call");
+    db.insert_request(&request("h2")).expect("metadata call");
+    let caps = ReserveCaps {
+        per_client_bytes: 1000,
+        per_link_bytes: 1400,
+        per_client_sessions: 3,
+    };
+    db.insert_session(&session("s-a", "h", "alice", 600), caps)
+        .expect("metadata call");
+    // Alice's 600 + 500 would pass her 1000.
+    let e = db
+        .insert_session(&session("s-b", "h", "alice", 500), caps)
+        .expect_err("refused");
+    assert!(quota(&e), "{e}");
+    // Bytes received no longer count as reserved.
+    db.record_ranges("s-a", &[(0, 199)], 101)
+        .expect("metadata call");
+    db.insert_session(&session("s-b", "h", "alice", 500), caps)
+        .expect("metadata call");
+    // Bob's 600 would pass the link's 1400 (400 + 500 + 600); on another link it fits.
+    let e = db
+        .insert_session(&session("s-c", "h", "bob", 600), caps)
+        .expect_err("refused");
+    assert!(quota(&e), "{e}");
+    db.insert_session(&session("s-c", "h2", "bob", 600), caps)
+        .expect("metadata call");
+    // Finished sessions reserve nothing; the session count cap counts open ones.
+    db.mark_complete("s-a", "x", 102).expect("metadata call");
+    db.insert_session(&session("s-d", "h2", "alice", 1), caps)
+        .expect("metadata call");
+    db.insert_session(&session("s-e", "h2", "alice", 1), caps)
+        .expect("metadata call");
+    let e = db
+        .insert_session(&session("s-f", "h2", "alice", 1), caps)
+        .expect_err("refused");
+    assert!(quota(&e), "{e}");
+    assert_eq!(
+        db.session("s-f").expect("metadata call"),
+        None,
+        "a refused open stores nothing"
+    );
+}
+
+/// Twenty opens at once, through four handles: the cap of 5 sessions lets exactly 5 in.
+fn parallel_opens_respect_caps(open: Open<'_>) {
+    open().insert_request(&request("h")).expect("metadata call");
+    let handles: Vec<_> = (0..4).map(|_| open()).collect();
+    let caps = ReserveCaps {
+        per_client_sessions: 5,
+        ..ReserveCaps::default()
+    };
+    let barrier = Barrier::new(20);
+    let admitted = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..20)
+            .map(|i| {
+                let (db, barrier) = (handles[i % 4].clone(), &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    db.insert_session(&session(&format!("s-{i:02}"), "h", "c", 10), caps)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .filter(|r| match r {
+                Ok(()) => true,
+                Err(e) if quota(e) => false,
+                Err(e) => panic!("{e}"),
+            })
+            .count()
+    });
+    assert_eq!(admitted, 5);
+    assert_eq!(open().sessions().expect("metadata call").len(), 5);
+}
+
+/// Four writers on two handles record interleaved ranges of one upload at once: none is lost.
+fn parallel_ranges_are_never_lost(open: Open<'_>) {
+    let db = open();
+    db.insert_request(&request("h")).expect("metadata call");
+    db.insert_session(&session("session-1", "h", "c", 400), ReserveCaps::default())
+        .expect("metadata call");
+    let handles = [open(), open()];
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            let db = handles[usize::try_from(t % 2).expect("small")].clone();
+            scope.spawn(move || {
+                for i in 0..25u64 {
+                    let start = (i * 4 + t) * 4;
+                    db.record_ranges("session-1", &[(start, start + 3)], 1)
+                        .expect("metadata call");
+                }
+            });
+        }
+    });
+    let s = db
+        .session("session-1")
+        .expect("metadata call")
+        .expect("metadata call");
+    assert!(s.ranges.is_complete(), "{:?}", s.ranges.missing());
+    assert!(db
+        .record_ranges("nope-nope", &[(0, 1)], 1)
+        .expect("metadata call")
+        .is_none());
+}
+
+/// Gives each handle 20 connections in use at once, so that a pool opens them now and the
+/// attempts that follow really run side by side.
+fn warm_up(handles: &[Arc<dyn MetadataStore>]) {
+    let barrier = Barrier::new(20 * handles.len());
+    std::thread::scope(|scope| {
+        for db in handles {
+            for _ in 0..20 {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    db.password_failures("warm-up", "nobody", 0)
+                        .expect("metadata call")
+                });
+            }
+        }
+    });
+}
+
+/// Forty attempts at once through two handles: exactly the budget is verified.
+fn password_attempts(open: Open<'_>) {
+    let handles = [open(), open()];
+    let budget = AttemptBudget {
+        per_client: 5,
+        per_link: 8,
+        window_secs: 900,
+        captcha_after: None,
+    };
+    let attempt = |db: &Arc<dyn MetadataStore>, client: &str, now: i64| {
+        let attempt = PasswordAttempt {
+            hash: "h",
+            client,
+            budget,
+            captcha_solved: false,
+        };
+        db.begin_password_attempt(&attempt, now)
+            .expect("metadata call")
+    };
+    warm_up(&handles);
+    let barrier = Barrier::new(40);
+    let verdicts: Vec<_> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..40)
+            .map(|i| {
+                let (db, barrier) = (&handles[i % 2], &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    attempt(db, "a", 1000)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect()
+    });
+    let go = verdicts
+        .iter()
+        .filter(|v| **v == AttemptVerdict::Verify)
+        .count();
+    assert_eq!(go, 5);
+    assert!(verdicts.contains(&AttemptVerdict::LockedOut { retry_after: 901 }));
+    // The link's budget (8) spans clients and handles: b gets 3, then c gets none.
+    let b: Vec<_> = (0..5)
+        .map(|i| attempt(&handles[i % 2], "b", 1000))
+        .collect();
+    assert_eq!(
+        b.iter().filter(|v| **v == AttemptVerdict::Verify).count(),
+        3
+    );
+    assert!(matches!(
+        attempt(&handles[1], "c", 1000),
+        AttemptVerdict::LockedOut { .. }
+    ));
+    assert_eq!(
+        handles[1]
+            .password_failures("h", "a", 0)
+            .expect("metadata call"),
+        5
+    );
+    // A right password clears the client's own failures, and so frees the link's budget.
+    handles[0]
+        .clear_password_failures("h", "a")
+        .expect("metadata call");
+    assert_eq!(attempt(&handles[1], "c", 1000), AttemptVerdict::Verify);
+    assert_eq!(
+        handles[1]
+            .password_failures("h", "a", 0)
+            .expect("metadata call"),
+        0
+    );
+    // Failures leave the window: at 1000 + 901, b's and c's have expired.
+    assert_eq!(attempt(&handles[0], "b", 1901), AttemptVerdict::Verify);
+    // From `captcha_after` failures, a captcha is needed.
+    let captcha = AttemptBudget {
+        captcha_after: Some(1),
+        ..budget
+    };
+    let with = |solved| PasswordAttempt {
+        hash: "h",
+        client: "b",
+        budget: captcha,
+        captcha_solved: solved,
+    };
+    assert_eq!(
+        handles[1]
+            .begin_password_attempt(&with(false), 1902)
+            .expect("metadata call"),
+        AttemptVerdict::CaptchaRequired
+    );
+    assert_eq!(
+        handles[1]
+            .begin_password_attempt(&with(true), 1902)
+            .expect("metadata call"),
+        AttemptVerdict::Verify
+    );
+}
+
+/// One step of the suite: its name and its body.
+type Step = (&'static str, fn(Open<'_>));
+
+const SUITE: &[Step] = &[
+    ("requests_round_trip", requests_round_trip),
+    ("session_lifecycle", session_lifecycle),
+    ("idle_sessions", idle_sessions),
+    ("reservation_caps", reservation_caps),
+    ("parallel_opens_respect_caps", parallel_opens_respect_caps),
+    (
+        "parallel_ranges_are_never_lost",
+        parallel_ranges_are_never_lost,
+    ),
+    ("password_attempts", password_attempts),
+];
+
+#[test]
+fn the_suite_holds_for_sqlite() {
+    for (name, step) in SUITE {
+        eprintln!("sqlite: {name}");
+        let tmp = tempfile::Builder::new()
+            .prefix("scaleout-meta-")
+            .tempdir()
+            .expect("temporary folder");
+        let path = tmp.path().join("m.db");
+        step(&|| Arc::new(SqliteMetadata::open(&path).expect("metadata call")));
+    }
+}
+
+/// One PostgreSQL server for the whole suite (it takes about 2 s to start), a new database per step.
+#[test]
+fn the_suite_holds_for_postgres() {
+    let services = Services::start(Needs::Postgres);
+    for (name, step) in SUITE {
+        eprintln!("postgres: {name}");
+        let url = services.fresh_database(name);
+        step(&|| Arc::new(PgMetadata::connect(&url).expect("metadata call")));
+    }
+}
