@@ -1,0 +1,94 @@
+//! Several server instances on one PostgreSQL (`--database`): what one instance records, every
+//! instance sees and counts. Real binaries on their own ports, a real PostgreSQL started by
+//! scripts/services.sh.
+
+mod common;
+mod services;
+
+use std::time::Duration;
+
+use common::*;
+use services::{Needs, Services};
+
+const PASSWORD: &str = "correct horse";
+
+/// An open of a 100-byte file as a client behind the trusted proxy (127.0.0.1).
+fn open_as(server: &Server, hash: &str, client: &str, password: &str) -> Req {
+    server
+        .open_req(hash, "f.bin", 100)
+        .header("X-Forwarded-For", client)
+        .header("X-Request-Password", percent_encode(password))
+}
+
+fn instance(database: &str, extra: &[&str]) -> Server {
+    let mut flags = vec!["--database", database, "--trusted-proxies", "127.0.0.1"];
+    flags.extend_from_slice(extra);
+    Server::start(&flags)
+}
+
+/// Wrong passwords sent alternately to two instances count together: after the budget of 5 the
+/// client is locked out on both, even with the right password. The link's own budget spans
+/// instances and clients too. With each instance counting alone, the sixth guess would be let
+/// through (each would have seen three).
+#[test]
+fn a_password_lockout_counts_guesses_on_every_instance() {
+    let services = Services::start(Needs::Postgres);
+    let db = services.database();
+    let flags = ["--password-attempts-per-link", "8"];
+    let (mut a, mut b) = (instance(db, &flags), instance(db, &flags));
+    assert_ne!(a.addr, b.addr);
+    // Made through the CLI against the shared database: instance b serves it too.
+    let hash = hash_of(&a.create_request(&[
+        "--database",
+        db,
+        "--password",
+        PASSWORD,
+        "--extensions",
+        "*",
+    ]));
+    for i in 0..5 {
+        let on = if i % 2 == 0 { &a } else { &b };
+        open_as(on, &hash, "203.0.113.7", "nope")
+            .send()
+            .assert_error(401, "wrong-password");
+    }
+    for on in [&a, &b] {
+        let locked = open_as(on, &hash, "203.0.113.7", PASSWORD).send();
+        locked.assert_error(429, "locked-out");
+        let secs: u64 = locked
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After seconds");
+        assert!((1..=901).contains(&secs), "{secs}");
+    }
+    // Another client is not locked out, on either instance; a right password opens a session
+    // (and clears that client's failures).
+    open_as(&b, &hash, "203.0.113.8", "nope")
+        .send()
+        .assert_error(401, "wrong-password");
+    open_as(&a, &hash, "203.0.113.8", PASSWORD)
+        .send()
+        .ok_json(201);
+    // The link's budget (8) spans clients and instances: 5 spent (the other client's one was
+    // cleared by its right password), 3 more by two clients on two instances, and then a fifth
+    // client is locked out on both.
+    for (i, client) in ["203.0.113.9", "203.0.113.9", "203.0.113.10"]
+        .iter()
+        .enumerate()
+    {
+        let on = if i % 2 == 0 { &b } else { &a };
+        open_as(on, &hash, client, "nope")
+            .send()
+            .assert_error(401, "wrong-password");
+    }
+    for on in [&a, &b] {
+        open_as(on, &hash, "203.0.113.11", PASSWORD)
+            .send()
+            .assert_error(429, "locked-out");
+    }
+    // Both instances stop cleanly with their connection pools open.
+    for server in [&mut a, &mut b] {
+        let (_, ok) = server.terminate(Duration::from_secs(20));
+        assert!(ok, "{}", server.log_text());
+    }
+}
