@@ -25,6 +25,9 @@ step "unit, property and server tests (host)"
 # server/tests/fuzz_validate.rs, ~2 s), the HTTP fuzzer against the real binary (server/tests/http_fuzz.rs,
 # ~15 s) and the Rust client through the fault proxy (server/tests/faulty_network.rs, ~2 s).
 # The power-cut tier runs as its own step below, with its figures.
+# Also the scale-out tier (issue 11): server/tests/scaleout_meta.rs (one metadata suite on SQLite and a real
+# PostgreSQL, ~10 s) and server/tests/scaleout.rs (two instances on one PostgreSQL, ~8 s); each starts its own
+# PostgreSQL through scripts/services.sh (installed by the bootstrap) and stops it.
 cargo test --workspace --exclude droppr-uploader -- --skip power_cut 2>&1 | tee target/test-host.log
 
 step "power cut: data directory on droppr-faultfs; SIGKILL, forget unsynced writes, restart (root, /dev/fuse)"

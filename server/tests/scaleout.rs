@@ -92,3 +92,33 @@ fn a_password_lockout_counts_guesses_on_every_instance() {
         assert!(ok, "{}", server.log_text());
     }
 }
+
+/// A `--database` that is not PostgreSQL, or that cannot be reached, stops the start with a clear
+/// reason, and the password in the URL is never printed.
+#[test]
+fn a_bad_database_url_stops_the_start() {
+    let data = tempfile::Builder::new()
+        .prefix("scaleout-data-")
+        .tempdir()
+        .expect("temporary folder");
+    let run = |url: &str| {
+        let out = droppr_command()
+            .args(["serve", "--bind", "127.0.0.1:0", "--database", url])
+            .arg("--data-dir")
+            .arg(data.path())
+            .output()
+            .expect("run droppr-server");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run("mysql://u:secret-pw@127.0.0.1/x");
+    assert!(err.contains("--database must be a postgres://"), "{err}");
+    // A port nothing listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let err = run(&format!("postgres://u:secret-pw@127.0.0.1:{port}/x"));
+    assert!(err.contains("metadata database (--database)"), "{err}");
+    assert!(!err.contains("secret-pw"), "{err}");
+}

@@ -94,17 +94,21 @@ impl PgMetadata {
     /// up to date. Runs on its own thread: the blocking client drives a runtime of its own, which
     /// must not start on a thread that already drives one (the server opens its storage there).
     pub fn connect(url: &str) -> Result<Self> {
-        let config: postgres::Config = url.parse()?;
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let mut config: postgres::Config = url.parse()?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
+                    // One connection first: a wrong URL fails at once with the server's own
+                    // reason, where the pool would only time out.
+                    migrate(&mut config.connect(NoTls)?)?;
                     let pool = r2d2::Pool::builder()
                         .max_size(32)
                         .min_idle(Some(2))
                         .connection_timeout(Duration::from_secs(10))
-                        .build(manager)?;
-                    migrate(&mut *pool.get()?)?;
+                        .build(PostgresConnectionManager::new(config.clone(), NoTls))?;
                     Ok(Self { pool })
                 })
                 .join()
