@@ -12,12 +12,14 @@
 //! - [`scheduler`]: the uploader's state machine, driven by the wasm glue.
 //! - [`spread`]: the file spread over the connections the path rewards (few-chunk files, long
 //!   paths, the tail, the connection ramp).
+//! - [`multipart`]: the alignment unit and part numbers of an S3 multipart byte store.
 //! - [`js_number`]: checked `u64` <-> JS number conversions.
 //! - [`text`]: messages built without `core::fmt` (kilobytes of wasm).
 //!
 //! Everything here builds for the host and for `wasm32-unknown-unknown`.
 
 pub mod js_number;
+pub mod multipart;
 pub mod network;
 pub mod plan;
 pub mod ranges;

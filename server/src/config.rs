@@ -189,6 +189,15 @@ pub struct ServeArgs {
     /// Test-only endpoints under /__test (fault injection, per-upload counters). Never in production.
     #[arg(long, env = "DROPPR_TEST_HOOKS", hide = true)]
     pub test_hooks: bool,
+    /// Test-only: every chunk but a file's last must start and end on multiples of this many
+    /// bytes, announced as `chunk_alignment` (the rule of an S3 multipart store, on the file store).
+    #[arg(
+        long,
+        env = "DROPPR_TEST_CHUNK_ALIGNMENT",
+        hide = true,
+        default_value_t = 1
+    )]
+    pub test_chunk_alignment: u64,
     #[command(flatten)]
     pub defences: DefenceArgs,
     #[command(flatten)]
@@ -324,6 +333,8 @@ pub struct ServerConfig {
     pub max_file_size: u64,
     pub max_chunk_size: u64,
     pub chunk_size: u64,
+    /// Chunk boundaries (but a file's end) on multiples of this (1 = any byte).
+    pub chunk_alignment: u64,
     pub admin_token: Option<String>,
     pub cors_origins: Vec<String>,
     pub www_dir: Option<PathBuf>,
@@ -436,6 +447,9 @@ impl ServeArgs {
         if self.chunk_size > self.max_chunk_size {
             return bad("--chunk-size must not exceed --max-chunk-size");
         }
+        if self.test_chunk_alignment == 0 || self.test_chunk_alignment > self.max_chunk_size {
+            return bad("--test-chunk-alignment must be between 1 and --max-chunk-size");
+        }
         if self.sweep_secs == 0 {
             return bad("--sweep-secs must be positive");
         }
@@ -474,6 +488,7 @@ impl ServeArgs {
             max_file_size: self.max_file_size,
             max_chunk_size: self.max_chunk_size,
             chunk_size: self.chunk_size,
+            chunk_alignment: self.test_chunk_alignment,
             admin_token: self.admin_token.clone(),
             cors_origins,
             www_dir: self.www_dir.clone(),

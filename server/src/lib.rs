@@ -131,7 +131,7 @@ pub fn open_uploads(config: ServerConfig) -> Result<Uploads, StartError> {
         config.files_dir.clone(),
         ChunkLayout {
             chunk_size: config.chunk_size,
-            alignment: 1,
+            alignment: config.chunk_alignment,
             max_chunk_size: config.max_chunk_size,
         },
     )

@@ -39,6 +39,12 @@ pub trait RangeWriter: Send + Sync + Debug {
 /// Storage for upload bytes. All methods block; call them off the async executor.
 pub trait ByteStore: Send + Sync + Debug {
     fn layout(&self) -> ChunkLayout;
+    /// The layout of one upload of `size` bytes: a store whose parts have a minimum size and a
+    /// maximum count (S3 multipart) announces a larger alignment for a larger file.
+    fn layout_for(&self, size: u64) -> ChunkLayout {
+        let _ = size;
+        self.layout()
+    }
     /// Reserves room for an upload of `size` bytes (fails with ENOSPC when there is none).
     fn create(&self, upload_id: &str, size: u64) -> io::Result<()>;
     fn writer(&self, upload_id: &str) -> io::Result<Arc<dyn RangeWriter>>;

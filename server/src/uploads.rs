@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use droppr_protocol::wire::{is_valid_request_hash, is_valid_upload_id, ErrorCode, SessionStatus};
-use droppr_protocol::{ContentRange, ReceivedRanges};
+use droppr_protocol::{multipart, ContentRange, ReceivedRanges};
 use futures_util::Stream;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
@@ -487,7 +487,7 @@ impl Uploads {
             .ranges
             .check(range.start, range.end)
             .map_err(|e| client_error(ErrorCode::RangeOutsideFile, e.to_string()))?;
-        let layout = self.store.layout();
+        let layout = self.store.layout_for(session.size());
         if range.len() > layout.max_chunk_size {
             return Err(client_error(
                 ErrorCode::ChunkTooLarge,
@@ -499,10 +499,13 @@ impl Uploads {
             ));
         }
         let a = layout.alignment.max(1);
-        if range.start % a != 0 || ((range.end + 1) % a != 0 && range.end + 1 != range.total) {
+        if !multipart::is_aligned(range.start, range.end, range.total, a) {
             return Err(client_error(
                 ErrorCode::BadRange,
-                format!("Chunk boundaries must be multiples of {a} bytes."),
+                format!(
+                    "A chunk must start at a multiple of {a} bytes and be a multiple of {a} bytes long unless it ends the file (chunk_alignment); this one is bytes {}-{}.",
+                    range.start, range.end
+                ),
             ));
         }
         Ok(())
@@ -674,7 +677,7 @@ impl Uploads {
 
     /// The wire form of a session.
     pub fn status(&self, session: &UploadSession) -> SessionStatus {
-        let layout = self.store.layout();
+        let layout = self.store.layout_for(session.size());
         let ttl = i64::try_from(self.config.session_ttl.as_secs()).unwrap_or(i64::MAX);
         let final_path = session.final_path.clone();
         SessionStatus {

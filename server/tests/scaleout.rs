@@ -122,3 +122,35 @@ fn a_bad_database_url_stops_the_start() {
     assert!(err.contains("metadata database (--database)"), "{err}");
     assert!(!err.contains("secret-pw"), "{err}");
 }
+
+/// The alignment a multipart byte store needs, on the file store (`--test-chunk-alignment`): the
+/// session announces it; a chunk off the grid, or a short one that does not end the file, is
+/// refused with 400 before any byte is stored; aligned chunks of one or several units, out of
+/// order and one of them twice, complete the file byte for byte.
+#[test]
+fn chunks_off_the_announced_alignment_are_refused_before_anything_is_stored() {
+    let server = Server::start(&["--test-chunk-alignment", "1024"]);
+    let hash = server.open_request();
+    let data = pseudo_random(11, 10_000);
+    let opened = server.open(&hash, "aligned.bin", data.len());
+    assert_eq!(opened["chunk_alignment"], 1024, "{opened}");
+    let id = id_of(&opened);
+    let before = server.snapshot();
+    for (start, end) in [(100, 1123), (0, 999), (1024, 2047 + 1)] {
+        let refused = server.chunk(&hash, &id, &data, start, end);
+        refused.assert_error(400, "bad-range");
+        let message = refused.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(message.contains("multiple of 1024 bytes"), "{message}");
+    }
+    assert_eq!(server.snapshot(), before, "a refused chunk stores nothing");
+    assert_eq!(server.status_json(&hash, &id)["received_bytes"], 0);
+    for (start, end) in [(2048, 4095), (0, 2047), (8192, 9999), (2048, 4095)] {
+        server.chunk(&hash, &id, &data, start, end).ok_json(200);
+    }
+    let last = server.chunk(&hash, &id, &data, 4096, 8191).ok_json(200);
+    assert_eq!(last["complete"], true, "{last}");
+    assert_eq!(server.stored_file("aligned.bin"), data);
+}
