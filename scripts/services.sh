@@ -10,6 +10,7 @@
 # `start` prints, for `eval`:
 #   DROPPR_TEST_DATABASE    postgres://droppr@127.0.0.1:PORT/droppr (trust auth, loopback only)
 #   DROPPR_TEST_S3_ENDPOINT http://127.0.0.1:PORT (path-style S3)
+#   DROPPR_TEST_S3_BUCKET   an empty bucket there
 #   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION  the test identity SeaweedFS accepts
 #
 # PostgreSQL refuses to run as root, so as root it runs as the `postgres` user the package creates;
@@ -26,6 +27,7 @@ VENV="${DROPPR_SERVICES_VENV:-$HOME/.cache/droppr/seaweedfs-venv}"
 WEED="$VENV/bin/weed"
 TEST_KEY=dropprtest
 TEST_SECRET=dropprtestsecret
+TEST_BUCKET=droppr-test
 
 say() { printf '[services] %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -125,6 +127,12 @@ start_s3() {
     sleep 0.2
   done
   [ "$code" != 000 ] || die "SeaweedFS did not answer within 30 s: $(tail -5 "$dir/weed/log")"
+  # The bucket the tests use (weed shell reaches the master and filer on their gRPC ports).
+  echo "s3.bucket.create -name $TEST_BUCKET" |
+    timeout 30 "$WEED" shell -master="127.0.0.1:${p[0]}.${p[1]}" -filer="127.0.0.1:${p[4]}.${p[5]}" \
+      >"$dir/weed/shell.log" 2>&1 || die "creating bucket $TEST_BUCKET failed: $(tail -3 "$dir/weed/shell.log")"
+  grep -q "created bucket" "$dir/weed/shell.log" || die "no bucket: $(tail -3 "$dir/weed/shell.log")"
+  echo "export DROPPR_TEST_S3_BUCKET=$TEST_BUCKET"
   echo "export DROPPR_TEST_S3_ENDPOINT=http://127.0.0.1:${p[6]}"
   echo "export AWS_ACCESS_KEY_ID=$TEST_KEY"
   echo "export AWS_SECRET_ACCESS_KEY=$TEST_SECRET"

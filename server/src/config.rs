@@ -72,6 +72,11 @@ pub struct CommonArgs {
     /// several instances; default: SQLite in DATA_DIR/droppr.db.
     #[arg(long, env = "DROPPR_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
+    /// Upload bytes in S3 multipart uploads (`s3://BUCKET?endpoint=URL&region=NAME&prefix=PATH`;
+    /// credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), shared by several
+    /// instances; default: files under DATA_DIR.
+    #[arg(long, env = "DROPPR_STORE")]
+    pub store: Option<String>,
     /// Log lines as human-readable text or as one JSON object per line.
     #[arg(long, env = "DROPPR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -325,6 +330,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// PostgreSQL URL of shared metadata; none: the embedded SQLite file.
     pub database: Option<String>,
+    /// Where upload bytes go when not under DATA_DIR.
+    pub store: Option<crate::store::s3::S3Location>,
     pub files_dir: PathBuf,
     pub bind: SocketAddr,
     pub public_url: String,
@@ -468,8 +475,15 @@ impl ServeArgs {
         }) {
             return bad("--database must be a postgres:// or postgresql:// URL");
         }
+        let store = common
+            .store
+            .as_deref()
+            .map(crate::store::s3::S3Location::parse)
+            .transpose()
+            .map_err(ConfigError)?;
         Ok(ServerConfig {
             database: common.database.clone(),
+            store,
             files_dir: common
                 .files_dir
                 .clone()

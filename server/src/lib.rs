@@ -66,7 +66,8 @@ use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Target};
 use crate::routes::AppState;
 use crate::space::Space;
-use crate::store::{ChunkLayout, FsByteStore};
+use crate::store::s3::S3ByteStore;
+use crate::store::{ByteStore, ChunkLayout, FsByteStore};
 use crate::uploads::Uploads;
 
 /// Seconds since the Unix epoch.
@@ -102,6 +103,11 @@ pub enum StartError {
     },
     #[error("metadata database {path}: {source}")]
     Database { path: PathBuf, source: error::Error },
+    #[error("byte store (--store) bucket {bucket}: {source}")]
+    Store {
+        bucket: String,
+        source: std::io::Error,
+    },
     /// The URL is not named: it may hold a password.
     #[error("metadata database (--database): {source}")]
     SharedDatabase { source: error::Error },
@@ -126,16 +132,28 @@ pub fn open_uploads(config: ServerConfig) -> Result<Uploads, StartError> {
         path: config.files_dir.clone(),
         source,
     })?;
-    let store = FsByteStore::open(
-        config.data_dir.join("parts"),
-        config.files_dir.clone(),
-        ChunkLayout {
-            chunk_size: config.chunk_size,
-            alignment: config.chunk_alignment,
-            max_chunk_size: config.max_chunk_size,
-        },
-    )
-    .map_err(data_dir)?;
+    let layout = ChunkLayout {
+        chunk_size: config.chunk_size,
+        alignment: config.chunk_alignment,
+        max_chunk_size: config.max_chunk_size,
+    };
+    let store: Arc<dyn ByteStore> =
+        match &config.store {
+            Some(location) => Arc::new(S3ByteStore::open(location, layout).map_err(|source| {
+                StartError::Store {
+                    bucket: location.bucket.clone(),
+                    source,
+                }
+            })?),
+            None => Arc::new(
+                FsByteStore::open(
+                    config.data_dir.join("parts"),
+                    config.files_dir.clone(),
+                    layout,
+                )
+                .map_err(data_dir)?,
+            ),
+        };
     let db = config.data_dir.join("droppr.db");
     let database = |source| StartError::Database {
         path: db.clone(),
@@ -166,7 +184,7 @@ pub fn open_uploads(config: ServerConfig) -> Result<Uploads, StartError> {
         let outbox = Outbox::open(&db, targets).map_err(|e| database(e.into()))?;
         Some(Arc::new(outbox))
     };
-    let mut uploads = Uploads::new(Arc::new(config), Arc::new(store), meta, Arc::new(space));
+    let mut uploads = Uploads::new(Arc::new(config), store, meta, Arc::new(space));
     uploads.events = UploadEvents {
         metrics: Arc::new(Metrics::new()),
         outbox,

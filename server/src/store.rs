@@ -14,6 +14,8 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod s3;
+
 use crate::beneath::{self, Blocked};
 use crate::validate::RelPath;
 
