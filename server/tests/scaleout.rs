@@ -8,7 +8,7 @@ mod services;
 use std::time::Duration;
 
 use common::*;
-use services::{Needs, Services};
+use services::{Bucket, Needs, Services};
 
 const PASSWORD: &str = "correct horse";
 
@@ -153,4 +153,93 @@ fn chunks_off_the_announced_alignment_are_refused_before_anything_is_stored() {
     let last = server.chunk(&hash, &id, &data, 4096, 8191).ok_json(200);
     assert_eq!(last["complete"], true, "{last}");
     assert_eq!(server.stored_file("aligned.bin"), data);
+}
+
+const MIB: usize = 1024 * 1024;
+
+/// An instance on the shared PostgreSQL and the shared S3 bucket.
+fn shared_instance(services: &Services, prefix: &str, extra: &[&str]) -> Server {
+    let store = services.store_url(prefix);
+    let mut flags = vec!["--database", services.database(), "--store", &store];
+    flags.extend_from_slice(extra);
+    Server::start_with_env(&flags, &services.aws_env())
+}
+
+/// Two instances, one PostgreSQL, one SeaweedFS: the chunks of one upload alternate between the
+/// instances, out of order, one of two units, one sent twice; the object in the bucket is the
+/// file byte for byte. A chunk off the 5 MiB grid is refused with 400 before it reaches S3. Then
+/// one instance is killed with SIGKILL in the middle of another upload, and the other finishes it.
+#[test]
+fn two_instances_share_uploads_through_s3_and_postgres() {
+    let services = Services::start(Needs::Both);
+    let bucket = Bucket::new(&services);
+    let (mut a, b) = (
+        shared_instance(&services, "two", &[]),
+        shared_instance(&services, "two", &[]),
+    );
+    let hash =
+        hash_of(&a.create_request(&["--database", services.database(), "--extensions", "*"]));
+    // 17 MiB + 3 bytes: units of 5 MiB (the smallest S3 part), the last one short.
+    let data = pseudo_random(21, 17 * MIB + 3);
+    let opened = a.open(&hash, "film.bin", data.len());
+    assert_eq!(opened["chunk_alignment"], 5 * MIB, "{opened}");
+    let id = id_of(&opened);
+    let u = 5 * MIB;
+    let misaligned = b.chunk(&hash, &id, &data, MIB, 6 * MIB - 1);
+    misaligned.assert_error(400, "bad-range");
+    assert_eq!(a.status_json(&hash, &id)["received_bytes"], 0);
+    assert!(bucket.part_numbers().is_empty(), "nothing reached S3");
+    // Parts 4 on b, 2 (two units) on a, 2's first unit again on b, 1 on a (which completes it).
+    b.chunk(&hash, &id, &data, 3 * u, data.len() - 1)
+        .ok_json(200);
+    a.chunk(&hash, &id, &data, u, 3 * u - 1).ok_json(200);
+    assert_eq!(bucket.part_numbers(), [2, 4]);
+    b.chunk(&hash, &id, &data, u, 2 * u - 1).ok_json(200);
+    let done = a.chunk(&hash, &id, &data, 0, u - 1).ok_json(200);
+    assert_eq!(done["complete"], true, "{done}");
+    assert_eq!(b.status_json(&hash, &id)["complete"], true);
+    assert!(
+        bucket.object("two/files/inbox/film.bin") == data,
+        "the object differs from the file"
+    );
+    assert!(bucket.open_multipart_keys().is_empty());
+
+    // SIGKILL one instance mid-upload: the other finishes it.
+    let data = pseudo_random(22, 11 * MIB);
+    let id = id_of(&a.open(&hash, "second.bin", data.len()));
+    a.chunk(&hash, &id, &data, u, 2 * u - 1).ok_json(200);
+    a.kill9();
+    b.chunk(&hash, &id, &data, 2 * u, data.len() - 1)
+        .ok_json(200);
+    let done = b.chunk(&hash, &id, &data, 0, u - 1).ok_json(200);
+    assert_eq!(done["complete"], true, "{done}");
+    assert!(
+        bucket.object("two/files/inbox/second.bin") == data,
+        "the object differs from the file"
+    );
+}
+
+/// An upload whose session expires is aborted in the store: its multipart upload is gone.
+#[test]
+fn an_expired_upload_is_aborted_in_the_store() {
+    let services = Services::start(Needs::Both);
+    let bucket = Bucket::new(&services);
+    // A session idle for 2 s expires; the sweeper runs every second.
+    let server = shared_instance(
+        &services,
+        "expiry",
+        &["--session-ttl-hours", "0.0006", "--sweep-secs", "1"],
+    );
+    let hash =
+        hash_of(&server.create_request(&["--database", services.database(), "--extensions", "*"]));
+    let data = pseudo_random(23, 6 * MIB);
+    let id = id_of(&server.open(&hash, "late.bin", data.len()));
+    server.chunk(&hash, &id, &data, 0, 5 * MIB - 1).ok_json(200);
+    assert_eq!(bucket.open_multipart_keys().len(), 1);
+    wait_until("the expired upload is aborted", || {
+        bucket.open_multipart_keys().is_empty()
+    });
+    server
+        .status(&hash, &id)
+        .assert_error(404, "session-not-found");
 }

@@ -7,11 +7,10 @@ mod services;
 
 use std::io::ErrorKind;
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use droppr_server::store::s3::{S3ByteStore, S3Location};
 use droppr_server::store::{ByteStore, ChunkLayout};
 use droppr_server::validate::RelPath;
-use services::{Needs, Services};
+use services::{Bucket, Needs, Services};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -27,76 +26,6 @@ fn bytes(len: u64, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| u8::try_from((i * 31 + u64::from(seed)) % 251).unwrap_or(0))
         .collect()
-}
-
-/// Reads objects and multipart uploads straight from the store, to check what it holds.
-struct Bucket {
-    client: aws_sdk_s3::Client,
-    name: String,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Bucket {
-    fn new(services: &Services) -> Bucket {
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(services.var("DROPPR_TEST_S3_ENDPOINT"))
-            .force_path_style(true)
-            .credentials_provider(Credentials::new(
-                services.var("AWS_ACCESS_KEY_ID"),
-                services.var("AWS_SECRET_ACCESS_KEY"),
-                None,
-                None,
-                "test",
-            ))
-            .http_client(aws_smithy_http_client::Builder::new().build_http())
-            .build();
-        Bucket {
-            client: aws_sdk_s3::Client::from_conf(config),
-            name: services.var("DROPPR_TEST_S3_BUCKET").to_owned(),
-            runtime: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime"),
-        }
-    }
-
-    fn object(&self, key: &str) -> Vec<u8> {
-        self.runtime.block_on(async {
-            let got = self
-                .client
-                .get_object()
-                .bucket(&self.name)
-                .key(key)
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("GetObject {key}: {e:?}"));
-            got.body
-                .collect()
-                .await
-                .expect("body")
-                .into_bytes()
-                .to_vec()
-        })
-    }
-
-    fn open_multipart_keys(&self) -> Vec<String> {
-        self.runtime.block_on(async {
-            let listed = self
-                .client
-                .list_multipart_uploads()
-                .bucket(&self.name)
-                .send()
-                .await
-                .expect("ListMultipartUploads");
-            listed
-                .uploads()
-                .iter()
-                .filter_map(|u| u.key().map(str::to_owned))
-                .collect()
-        })
-    }
 }
 
 #[test]

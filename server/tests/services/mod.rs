@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh")
 }
@@ -70,6 +72,23 @@ impl Services {
         self.var("DROPPR_TEST_DATABASE")
     }
 
+    /// A `--store` URL for the test bucket, with everything under `prefix`.
+    pub fn store_url(&self, prefix: &str) -> String {
+        format!(
+            "s3://{}?endpoint={}&prefix={prefix}",
+            self.var("DROPPR_TEST_S3_BUCKET"),
+            self.var("DROPPR_TEST_S3_ENDPOINT")
+        )
+    }
+
+    /// The credentials a server process needs for the test bucket.
+    pub fn aws_env(&self) -> Vec<(&'static str, Option<&str>)> {
+        ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"]
+            .into_iter()
+            .map(|name| (name, Some(self.var(name))))
+            .collect()
+    }
+
     /// A new, empty database on the same server; returns its URL.
     pub fn fresh_database(&self, name: &str) -> String {
         let mut client = postgres::Client::connect(self.database(), postgres::NoTls)
@@ -99,4 +118,113 @@ fn parse_exports(out: &str) -> HashMap<String, String> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
+}
+
+/// Reads objects and multipart uploads straight from the store, to check what it holds.
+pub struct Bucket {
+    client: aws_sdk_s3::Client,
+    name: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Bucket {
+    pub fn new(services: &Services) -> Bucket {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(services.var("DROPPR_TEST_S3_ENDPOINT"))
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(
+                services.var("AWS_ACCESS_KEY_ID"),
+                services.var("AWS_SECRET_ACCESS_KEY"),
+                None,
+                None,
+                "test",
+            ))
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
+            .build();
+        Bucket {
+            client: aws_sdk_s3::Client::from_conf(config),
+            name: services.var("DROPPR_TEST_S3_BUCKET").to_owned(),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime"),
+        }
+    }
+
+    pub fn object(&self, key: &str) -> Vec<u8> {
+        self.runtime.block_on(async {
+            let got = self
+                .client
+                .get_object()
+                .bucket(&self.name)
+                .key(key)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("GetObject {key}: {e:?}"));
+            got.body
+                .collect()
+                .await
+                .expect("body")
+                .into_bytes()
+                .to_vec()
+        })
+    }
+
+    /// The part numbers of every open multipart upload.
+    pub fn part_numbers(&self) -> Vec<i32> {
+        let mut numbers = Vec::new();
+        for upload in self.open_multipart_uploads() {
+            self.runtime.block_on(async {
+                let parts = self
+                    .client
+                    .list_parts()
+                    .bucket(&self.name)
+                    .key(&upload.0)
+                    .upload_id(&upload.1)
+                    .send()
+                    .await
+                    .expect("ListParts");
+                numbers.extend(parts.parts().iter().filter_map(|p| p.part_number()));
+            });
+        }
+        numbers.sort_unstable();
+        numbers
+    }
+
+    /// (key, upload id) of every open multipart upload.
+    fn open_multipart_uploads(&self) -> Vec<(String, String)> {
+        self.runtime.block_on(async {
+            let listed = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.name)
+                .send()
+                .await
+                .expect("ListMultipartUploads");
+            listed
+                .uploads()
+                .iter()
+                .filter_map(|u| Some((u.key()?.to_owned(), u.upload_id()?.to_owned())))
+                .collect()
+        })
+    }
+
+    pub fn open_multipart_keys(&self) -> Vec<String> {
+        self.runtime.block_on(async {
+            let listed = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.name)
+                .send()
+                .await
+                .expect("ListMultipartUploads");
+            listed
+                .uploads()
+                .iter()
+                .filter_map(|u| u.key().map(str::to_owned))
+                .collect()
+        })
+    }
 }
