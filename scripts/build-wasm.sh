@@ -43,6 +43,9 @@ if [ -x "$wasm_opt" ]; then
   mv "$wasm.opt" "$wasm"
 fi
 
+# init() optional: the public API is uploader-wasm/js/lazy-init.js over the generated glue, and
+# the .wasm loads on first use, once.
+node scripts/wasm/lazy-init.mjs uploader-wasm/pkg uploader-wasm/js/lazy-init.js
 # Short import names in the .wasm and its glue, no comments in the glue (the .d.ts keeps the
 # docs): about 3.5 KB gzipped. Then the package must still instantiate and answer in node.
 node scripts/wasm/shrink-package.mjs "$wasm" "$js"
