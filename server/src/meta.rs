@@ -2,7 +2,10 @@
 //! [`MetadataStore`] knows nothing of HTTP; [`SqliteMetadata`] is the embedded default, one SQLite
 //! file in the data directory (WAL, `synchronous = FULL`, so a recorded range survives a crash).
 //! Every read-modify-write of a session happens inside one transaction on one connection, so
-//! parallel chunks can never lose each other's ranges (the original tracker's race).
+//! parallel chunks can never lose each other's ranges (the original tracker's race). Those
+//! transactions begin `IMMEDIATE`: the outbox writes the same file through its own connection, and
+//! a deferred transaction that read before the outbox wrote fails at once with "database is
+//! locked" (SQLite cannot wait for a lock there; seen as a 500 on open while a webhook was queued).
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -422,7 +425,7 @@ impl MetadataStore for SqliteMetadata {
         let size = to_i64(s.size())?;
         let received = to_i64(s.ranges.received_bytes())?;
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             check_caps(&tx, s, caps)?;
             tx.execute(
                 &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
@@ -460,7 +463,7 @@ impl MetadataStore for SqliteMetadata {
         now: i64,
     ) -> Result<Option<UploadSession>> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some(mut session) = get_session(&tx, id)? else {
                 return Ok(None);
             };
