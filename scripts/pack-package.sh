@@ -13,7 +13,7 @@ root=$PWD
 started=$(date +%s)
 
 pkg=uploader-wasm/pkg
-if [ ! -f "$pkg/package.json" ] || [ -n "$(find uploader-wasm/src uploader-wasm/js protocol/src uploader-wasm/Cargo.toml scripts/wasm scripts/build-wasm.sh -newer "$pkg/package.json" 2>/dev/null | head -n 1)" ]; then
+if [ ! -f "$pkg/package.json" ] || [ -n "$(find uploader-wasm/src uploader-wasm/js uploader-wasm/README.md protocol/src uploader-wasm/Cargo.toml scripts/wasm scripts/build-wasm.sh -newer "$pkg/package.json" 2>/dev/null | head -n 1)" ]; then
   bash scripts/build-wasm.sh
 fi
 
