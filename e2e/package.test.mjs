@@ -12,7 +12,7 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
@@ -58,7 +58,8 @@ async function openApp(where) {
 }
 
 test('the browser is served the tarball, byte for byte', async () => {
-  const tarball = path.join(packed, 'droppr-uploader-0.1.0.tgz');
+  const [tarball] = (await readdir(packed)).filter((f) => f.endsWith('.tgz')).map((f) => path.join(packed, f));
+  assert.ok(tarball, `no tarball in ${packed}`);
   for (const name of ['droppr_uploader.js', 'droppr_uploader_bg.wasm']) {
     const shipped = execFileSync('tar', ['-xzOf', tarball, `package/${name}`]);
     const served = Buffer.from(await (await fetch(`${baseUrl}/pkg/${name}`)).arrayBuffer());
