@@ -18,6 +18,11 @@ import type {
   UploadResult,
   UploadStats,
 } from '../pkg/droppr_uploader.js';
+// wasm-bindgen's generated internals stay out of the public types (scripts/wasm/public-types.mjs).
+// @ts-expect-error InitOutput is not exported
+import type { InitOutput } from '../pkg/droppr_uploader.js';
+// @ts-expect-error initSync is not exported
+import { initSync } from '../pkg/droppr_uploader.js';
 
 async function upload(file: File, blob: Blob, uploadUrl: string): Promise<UploadResult> {
   await init(); // optional: the .wasm also loads by itself on first use
@@ -84,3 +89,6 @@ async function upload(file: File, blob: Blob, uploadUrl: string): Promise<Upload
 }
 
 void upload;
+
+void initSync;
+export type { InitOutput };
