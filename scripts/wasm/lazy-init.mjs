@@ -58,7 +58,10 @@ for (const [pattern, replacement] of renames) {
 }
 // Whatever else the glue still exports would bypass the wrapper.
 const exported = [...js.matchAll(/^export (?:class|function|const|let) (\w+)/gm)].map((m) => m[1]);
-if (exported.length) fail(`the glue also exports ${exported.join(', ')}`);
+if (exported.length) {
+  fail(`the glue also exports ${exported.join(', ')}: rename it here and export a wrapper from `
+    + 'uploader-wasm/js/lazy-init.js that works before the wasm has loaded');
+}
 if (/\bParallelUploader\b(?!Finalization)/.test(js)) fail('the glue still names ParallelUploader');
 
 // --- the wrapper, with the measured values -------------------------------------------------
