@@ -26,8 +26,9 @@ step "unit, property and server tests (host)"
 # ~15 s) and the Rust client through the fault proxy (server/tests/faulty_network.rs, ~2 s).
 # The power-cut tier runs as its own step below, with its figures.
 # Also the scale-out tier (issue 11): server/tests/scaleout_meta.rs (one metadata suite on SQLite and a real
-# PostgreSQL, ~10 s) and server/tests/scaleout.rs (two instances on one PostgreSQL, ~8 s); each starts its own
-# PostgreSQL through scripts/services.sh (installed by the bootstrap) and stops it.
+# PostgreSQL, ~10 s), server/tests/scaleout_s3.rs (the S3 store on SeaweedFS, ~6 s) and server/tests/scaleout.rs
+# (two instances on one PostgreSQL and one SeaweedFS, ~11 s); each starts its own services through
+# scripts/services.sh (installed by the bootstrap) and stops them.
 cargo test --workspace --exclude droppr-uploader -- --skip power_cut 2>&1 | tee target/test-host.log
 
 step "power cut: data directory on droppr-faultfs; SIGKILL, forget unsynced writes, restart (root, /dev/fuse)"

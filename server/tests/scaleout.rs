@@ -236,8 +236,9 @@ fn an_expired_upload_is_aborted_in_the_store() {
     let id = id_of(&server.open(&hash, "late.bin", data.len()));
     server.chunk(&hash, &id, &data, 0, 5 * MIB - 1).ok_json(200);
     assert_eq!(bucket.open_multipart_keys().len(), 1);
-    wait_until("the expired upload is aborted", || {
-        bucket.open_multipart_keys().is_empty()
+    // The sweep aborts the multipart upload, then forgets the session.
+    wait_until("the expired upload is aborted and forgotten", || {
+        bucket.open_multipart_keys().is_empty() && server.status(&hash, &id).status == 404
     });
     server
         .status(&hash, &id)

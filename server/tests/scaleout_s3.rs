@@ -101,6 +101,26 @@ fn multipart_parts_from_two_instances_complete_into_the_file() {
     assert_eq!(bucket.object("t1/files/inbox/sub/clip (1).bin"), small);
     assert!(bucket.object("t1/files/inbox/sub/clip.bin") == data);
 
+    // A part whose range was never recorded (a crash between the upload and the record) and that
+    // a longer part has covered since is left out of the object: part 2 (the second unit) first,
+    // then part 1 covering both first units, and part 3 the rest.
+    a.create("upload-crash", size).expect("create");
+    for (start, end) in [(u, 2 * u), (0, 2 * u), (2 * u, data.len())] {
+        let w = b.writer("upload-crash").expect("writer");
+        w.write_at(start as u64, &data[start..end]).expect("write");
+        w.sync().expect("sync");
+    }
+    let crash = RelPath::parse("crash.bin").expect("a path");
+    assert_eq!(
+        a.finalize("upload-crash", "inbox", &crash)
+            .expect("finalize"),
+        "crash.bin"
+    );
+    assert!(
+        bucket.object("t1/files/inbox/crash.bin") == data,
+        "the stale part was kept"
+    );
+
     // Bytes off the part grid never reach S3.
     a.create("upload-three", size).expect("create");
     let w = a.writer("upload-three").expect("writer");

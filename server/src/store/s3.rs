@@ -131,6 +131,36 @@ impl Drop for Inner {
     }
 }
 
+/// The parts that make up the file, in order: each starts where the previous one ended. A part
+/// whose bytes reached S3 but whose range was never recorded (the server crashed in between) may
+/// have been covered since by a longer part with a lower number: it starts inside that part and
+/// is left out, or the object would hold its bytes twice.
+fn file_parts(parts: Vec<(i32, String, u64, i64)>, size: u64) -> io::Result<Vec<CompletedPart>> {
+    let unit = multipart::part_unit(size);
+    let mut next = 0u64;
+    let mut chain = Vec::new();
+    for (number, tag, len, _) in parts {
+        let start = u64::try_from(number - 1)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(unit);
+        if start == next && len > 0 {
+            next = start.saturating_add(len);
+            chain.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .e_tag(tag)
+                    .build(),
+            );
+        }
+    }
+    if next != size {
+        return Err(io::Error::other(format!(
+            "the parts in S3 cover {next} of {size} bytes"
+        )));
+    }
+    Ok(chain)
+}
+
 /// An upload's open multipart upload.
 #[derive(Debug)]
 struct Staged {
@@ -324,7 +354,10 @@ impl Inner {
     /// that object's key.
     fn complete(&self, upload_id: &str) -> io::Result<String> {
         let Some(Staged {
-            key, multipart_id, ..
+            key,
+            multipart_id,
+            size,
+            ..
         }) = self.find(upload_id)?
         else {
             // Completed by an earlier attempt (a crash before the copy), or gone.
@@ -332,12 +365,8 @@ impl Inner {
                 .completed(upload_id)?
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no multipart upload"));
         };
-        let parts: Vec<CompletedPart> = self
-            .parts(&key, &multipart_id)?
-            .into_iter()
-            .map(|(n, tag, _, _)| CompletedPart::builder().part_number(n).e_tag(tag).build())
-            .collect();
-        self.block(
+        let parts = file_parts(self.parts(&key, &multipart_id)?, size)?;
+        let completed = self.block(
             self.client
                 .complete_multipart_upload()
                 .bucket(&self.bucket)
@@ -349,9 +378,15 @@ impl Inner {
                         .build(),
                 )
                 .send(),
-        )
-        .map_err(|e| s3_error("CompleteMultipartUpload", e))?;
-        Ok(key)
+        );
+        match completed {
+            Ok(_) => Ok(key),
+            // Another instance completed it in the meantime (both recorded a last range).
+            Err(e) if e.code() == Some("NoSuchUpload") => self
+                .completed(upload_id)?
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no multipart upload")),
+            Err(e) => Err(s3_error("CompleteMultipartUpload", e)),
+        }
     }
 
     fn delete(&self, key: &str) -> io::Result<()> {
