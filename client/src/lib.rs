@@ -384,6 +384,8 @@ mod tests {
             expires_at: String::new(),
             name: None,
             path: None,
+            checksum: None,
+            parts: None,
         }
     }
 
