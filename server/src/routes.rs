@@ -211,6 +211,9 @@ where
 #[derive(Debug, serde::Deserialize)]
 struct IdQuery {
     upload_id: Option<String>,
+    /// List the recorded parts with their digests (`?parts=true`).
+    #[serde(default)]
+    parts: bool,
 }
 
 /// GET/HEAD: where the upload stands. The server is the truth for resuming.
@@ -223,7 +226,7 @@ async fn status(
     let uploads = &state.uploads;
     let request = uploads.request(&hash).await?;
     let id = parse::session_id(&req, query.upload_id.as_deref())?;
-    let status = uploads.session_status(&request, &id).await?;
+    let status = uploads.session_status(&request, &id, query.parts).await?;
     Ok(status_response(
         HttpResponse::Ok(),
         &status,
