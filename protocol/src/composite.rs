@@ -156,6 +156,26 @@ impl CompositeInput {
     }
 }
 
+/// For each part the server recorded (in its order), the digest a client knows for exactly that
+/// range (`known` sorted by offset, as resume records keep them), or the inclusive range it must
+/// hash from the file because it knows none.
+pub fn known_digests(
+    recorded: &[PartDigest],
+    known: &[PartDigest],
+) -> Vec<Result<PartDigest, (u64, u64)>> {
+    recorded
+        .iter()
+        .map(|r| {
+            known
+                .binary_search_by_key(&r.start, |k| k.start)
+                .ok()
+                .map(|at| known[at])
+                .filter(|k| k.end == r.end)
+                .ok_or((r.start, r.end))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +264,24 @@ mod tests {
             CompositeInput::new(0, &[p(0, 0)]),
             Err(CompositeError::BadPart)
         );
+    }
+
+    #[test]
+    fn a_client_hashes_only_the_recorded_parts_it_has_no_digest_of() {
+        let p = |s, e, b| PartDigest {
+            start: s,
+            end: e,
+            sha256: Sha256Digest([b; 32]),
+        };
+        // The server recorded [0,9] [10,14] [15,19]; the client knows [0,9] exactly, [10,19] as
+        // one chunk (recorded in two parts: another copy of [10,14] came first).
+        let recorded = [p(0, 9, 9), p(10, 14, 9), p(15, 19, 9)];
+        let known = [p(0, 9, 1), p(10, 19, 2)];
+        assert_eq!(
+            known_digests(&recorded, &known),
+            vec![Ok(p(0, 9, 1)), Err((10, 14)), Err((15, 19))]
+        );
+        assert_eq!(known_digests(&recorded, &[]).len(), 3);
     }
 
     #[test]
