@@ -4,6 +4,7 @@
 //! bytes per part). Prints the CPU time of the hashing thread. Usage:
 //! `cargo run --release -p droppr-server --example checksum_cost [GiB]`.
 
+use std::io::Write;
 use std::time::Duration;
 
 use droppr_protocol::composite::{CompositeInput, PartDigest, Sha256Digest};
@@ -23,7 +24,7 @@ fn cpu_time() -> Duration {
     Duration::from_nanos(ns)
 }
 
-fn main() {
+fn main() -> std::io::Result<()> {
     let gib: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
@@ -58,11 +59,12 @@ fn main() {
     let composite = input.checksum(&Sha256Digest(Sha256::digest(input.bytes()).into()));
     let composed = composing.elapsed();
     let per_gib = hashed.as_secs_f64() * 1000.0 / gib as f64;
-    println!(
+    writeln!(
+        std::io::stdout().lock(),
         "[checksum-cost] server: SHA-256 of {gib} GiB in {PIECE}-byte pieces, {} parts of {PART} bytes: \
          {per_gib:.0} ms CPU per GiB ({:.0} MiB/s on one core); composite at completion: {} us ({composite})",
         parts.len(),
         1024.0 / (per_gib / 1000.0),
         composed.as_micros(),
-    );
+    )
 }
