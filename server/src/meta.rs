@@ -1,4 +1,6 @@
-//! Metadata: upload requests, upload sessions with their received ranges, and password failures.
+//! Metadata: upload requests, upload sessions with their received ranges and the SHA-256 of each
+//! recorded part (the whole-file composite checksum is made from those, never from the file read
+//! again), and password failures.
 //! [`MetadataStore`] knows nothing of HTTP; [`SqliteMetadata`] is the embedded default, one SQLite
 //! file in the data directory (WAL, `synchronous = FULL`, so a recorded range survives a crash).
 //! Every read-modify-write of a session happens inside one transaction on one connection, so

@@ -85,8 +85,15 @@ fn the_composite_is_over_the_recorded_parts_whatever_the_chunks() {
             (200_000, SIZE as u64 - 1, sha256_hex(&data[200_000..])),
         ]
     );
-    // Without `parts=true` the list stays out of the answer.
+    // Without `parts=true` (or `1`) the list stays out of the answer.
     assert!(server.status_json(&hash, &id).get("parts").is_none());
+    let url = upload_url(&hash);
+    for (query, listed) in [("parts=1", true), ("parts", true), ("parts=no", false)] {
+        let status = server
+            .get(&format!("{url}?upload_id={id}&{query}"))
+            .ok_json(200);
+        assert_eq!(status.get("parts").is_some(), listed, "{query}: {status}");
+    }
     // A retried last chunk gets the same answer.
     let again = server
         .chunk(&hash, &id, &data, 200_000, SIZE - 1)
