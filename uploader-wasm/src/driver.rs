@@ -213,6 +213,11 @@ async fn drive(shared: Rc<Shared>, mut events: EventReceiver) -> Result<UploadRe
         launch(&shared, &mut run, &status.upload_id).await?;
         let event = run.next_event(&shared, &mut events).await;
         if let Some(done) = handle(&shared, &mut run, event, &mut record, &key).await? {
+            // Chunks still in flight when the file completed were recorded too (their answers
+            // were on the way): their digests belong to the composite as well.
+            for part in run.requests.iter().filter_map(|r| r.part) {
+                record.part_done(part);
+            }
             return result(&shared, &done, &record).await;
         }
     }
