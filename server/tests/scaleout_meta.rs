@@ -7,6 +7,7 @@ mod services;
 
 use std::sync::{Arc, Barrier};
 
+use droppr_protocol::composite::{PartDigest, Sha256Digest};
 use droppr_protocol::wire::ErrorCode;
 use droppr_protocol::ReceivedRanges;
 use droppr_server::error::Error;
@@ -45,8 +46,21 @@ fn session(id: &str, hash: &str, client: &str, size: u64) -> UploadSession {
         state: SessionState::Open,
         final_path: None,
         client: client.into(),
+        checksum: None,
         created_at: 100,
         updated_at: 100,
+    }
+}
+
+/// A part of bytes `start..=end` whose digest is made from its bounds (distinct per part).
+fn part(start: u64, end: u64) -> PartDigest {
+    let mut digest = [0u8; 32];
+    digest[..8].copy_from_slice(&start.to_be_bytes());
+    digest[8..16].copy_from_slice(&end.to_be_bytes());
+    PartDigest {
+        start,
+        end,
+        sha256: Sha256Digest(digest),
     }
 }
 
@@ -108,12 +122,12 @@ fn session_lifecycle(open: Open<'_>) {
     let other = open();
     other.mark_content_checked("s-one").expect("metadata call");
     let got = db
-        .record_ranges("s-one", &[(100, 999)], 150)
+        .record_ranges("s-one", &[part(100, 999)], 150)
         .expect("metadata call")
         .expect("metadata call");
     assert!(got.content_checked && got.ranges.is_complete() && got.updated_at == 150);
     other
-        .mark_complete("s-one", "a/b (1).mp4", 160)
+        .mark_complete("s-one", "a/b (1).mp4", Some("sha256:ab-2"), 160)
         .expect("metadata call");
     let done = db
         .session("s-one")
@@ -146,6 +160,45 @@ fn session_lifecycle(open: Open<'_>) {
     other.delete_session("s-two").expect("metadata call");
     other.delete_session("s-two").expect("metadata call");
     assert_eq!(db.session("s-two").expect("metadata call"), None);
+}
+
+/// Each recorded part keeps its digest; a second part at one offset fails its whole record;
+/// the checksum is kept at completion; deleting the session deletes its parts.
+fn parts_are_kept(open: Open<'_>) {
+    let (db, other) = (open(), open());
+    db.insert_request(&request("h")).expect("metadata call");
+    db.insert_session(&session("s-p", "h", "c", 300), ReserveCaps::default())
+        .expect("metadata call");
+    other
+        .record_ranges("s-p", &[part(100, 199), part(0, 99)], 110)
+        .expect("metadata call");
+    assert_eq!(
+        db.parts("s-p").expect("metadata call"),
+        [part(0, 99), part(100, 199)]
+    );
+    assert!(
+        db.record_ranges("s-p", &[part(200, 299), part(100, 150)], 120)
+            .is_err(),
+        "a second part at one offset"
+    );
+    let s = other
+        .session("s-p")
+        .expect("metadata call")
+        .expect("session");
+    assert_eq!((s.ranges.received_bytes(), s.updated_at), (200, 110));
+    assert_eq!(db.parts("s-p").expect("metadata call").len(), 2);
+    other
+        .record_ranges("s-p", &[part(200, 299)], 130)
+        .expect("metadata call");
+    db.mark_complete("s-p", "p.bin", Some("sha256:00-3"), 140)
+        .expect("metadata call");
+    let done = other
+        .session("s-p")
+        .expect("metadata call")
+        .expect("session");
+    assert_eq!(done.checksum.as_deref(), Some("sha256:00-3"));
+    other.delete_session("s-p").expect("metadata call");
+    assert!(db.parts("s-p").expect("metadata call").is_empty());
 }
 
 fn idle_sessions(open: Open<'_>) {
@@ -196,7 +249,7 @@ fn reservation_caps(open: Open<'_>) {
         .expect_err("refused");
     assert!(quota(&e), "{e}");
     // Bytes received no longer count as reserved.
-    db.record_ranges("s-a", &[(0, 199)], 101)
+    db.record_ranges("s-a", &[part(0, 199)], 101)
         .expect("metadata call");
     db.insert_session(&session("s-b", "h", "alice", 500), caps)
         .expect("metadata call");
@@ -208,7 +261,8 @@ fn reservation_caps(open: Open<'_>) {
     db.insert_session(&session("s-c", "h2", "bob", 600), caps)
         .expect("metadata call");
     // Finished sessions reserve nothing; the session count cap counts open ones.
-    db.mark_complete("s-a", "x", 102).expect("metadata call");
+    db.mark_complete("s-a", "x", None, 102)
+        .expect("metadata call");
     db.insert_session(&session("s-d", "h2", "alice", 1), caps)
         .expect("metadata call");
     db.insert_session(&session("s-e", "h2", "alice", 1), caps)
@@ -270,7 +324,7 @@ fn parallel_ranges_are_never_lost(open: Open<'_>) {
             scope.spawn(move || {
                 for i in 0..25u64 {
                     let start = (i * 4 + t) * 4;
-                    db.record_ranges("session-1", &[(start, start + 3)], 1)
+                    db.record_ranges("session-1", &[part(start, start + 3)], 1)
                         .expect("metadata call");
                 }
             });
@@ -282,7 +336,7 @@ fn parallel_ranges_are_never_lost(open: Open<'_>) {
         .expect("metadata call");
     assert!(s.ranges.is_complete(), "{:?}", s.ranges.missing());
     assert!(db
-        .record_ranges("nope-nope", &[(0, 1)], 1)
+        .record_ranges("nope-nope", &[part(0, 1)], 1)
         .expect("metadata call")
         .is_none());
 }
@@ -409,6 +463,7 @@ type Step = (&'static str, fn(Open<'_>));
 const SUITE: &[Step] = &[
     ("requests_round_trip", requests_round_trip),
     ("session_lifecycle", session_lifecycle),
+    ("parts_are_kept", parts_are_kept),
     ("idle_sessions", idle_sessions),
     ("reservation_caps", reservation_caps),
     ("parallel_opens_respect_caps", parallel_opens_respect_caps),

@@ -18,6 +18,7 @@
 
 use std::time::Duration;
 
+use droppr_protocol::composite::{PartDigest, Sha256Digest};
 use droppr_protocol::wire::ErrorCode;
 use postgres::{GenericClient, NoTls, Row};
 use r2d2_postgres::PostgresConnectionManager;
@@ -31,9 +32,10 @@ use crate::error::{Error, Result};
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
 /// Numbered schema changes, applied in order, each once.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE requests (
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE requests (
         hash TEXT PRIMARY KEY,
         folder TEXT NOT NULL,
         password_hash TEXT,
@@ -70,7 +72,20 @@ const MIGRATIONS: &[(i32, &str)] = &[(
     );
     CREATE INDEX auth_failures_key ON auth_failures(hash, client, at);
     CREATE INDEX auth_failures_link ON auth_failures(hash, at);",
-)];
+    ),
+    (
+        2,
+        // The SHA-256 of every recorded part, for the whole-file composite checksum.
+        "ALTER TABLE sessions ADD COLUMN checksum TEXT;
+    CREATE TABLE parts (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        start BIGINT NOT NULL,
+        end_incl BIGINT NOT NULL,
+        sha256 BYTEA NOT NULL,
+        PRIMARY KEY (session_id, start)
+    );",
+    ),
+];
 
 /// Advisory lock key of the migrations (any constant that no other lock uses).
 const MIGRATION_LOCK: i64 = 0x0d50_7001;
@@ -168,7 +183,7 @@ fn request_from_row(row: &Row) -> Result<UploadRequest> {
     })
 }
 
-const SESSION_COLUMNS: &str = "id, request_hash, rel_path, ranges, content_type, last_modified, content_checked, state, final_path, created_at, updated_at, client, failure, size, received";
+const SESSION_COLUMNS: &str = "id, request_hash, rel_path, ranges, content_type, last_modified, content_checked, state, final_path, created_at, updated_at, client, failure, size, received, checksum";
 
 fn session_from_row(row: &Row) -> Result<UploadSession> {
     Ok(UploadSession {
@@ -184,6 +199,7 @@ fn session_from_row(row: &Row) -> Result<UploadSession> {
         created_at: row.try_get(9)?,
         updated_at: row.try_get(10)?,
         client: row.try_get(11)?,
+        checksum: row.try_get(15)?,
     })
 }
 
@@ -311,7 +327,7 @@ impl MetadataStore for PgMetadata {
         let (link_bytes, _) = reserved(&mut tx, "request_hash", &s.request_hash)?;
         refuse_over_caps(s, caps, by_client, link_bytes)?;
         tx.execute(
-            &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"),
+            &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"),
             &[
                 &s.id,
                 &s.request_hash,
@@ -328,6 +344,7 @@ impl MetadataStore for PgMetadata {
                 &Option::<String>::None,
                 &to_i64(s.size())?,
                 &to_i64(s.ranges.received_bytes())?,
+                &s.checksum,
             ],
         )?;
         tx.commit()?;
@@ -348,7 +365,7 @@ impl MetadataStore for PgMetadata {
     fn record_ranges(
         &self,
         id: &str,
-        ranges: &[(u64, u64)],
+        parts: &[PartDigest],
         now: i64,
     ) -> Result<Option<UploadSession>> {
         let mut client = self.client()?;
@@ -363,10 +380,21 @@ impl MetadataStore for PgMetadata {
             return Ok(None);
         };
         let mut session = session_from_row(&row)?;
-        for &(start, end) in ranges {
-            session.ranges.add(start, end).map_err(|e| {
+        for part in parts {
+            session.ranges.add(part.start, part.end).map_err(|e| {
                 Error::Task(format!("range checked before writing was refused: {e}"))
             })?;
+            // Claims hand out only bytes not yet received, so parts never overlap; a second part
+            // at one offset is a fault and fails the whole record.
+            tx.execute(
+                "INSERT INTO parts (session_id, start, end_incl, sha256) VALUES ($1, $2, $3, $4)",
+                &[
+                    &id,
+                    &to_i64(part.start)?,
+                    &to_i64(part.end)?,
+                    &&part.sha256.0[..],
+                ],
+            )?;
         }
         session.updated_at = now;
         tx.execute(
@@ -390,10 +418,35 @@ impl MetadataStore for PgMetadata {
         Ok(())
     }
 
-    fn mark_complete(&self, id: &str, final_path: &str, now: i64) -> Result<()> {
+    fn parts(&self, id: &str) -> Result<Vec<PartDigest>> {
+        self.client()?
+            .query(
+                "SELECT start, end_incl, sha256 FROM parts WHERE session_id = $1 ORDER BY start",
+                &[&id],
+            )?
+            .iter()
+            .map(|row| {
+                let bad = || Error::Task("a stored part digest is malformed".into());
+                let digest: Vec<u8> = row.try_get(2)?;
+                Ok(PartDigest {
+                    start: u64::try_from(row.try_get::<_, i64>(0)?).map_err(|_| bad())?,
+                    end: u64::try_from(row.try_get::<_, i64>(1)?).map_err(|_| bad())?,
+                    sha256: Sha256Digest(digest.try_into().map_err(|_| bad())?),
+                })
+            })
+            .collect()
+    }
+
+    fn mark_complete(
+        &self,
+        id: &str,
+        final_path: &str,
+        checksum: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
         self.client()?.execute(
-            "UPDATE sessions SET state = 'complete', final_path = $2, updated_at = $3 WHERE id = $1",
-            &[&id, &final_path, &now],
+            "UPDATE sessions SET state = 'complete', final_path = $2, updated_at = $3, checksum = $4 WHERE id = $1",
+            &[&id, &final_path, &now, &checksum],
         )?;
         Ok(())
     }
