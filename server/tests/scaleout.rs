@@ -198,6 +198,10 @@ fn two_instances_share_uploads_through_s3_and_postgres() {
     let done = a.chunk(&hash, &id, &data, 0, u - 1).ok_json(200);
     assert_eq!(done["complete"], true, "{done}");
     assert_eq!(b.status_json(&hash, &id)["complete"], true);
+    // The whole-file composite of the parts recorded on both instances (the chunk sent twice
+    // recorded nothing new).
+    let parts = [(0, u - 1), (u, 3 * u - 1), (3 * u, data.len() - 1)];
+    assert_eq!(done["checksum"], composite(&data, &parts), "{done}");
     assert!(
         bucket.object("two/files/inbox/film.bin") == data,
         "the object differs from the file"
