@@ -42,6 +42,10 @@ pub mod requests;
 pub mod routes;
 pub mod space;
 pub mod store;
+pub mod tus;
+pub mod tus_parse;
+pub mod tus_records;
+pub mod tus_write;
 pub mod uploads;
 pub mod validate;
 pub mod webhooks;
@@ -187,7 +191,8 @@ pub fn app(
             droppr_protocol::wire::header::EXPOSED
                 .iter()
                 .copied()
-                .chain([http_log::REQUEST_ID.as_str()]),
+                .chain([http_log::REQUEST_ID.as_str()])
+                .chain(tus::EXPOSED.iter().copied()),
         )
         .max_age(3600);
     for origin in &config.cors_origins {
@@ -267,7 +272,11 @@ pub async fn start(config: ServerConfig) -> Result<(Server, SocketAddr), StartEr
         ));
     }
     actix_web::rt::spawn(cleanup::sweep_forever(uploads.clone(), sweep_interval));
+    let db = uploads.config.data_dir.join("droppr.db");
+    let tus = tus_records::TusRecords::open(&db)
+        .map_err(|source| StartError::Database { path: db, source })?;
     let state = AppState {
+        tus: Arc::new(tus),
         defences: Arc::new(defences::Defences::new(&uploads.config.defences)),
         uploads,
         hooks: test_hooks.then(hooks::TestHooks::default),

@@ -83,7 +83,16 @@ impl UploadSession {
     pub fn size(&self) -> u64 {
         self.ranges.total_size()
     }
+
+    /// A tus partial upload (`rel_path` is [`PARTIAL_PATH`]): its bytes are joined into another
+    /// upload, so it is never sniffed nor linked into a folder itself.
+    pub fn is_partial(&self) -> bool {
+        self.rel_path == PARTIAL_PATH
+    }
 }
+
+/// The `rel_path` of a tus partial upload; no client path can take it (paths are relative).
+pub const PARTIAL_PATH: &str = "/tus-partial";
 
 /// Metadata storage. Methods block; call them off the async executor.
 pub trait MetadataStore: Send + Sync + std::fmt::Debug {

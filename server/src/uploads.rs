@@ -258,7 +258,7 @@ impl Uploads {
     }
 
     /// 413 for a size above the link's or the server's limit, or one no filesystem can hold.
-    fn check_size(&self, request: &UploadRequest, size: u64) -> Result<()> {
+    pub(crate) fn check_size(&self, request: &UploadRequest, size: u64) -> Result<()> {
         let limit = self.size_limit(request);
         if limit > 0 && size > limit {
             return Err(client_error(
@@ -396,7 +396,7 @@ impl Uploads {
     /// offsets; the body starts at `start`). The file is opened at the first write, so a body
     /// that never gets going holds no file handle. Every write has finished when this returns,
     /// error or not, so a refused chunk cannot land bytes after another claims them.
-    async fn stream_segments<S>(
+    pub(crate) async fn stream_segments<S>(
         &self,
         id: &str,
         body: &mut ChunkBody<S>,
@@ -508,6 +508,18 @@ impl Uploads {
         Ok(())
     }
 
+    /// The session's lock, for a caller that must read and claim under it (tus checks its offset
+    /// there, so that two PATCHes at one offset cannot both pass).
+    pub(crate) async fn lock_session(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.locks.get(id).lock_owned().await
+    }
+
+    /// Counts a chunk of `id` in flight (429 past the cap); claim its bytes under the lock.
+    pub(crate) fn enter_chunk(&self, id: &str) -> Result<InFlight> {
+        self.claims
+            .enter(id, self.config.resources.max_chunks_in_flight)
+    }
+
     /// Finishes a session whose ranges are all recorded (crash recovery).
     pub async fn finish_recorded(
         &self,
@@ -519,7 +531,7 @@ impl Uploads {
 
     /// Records durable ranges (if any) under the session's lock, checks the content once the head
     /// is in, and finalizes when the last byte is.
-    async fn after_range(
+    pub(crate) async fn after_range(
         &self,
         request: &UploadRequest,
         id: &str,
@@ -549,6 +561,10 @@ impl Uploads {
         let mut session = session;
         if let SessionState::Failed(code) = session.state {
             return Err(failed(code));
+        }
+        if session.is_partial() {
+            // A tus partial: its bytes become part of another upload, which is sniffed and linked.
+            return Ok(session);
         }
         let head_len = SNIFF_LEN.min(session.size());
         if !session.content_checked && (head_len == 0 || session.ranges.contains(0, head_len - 1)) {
