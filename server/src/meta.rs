@@ -431,7 +431,7 @@ impl MetadataStore for SqliteMetadata {
         let size = to_i64(s.size())?;
         let received = to_i64(s.ranges.received_bytes())?;
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             check_caps(&tx, s, caps)?;
             tx.execute(
                 &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
@@ -469,7 +469,7 @@ impl MetadataStore for SqliteMetadata {
         now: i64,
     ) -> Result<Option<UploadSession>> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some(mut session) = get_session(&tx, id)? else {
                 return Ok(None);
             };
