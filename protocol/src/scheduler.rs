@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use crate::plan::{Chunk, ChunkQueue};
 use crate::ranges::ReceivedRanges;
 use crate::retry::{Failure, RetryPolicy};
+use crate::spread;
 use crate::text::decimal;
 use crate::throughput::ThroughputMeter;
 use crate::tuning::Tuning;
@@ -364,7 +365,7 @@ impl ChunkScheduler {
         self.promote_due(now_ms);
         let (chunk, retries) = match self.ready.pop_front() {
             Some(next) => next,
-            None => (self.queue.next(self.tuning.chunk_size())?, 0),
+            None => (self.queue.next(self.spread_chunk_size())?, 0),
         };
         self.in_flight.push(InFlight {
             chunk,
@@ -374,6 +375,28 @@ impl ChunkScheduler {
             last_progress_ms: now_ms,
         });
         Some(chunk)
+    }
+
+    /// The size to cut the next chunk at: the tuned size, spread so that a file of a few chunks
+    /// uses every connection and the chunks shrink towards the end (see [`crate::spread`]). Sizes
+    /// under the 1 MiB floor are left as tuned.
+    fn spread_chunk_size(&self) -> u64 {
+        let size = self.tuning.chunk_size();
+        let connections = self.tuning.parallelism();
+        let floor = spread::MIN_SPREAD_CHUNK.min(size);
+        let first = spread::initial_chunk_size(self.total, connections, size, floor);
+        let unsent: u64 = self
+            .in_flight
+            .iter()
+            .map(|f| f.chunk.len().saturating_sub(f.sent))
+            .sum();
+        spread::tail_chunk_size(
+            self.queue.remaining_bytes(),
+            unsent,
+            connections,
+            first,
+            floor,
+        )
     }
 
     /// Moves the retries that are due to `ready`. `waiting` is kept sorted by due time (then

@@ -284,6 +284,11 @@ error_codes! {
     BadBody = "bad-body", 400, false;
     DuplicateHeader = "duplicate-header", 400, false;
     BodyCutShort = "body-cut-short", 400, true;
+    // Answers of the HTTP layer, before there is a request: a head that is not HTTP/1.1, a first
+    // head slower than the request timeout, a head over the size or header-count limit.
+    BadHead = "bad-head", 400, false;
+    HeadTimeout = "head-timeout", 408, true;
+    HeadTooLarge = "head-too-large", 431, false;
     PasswordRequired = "password-required", 401, false;
     WrongPassword = "wrong-password", 401, false;
     Unauthorized = "unauthorized", 401, false;

@@ -224,6 +224,10 @@ pub struct ResourceArgs {
     /// Upload requests (chunks, opens) one client may have in flight at once; more answer 429.
     #[arg(long, env = "DROPPR_MAX_REQUESTS_PER_CLIENT", default_value_t = 64)]
     pub max_requests_per_client: u64,
+    /// Connections one client address may hold open at once, idle ones included (0 = no cap;
+    /// trusted proxies are never capped). More are answered 429 and closed.
+    #[arg(long, env = "DROPPR_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256)]
+    pub max_connections_per_client: u64,
     /// Accept file names that are unsafe on other systems (Windows device names, bidi
     /// overrides, zero-width characters, trailing dots or spaces).
     #[arg(long, env = "DROPPR_ALLOW_UNPORTABLE_NAMES")]
@@ -240,6 +244,7 @@ pub struct ResourceLimits {
     pub min_body_rate: u64,
     pub max_chunks_in_flight: u64,
     pub max_requests_per_client: u64,
+    pub max_connections_per_client: u64,
     pub allow_unportable_names: bool,
 }
 
@@ -267,6 +272,7 @@ impl ResourceArgs {
             min_body_rate: self.min_body_rate,
             max_chunks_in_flight: self.max_chunks_in_flight,
             max_requests_per_client: self.max_requests_per_client,
+            max_connections_per_client: self.max_connections_per_client,
             allow_unportable_names: self.allow_unportable_names,
         })
     }

@@ -33,6 +33,7 @@ pub mod health;
 pub mod hooks;
 pub mod http_log;
 pub mod limits;
+pub mod listen;
 pub mod logging;
 pub mod meta;
 pub mod metrics;
@@ -59,7 +60,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::{from_fn, Condition, DefaultHeaders};
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 
 use crate::config::ServerConfig;
 use crate::events::UploadEvents;
@@ -281,11 +282,12 @@ pub async fn start(config: ServerConfig) -> Result<(Server, SocketAddr), StartEr
         uploads,
         hooks: test_hooks.then(hooks::TestHooks::default),
     };
-    let server = HttpServer::new(move || app(state.clone()))
-        .workers(workers)
-        .shutdown_timeout(shutdown.as_secs())
-        .bind(bind)
-        .map_err(|source| StartError::Bind { addr: bind, source })?;
-    let addr = server.addrs().first().copied().unwrap_or(bind);
-    Ok((server.run(), addr))
+    let listen = listen::Listen {
+        bind,
+        workers,
+        shutdown_timeout: shutdown,
+        max_connections_per_client: state.uploads.config.resources.max_connections_per_client,
+        clients: state.uploads.config.defences.clients.clone(),
+    };
+    listen::serve(&listen, state).map_err(|source| StartError::Bind { addr: bind, source })
 }

@@ -9,6 +9,10 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{CommonArgs, ConfigError, LogFormat};
 
 /// Installs the global subscriber. The level is `--log-level`, else `RUST_LOG`, else `info`.
+///
+/// actix-http's dispatcher logs every unparsable head a client sends at `error`; those clients
+/// are logged by `listen` at `info` ("refused before routing"), so the dispatcher's lines are off
+/// unless the directives name `actix_http` themselves.
 pub fn init(args: &CommonArgs) -> Result<(), ConfigError> {
     let directives = args
         .log_level
@@ -16,8 +20,13 @@ pub fn init(args: &CommonArgs) -> Result<(), ConfigError> {
         .or_else(|| std::env::var("RUST_LOG").ok())
         .filter(|d| !d.trim().is_empty())
         .unwrap_or_else(|| "info".to_owned());
-    let filter = EnvFilter::try_new(&directives)
+    let mut filter = EnvFilter::try_new(&directives)
         .map_err(|e| ConfigError(format!("--log-level '{directives}': {e}")))?;
+    if !directives.contains("actix_http") {
+        if let Ok(quiet) = "actix_http::h1::dispatcher=off".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

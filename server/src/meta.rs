@@ -2,7 +2,10 @@
 //! [`MetadataStore`] knows nothing of HTTP; [`SqliteMetadata`] is the embedded default, one SQLite
 //! file in the data directory (WAL, `synchronous = FULL`, so a recorded range survives a crash).
 //! Every read-modify-write of a session happens inside one transaction on one connection, so
-//! parallel chunks can never lose each other's ranges (the original tracker's race).
+//! parallel chunks can never lose each other's ranges (the original tracker's race). Those
+//! transactions begin `IMMEDIATE`: the outbox writes the same file through its own connection, and
+//! a deferred transaction that read before the outbox wrote fails at once with "database is
+//! locked" (SQLite cannot wait for a lock there; seen as a 500 on open while a webhook was queued).
 
 use std::path::Path;
 use std::sync::Mutex;

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::Notify;
 
 use crate::events::UploadEvent;
@@ -116,7 +116,7 @@ impl Outbox {
         let body = serde_json::to_string(event)?;
         let now = now_ms();
         let added = self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut added = 0;
             for target in &self.targets {
                 added += tx.execute(

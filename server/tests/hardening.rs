@@ -8,7 +8,7 @@ mod common;
 use std::os::unix::fs::symlink;
 use std::time::{Duration, Instant};
 
-use common::http::Pending;
+use common::http::{find, parse_response, raw_exchange, Pending};
 use common::*;
 use serde_json::Value;
 
@@ -456,6 +456,108 @@ fn errors_the_framework_makes_are_json_too() {
         .body(big)
         .send();
     answer.assert_error(413, "body-too-large");
+}
+
+/// actix-http answers these three by itself, before the app sees a request; `listen.rs` turns its
+/// empty answers into `{error, code}` JSON (each assertion fails with the plain `HttpServer`).
+#[test]
+fn answers_before_there_is_a_request_are_json_too() {
+    let server = Server::start(&[]);
+    let none = Duration::ZERO;
+    let answer = |parts: &[(&[u8], Duration)]| {
+        parse_response(&raw_exchange(server.addr, parts).unwrap()).unwrap()
+    };
+
+    answer(&[(b"GET /healthz HTTP/1.1\r\nno colon here\r\n\r\n", none)])
+        .assert_error(400, "bad-head");
+
+    let mut many = b"GET /healthz HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..100 {
+        many.extend_from_slice(format!("X-Filler-{i}: {i}\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    answer(&[(&many, none)]).assert_error(431, "head-too-large");
+
+    // 128 KiB and still no end of head: the whole of it is read, then refused (sending more than
+    // the server reads would make its close a reset that loses the answer).
+    let mut long = b"GET /healthz HTTP/1.1\r\nX-Long: ".to_vec();
+    long.resize(128 * KIB, b'a');
+    answer(&[(&long, none)]).assert_error(431, "head-too-large");
+
+    // A head that never ends is cut off after the request timeout (5 s).
+    let started = Instant::now();
+    answer(&[(b"GET /healthz HTTP/1.1\r\nHost: x\r\n", none)]).assert_error(408, "head-timeout");
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // After an answered request on a kept-alive connection, a bad head still gets JSON, and the
+    // answer before it passes through unchanged.
+    let raw = raw_exchange(
+        server.addr,
+        &[
+            (
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                Duration::from_millis(300),
+            ),
+            (b"\x01\x02 nonsense\r\n\r\n", none),
+        ],
+    )
+    .unwrap();
+    let first = parse_response(&raw).unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    let second = find(&raw[1..], b"HTTP/1.1 ")
+        .map(|i| i + 1)
+        .expect("a second answer");
+    parse_response(&raw[second..])
+        .unwrap()
+        .assert_error(400, "bad-head");
+    assert!(server.log_text().contains("refused before routing"));
+}
+
+/// Idle connections count against their client's cap; past it a connection is answered 429 and
+/// closed, other clients are not affected, and a closed connection frees its place.
+#[test]
+fn connections_are_capped_per_client() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let server = Server::start(&["--max-connections-per-client", "20"]);
+    // Each of these would be cut after the 5 s head timeout; the checks below take far less.
+    let mut held: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut over = TcpStream::connect(server.addr).unwrap();
+    over.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut raw = Vec::new();
+    over.read_to_end(&mut raw).unwrap();
+    let answer = parse_response(&raw).unwrap();
+    answer.assert_error(429, "rate-limited");
+    assert_eq!(answer.header("retry-after"), Some("1"));
+
+    let other = server.req("GET", "/healthz").source_ip("127.0.0.2").send();
+    assert_eq!(
+        other.status,
+        200,
+        "another client is not capped: {}",
+        other.text()
+    );
+
+    drop(held.pop());
+    std::thread::sleep(Duration::from_millis(200));
+    let again = server.req("GET", "/healthz").send();
+    assert_eq!(
+        again.status,
+        200,
+        "a closed connection frees its place: {}",
+        again.text()
+    );
+    assert!(server
+        .log_text()
+        .contains("refused a connection over the per-client cap"));
 }
 
 /// Figure for docs/SECURITY.md: an honest upload's time alone and while 500 slow bodies from

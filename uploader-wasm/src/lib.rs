@@ -185,7 +185,7 @@ export type ServerErrorCode =
   | 'session-conflict' | 'path-conflict' | 'upload-failed' | 'body-timeout' | 'request-expired'
   | 'length-required' | 'file-too-large' | 'chunk-too-large' | 'body-too-large' | 'type-not-allowed'
   | 'content-mismatch' | 'locked-out' | 'rate-limited' | 'internal' | 'unavailable'
-  | 'insufficient-storage' | 'quota-exceeded';
+  | 'insufficient-storage' | 'quota-exceeded' | 'bad-head' | 'head-timeout' | 'head-too-large';
 
 /** Every `code` an `UploadError` can have. */
 export type UploadErrorCode =

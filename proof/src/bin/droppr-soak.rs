@@ -109,6 +109,8 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             "off",
             "--chunk-rate-per-link",
             "off",
+            "--max-connections-per-client",
+            "0",
         ],
     )?;
     let hash = server.create_link("soak", &[])?;

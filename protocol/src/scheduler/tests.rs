@@ -414,3 +414,21 @@ fn stats_show_no_speed_and_no_eta_while_nothing_moves() {
     assert_eq!((still.speed, still.eta), (0.0, None));
     assert_eq!(still.loaded, moving.loaded);
 }
+
+#[test]
+fn a_file_of_two_chunks_is_spread_over_every_connection() {
+    const MIB: u64 = 1 << 20;
+    let mut status = FakeServer::new(16 * MIB).status();
+    status.max_chunk_size = 64 * MIB;
+    let mut s = ChunkScheduler::new(&status, tuning(6, 8 * MIB), fast_retries(3), 0, 0).unwrap();
+    // 16 MiB at 8 MiB would be two chunks on two of six connections: spread, six go at once.
+    let first: Vec<Chunk> = std::iter::from_fn(|| s.next_chunk(0.0)).collect();
+    assert_eq!(first.len(), 6, "{first:?}");
+    assert!(first.iter().all(|c| c.len() >= MIB && c.len() < 8 * MIB));
+    // A large file keeps full chunks until its tail.
+    let mut status = FakeServer::new(256 * MIB).status();
+    status.max_chunk_size = 64 * MIB;
+    let mut s = ChunkScheduler::new(&status, tuning(6, 8 * MIB), fast_retries(3), 0, 0).unwrap();
+    let first: Vec<Chunk> = std::iter::from_fn(|| s.next_chunk(0.0)).collect();
+    assert!(first.iter().all(|c| c.len() == 8 * MIB), "{first:?}");
+}

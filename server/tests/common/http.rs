@@ -249,7 +249,21 @@ impl Response {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+/// Sends raw bytes on one connection, each part followed by a pause, then reads until the server
+/// closes it (at most 20 s). For heads the HTTP layer refuses before there is a request.
+pub fn raw_exchange(addr: SocketAddr, parts: &[(&[u8], Duration)]) -> io::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    for (bytes, pause) in parts {
+        stream.write_all(bytes)?;
+        std::thread::sleep(*pause);
+    }
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    Ok(raw)
+}
+
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
@@ -264,7 +278,8 @@ fn bad(why: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why)
 }
 
-fn parse_response(raw: &[u8]) -> io::Result<Response> {
+/// Parses one answer from raw bytes (its head, then the body its framing says).
+pub fn parse_response(raw: &[u8]) -> io::Result<Response> {
     parse_answer(raw, false)
 }
 
