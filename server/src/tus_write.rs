@@ -298,14 +298,27 @@ pub async fn fill_final(
     let into = final_id.to_owned();
     let joined = Instant::now();
     blocking(move || {
-        // Consecutive finished partials go in one call; each copy starts where its partial goes.
+        // Copies that follow each other go in one call (one sync); each run starts where its
+        // first partial goes.
+        let mut runs: Vec<(u64, Vec<(String, u64)>)> = Vec::new();
         for (id, len, at) in copies {
-            store.join(&into, at, &[(id, len)])?;
+            match runs.last_mut() {
+                Some((start, run)) if *start + run.iter().map(|(_, l)| l).sum::<u64>() == at => {
+                    run.push((id, len));
+                }
+                _ => runs.push((at, vec![(id, len)])),
+            }
+        }
+        for (at, run) in runs {
+            store.join(&into, at, &run)?;
         }
         Ok(())
     })
     .await?;
     tracing::info!(upload = %log_tag(final_id), parts = parts.len(), micros = u64::try_from(joined.elapsed().as_micros()).unwrap_or(u64::MAX), "tus partial uploads joined");
+    // The copied bytes are recorded in the final upload (which may complete it) before the
+    // partials let go of theirs: a crash in between leaves both, never neither.
+    let session = uploads.after_range(request, final_id, &ranges).await?;
     // Still under the partials' locks: redirect the unfinished ones before any PATCH of theirs
     // can run, then free every partial's own bytes.
     let (recs, into) = (records.clone(), final_id.to_owned());
@@ -328,5 +341,5 @@ pub async fn fill_final(
     }
     drop(guards);
     drop(tickets);
-    uploads.after_range(request, final_id, &ranges).await
+    Ok(session)
 }
