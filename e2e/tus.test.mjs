@@ -4,6 +4,7 @@
 // name rules. Every stored file is compared byte for byte (SHA-256).
 
 import assert from 'node:assert/strict';
+import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
 import { PassThrough } from 'node:stream';
@@ -122,6 +123,20 @@ test('an upload cut off mid-PATCH resumes from where the server stands', async (
     onBeforeRequest: (req) => resumed.push(`${req.getMethod()} ${req.getHeader('Upload-Offset') ?? ''}`.trim()),
   });
   assert.deepEqual(resumed.slice(0, 2), ['HEAD', `PATCH ${8 * MiB}`], resumed.join('\n'));
+  assert.equal(await sha256File(storedPath('open', file.name)), file.sha256, 'stored bytes differ');
+});
+
+test('uploadLengthDeferred: a stream of unknown length, told with its last PATCH', async () => {
+  const file = await makeFile('tus-node-deferred.bin', 20 * MiB + 5);
+  const requests = [];
+  await upload(createReadStream(file.path).pipe(new PassThrough()), {
+    chunkSize: 8 * MiB,
+    uploadLengthDeferred: true,
+    metadata: { filename: file.name },
+    onBeforeRequest: (req) => requests.push([req.getMethod(), req.getHeader('Upload-Defer-Length'), req.getHeader('Upload-Length')]),
+  });
+  assert.deepEqual(requests[0], ['POST', '1', undefined]);
+  assert.ok(requests.some(([m, , len]) => m === 'PATCH' && len === String(file.size)), JSON.stringify(requests));
   assert.equal(await sha256File(storedPath('open', file.name)), file.sha256, 'stored bytes differ');
 });
 

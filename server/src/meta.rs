@@ -114,6 +114,9 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
         now: i64,
     ) -> Result<Option<UploadSession>>;
     fn mark_content_checked(&self, id: &str) -> Result<()>;
+    /// Sets the size of a session whose size was provisional (tus `Upload-Defer-Length`), keeping
+    /// its ranges; refused if a received range ends past `size`. None if the session is gone.
+    fn resize_session(&self, id: &str, size: u64, now: i64) -> Result<Option<UploadSession>>;
     fn mark_complete(&self, id: &str, final_path: &str, now: i64) -> Result<()>;
     fn mark_failed(&self, id: &str, code: ErrorCode, now: i64) -> Result<()>;
     fn delete_session(&self, id: &str) -> Result<()>;
@@ -489,6 +492,37 @@ impl MetadataStore for SqliteMetadata {
                     serde_json::to_string(&session.ranges)?,
                     now,
                     to_i64(session.ranges.received_bytes())?
+                ],
+            )?;
+            tx.commit()?;
+            Ok(Some(session))
+        })
+    }
+
+    fn resize_session(&self, id: &str, size: u64, now: i64) -> Result<Option<UploadSession>> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some(mut session) = get_session(&tx, id)? else {
+                return Ok(None);
+            };
+            let mut ranges = ReceivedRanges::new(size);
+            for &(start, end) in session.ranges.ranges() {
+                ranges.add(start, end).map_err(|_| {
+                    Error::client(
+                        ErrorCode::RangeOutsideFile,
+                        format!("{size} bytes is less than this upload already holds."),
+                    )
+                })?;
+            }
+            session.ranges = ranges;
+            session.updated_at = now;
+            tx.execute(
+                "UPDATE sessions SET ranges = ?2, size = ?3, updated_at = ?4 WHERE id = ?1",
+                params![
+                    id,
+                    serde_json::to_string(&session.ranges)?,
+                    to_i64(size)?,
+                    now
                 ],
             )?;
             tx.commit()?;

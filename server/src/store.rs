@@ -57,6 +57,9 @@ pub trait ByteStore: Send + Sync + Debug {
     fn age(&self, upload_id: &str) -> io::Result<Option<std::time::Duration>>;
     /// Ids of every upload the store holds bytes for (to find orphans after a crash).
     fn list(&self) -> io::Result<Vec<String>>;
+    /// Sets the length of an upload whose size was not known when it was created, reserving its
+    /// blocks as [`ByteStore::create`] does.
+    fn set_size(&self, upload_id: &str, size: u64) -> io::Result<()>;
     /// Copies the first `len` bytes of each upload in `parts`, one after the other, into upload
     /// `into` from offset `at`, and makes them durable (tus concatenation). This default passes
     /// the bytes through memory; a store that can copy inside the storage overrides it.
@@ -240,6 +243,15 @@ impl ByteStore for FsByteStore {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn set_size(&self, upload_id: &str, size: u64) -> io::Result<()> {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(self.part_path(upload_id))?;
+        file.set_len(size)?;
+        preallocate(&file, size)?;
+        file.sync_all()
     }
 
     /// `copy_file_range`: the kernel copies (or, on btrfs and XFS, shares the blocks by reflink);

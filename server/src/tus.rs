@@ -34,7 +34,7 @@ use crate::uploads::{log_tag, BodyError, OpenUpload, Uploads};
 use crate::validate::RelPath;
 
 /// `Tus-Extension`.
-pub const EXTENSIONS: &str = "creation,creation-with-upload,termination,expiration,checksum,concatenation,concatenation-unfinished";
+pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum,concatenation,concatenation-unfinished";
 
 /// Headers a cross-origin tus client must be able to read (added to the CORS exposure).
 pub const EXPOSED: &[&str] = &[
@@ -49,6 +49,7 @@ pub const EXPOSED: &[&str] = &[
     "upload-metadata",
     "upload-expires",
     "upload-concat",
+    "upload-defer-length",
 ];
 
 /// Mounts the tus endpoint of every link and the URLs of its uploads.
@@ -193,15 +194,24 @@ async fn create_upload(
     let request = uploads.request(hash).await?;
     let password = parse::header_text(req, h::REQUEST_PASSWORD)?;
     admit_open(state, req, &request, &client_id, password).await?;
-    let length = creation.length.unwrap_or(0);
+    // A deferred length: the upload may become as large as the link allows, and its file is
+    // sized when the length is told.
+    let length = match creation.length {
+        Some(length) => length,
+        None if creation.deferred => match uploads.size_limit(&request) {
+            0 => i64::MAX.unsigned_abs(),
+            limit => limit,
+        },
+        None => 0,
+    };
     let (session, kind) = match &creation.concat {
         Concat::Final(ids) => return create_final(state, &request, &creation, ids, &client).await,
         Concat::None => {
             let open = open_fields(&creation.metadata, length)?;
-            (
-                uploads.open(&request, open, &client).await?,
-                TusKind::Single,
-            )
+            let session = uploads
+                .open_session(&request, open, &client, !creation.deferred)
+                .await?;
+            (session, TusKind::Single)
         }
         Concat::Partial => (
             tw::open_partial(uploads, &request, length, &client).await?,
@@ -215,6 +225,7 @@ async fn create_upload(
         kind,
         metadata: creation.metadata.raw.clone(),
         length,
+        deferred: creation.deferred,
     };
     let recs = state.tus.clone();
     let record = upload.clone();
@@ -299,6 +310,7 @@ async fn create_final(
         },
         metadata: creation.metadata.raw.clone(),
         length: total,
+        deferred: false,
     };
     let (recs, record) = (state.tus.clone(), upload.clone());
     let filled = async {
@@ -367,7 +379,25 @@ async fn patch_upload(
     let _slot = uploads.client_slot(&client_id.key().to_string())?;
     let request = uploads.request(hash).await?;
     state.defences.check_chunk(&client_id, &request.hash)?;
-    let upload = find(&state.tus, &request, id).await?;
+    let mut upload = find(&state.tus, &request, id).await?;
+    match (patch.length, upload.deferred) {
+        (Some(length), true) => {
+            tw::declare_length(uploads, &request, id, length).await?;
+            let (recs, owned) = (state.tus.clone(), id.clone());
+            blocking(move || recs.set_length(&owned, length)).await?;
+            upload.length = length;
+        }
+        (Some(length), false) if length != upload.length => {
+            return Err(Error::client(
+                ErrorCode::TusBadHeader,
+                format!(
+                    "Upload-Length {length} differs from the upload's {}.",
+                    upload.length
+                ),
+            ));
+        }
+        _ => {}
+    }
     let target = target(&upload)?;
     let offset = tw::append(
         uploads,
@@ -400,7 +430,11 @@ async fn head_upload(
     let request = uploads.request(hash).await?;
     let upload = find(&state.tus, &request, id).await?;
     let mut answer = HttpResponse::Ok();
-    answer.insert_header(("upload-length", upload.length.to_string()));
+    if upload.deferred {
+        answer.insert_header(("upload-defer-length", "1"));
+    } else {
+        answer.insert_header(("upload-length", upload.length.to_string()));
+    }
     if let Some(raw) = &upload.metadata {
         answer.insert_header(("upload-metadata", raw.as_str()));
     }

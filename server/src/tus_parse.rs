@@ -283,8 +283,10 @@ fn body_headers(req: &HttpRequest) -> Result<BodyHeaders> {
 /// POST on the link's tus URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Creation {
-    /// `Upload-Length` (none for a final upload, whose length is its partials').
+    /// `Upload-Length` (none for a final upload, whose length is its partials', or with
+    /// `Upload-Defer-Length: 1`, when a later PATCH tells it).
     pub length: Option<u64>,
+    pub deferred: bool,
     pub metadata: Metadata,
     pub concat: Concat,
     /// creation-with-upload: the first bytes.
@@ -294,20 +296,32 @@ pub struct Creation {
 impl Creation {
     pub fn parse(req: &HttpRequest, hash: &str) -> Result<Self> {
         check_version(req)?;
-        if header_str(req, UPLOAD_DEFER_LENGTH).is_some() {
-            return Err(Error::client(
-                ErrorCode::TusUnsupported,
-                "Upload-Defer-Length is not supported: send Upload-Length.",
-            ));
-        }
+        let deferred = match header_str(req, UPLOAD_DEFER_LENGTH) {
+            None => false,
+            Some("1") => true,
+            Some(_) => return Err(bad("Upload-Defer-Length must be 1.")),
+        };
         let concat = Concat::parse(req, hash)?;
         let length = number(req, UPLOAD_LENGTH)?;
-        match (&concat, length) {
-            (Concat::Final(_), Some(_)) => {
+        match (&concat, length, deferred) {
+            (_, Some(_), true) => {
+                return Err(bad(
+                    "Upload-Length and Upload-Defer-Length exclude each other.",
+                ))
+            }
+            (Concat::Final(_), Some(_), _) => {
                 return Err(bad("A final upload takes its length from its partials."))
             }
-            (Concat::None | Concat::Partial, None) => {
-                return Err(bad("Upload-Length is required."))
+            (Concat::Final(_) | Concat::Partial, None, true) => {
+                return Err(Error::client(
+                    ErrorCode::TusUnsupported,
+                    "Upload-Defer-Length is offered for plain uploads only.",
+                ))
+            }
+            (Concat::None | Concat::Partial, None, false) => {
+                return Err(bad(
+                    "Upload-Length (or Upload-Defer-Length: 1) is required.",
+                ))
             }
             _ => {}
         }
@@ -325,6 +339,7 @@ impl Creation {
         };
         Ok(Self {
             length,
+            deferred,
             metadata: Metadata::parse(header_str(req, UPLOAD_METADATA))?,
             concat,
             body,
@@ -337,6 +352,8 @@ impl Creation {
 pub struct Patch {
     pub offset: u64,
     pub body: BodyHeaders,
+    /// `Upload-Length`: how a deferred length is told.
+    pub length: Option<u64>,
 }
 
 impl Patch {
@@ -345,7 +362,11 @@ impl Patch {
         let body = body_headers(req)?;
         let offset =
             number(req, UPLOAD_OFFSET)?.ok_or_else(|| bad("Upload-Offset is required."))?;
-        Ok(Self { offset, body })
+        Ok(Self {
+            offset,
+            body,
+            length: number(req, UPLOAD_LENGTH)?,
+        })
     }
 }
 

@@ -31,7 +31,10 @@ pub struct TusUpload {
     pub kind: TusKind,
     /// `Upload-Metadata` as the client sent it (returned by HEAD).
     pub metadata: Option<String>,
+    /// The length, or (while `deferred`) the most it may become.
     pub length: u64,
+    /// Created with `Upload-Defer-Length: 1` and not told its length yet.
+    pub deferred: bool,
 }
 
 #[derive(Debug)]
@@ -49,6 +52,7 @@ CREATE TABLE IF NOT EXISTS tus_uploads (
     parts TEXT,
     into_final TEXT,
     base INTEGER,
+    deferred INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL
 );
 ";
@@ -58,6 +62,7 @@ fn to_i64(v: u64) -> i64 {
 }
 
 type Row = (
+    bool,
     String,
     String,
     String,
@@ -95,8 +100,8 @@ impl TusRecords {
             TusKind::Final { parts } => (Some(serde_json::to_string(parts)?), None, None),
         };
         self.conn().execute(
-            "INSERT INTO tus_uploads (id, request_hash, kind, metadata, length, parts, into_final, base, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO tus_uploads (id, request_hash, kind, metadata, length, parts, into_final, base, deferred, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 upload.id,
                 upload.request_hash,
@@ -106,6 +111,7 @@ impl TusRecords {
                 parts,
                 into,
                 base,
+                upload.deferred,
                 now
             ],
         )?;
@@ -116,7 +122,7 @@ impl TusRecords {
         let row: Option<Row> = self
             .conn()
             .query_row(
-                "SELECT id, request_hash, kind, metadata, length, parts, into_final, base
+                "SELECT deferred, id, request_hash, kind, metadata, length, parts, into_final, base
                  FROM tus_uploads WHERE id = ?1",
                 params![id],
                 |r| {
@@ -129,11 +135,13 @@ impl TusRecords {
                         r.get(5)?,
                         r.get(6)?,
                         r.get(7)?,
+                        r.get(8)?,
                     ))
                 },
             )
             .optional()?;
-        let Some((id, request_hash, kind, metadata, length, parts, into, base)) = row else {
+        let Some((deferred, id, request_hash, kind, metadata, length, parts, into, base)) = row
+        else {
             return Ok(None);
         };
         let kind = match kind.as_str() {
@@ -151,7 +159,17 @@ impl TusRecords {
             kind,
             metadata,
             length: u64::try_from(length).unwrap_or(0),
+            deferred,
         }))
+    }
+
+    /// A deferred length is known now.
+    pub fn set_length(&self, id: &str, length: u64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE tus_uploads SET length = ?2, deferred = 0 WHERE id = ?1",
+            params![id, to_i64(length)],
+        )?;
+        Ok(())
     }
 
     /// A partial's bytes now go into `final_id` at `base`.
@@ -196,6 +214,7 @@ mod tests {
             kind,
             metadata: Some("filename YS50eHQ=".to_owned()),
             length: 10,
+            deferred: false,
         };
         let fin = upload(
             "final-upload",

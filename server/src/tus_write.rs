@@ -167,6 +167,37 @@ where
     Ok(target.offset_in(&session))
 }
 
+/// Tells an upload created with `Upload-Defer-Length` its length: within the link's limit, not
+/// less than it holds. Its file is sized (and its blocks reserved) now; if every byte is already
+/// in, it completes.
+pub async fn declare_length(
+    uploads: &Uploads,
+    request: &UploadRequest,
+    id: &str,
+    length: u64,
+) -> Result<UploadSession> {
+    uploads.check_size(request, length)?;
+    {
+        let _held = uploads.lock_session(id).await;
+        let session = uploads.session(request, id).await?;
+        let held = session.ranges.ranges().last().map_or(0, |(_, end)| end + 1);
+        if length < held {
+            return Err(Error::client(
+                ErrorCode::TusBadHeader,
+                format!("Upload-Length {length} is less than the {held} bytes this upload holds."),
+            ));
+        }
+        let (store, meta, owned) = (uploads.store.clone(), uploads.meta.clone(), id.to_owned());
+        blocking(move || {
+            store.set_size(&owned, length)?;
+            meta.resize_session(&owned, length, now_secs())?
+                .ok_or_else(|| Error::client(ErrorCode::SessionNotFound, "The upload has expired."))
+        })
+        .await?;
+    }
+    uploads.after_range(request, id, &[]).await
+}
+
 /// Opens the session of a partial upload: the link's size limit, the space reserve and the
 /// reservation caps apply; the name and content checks wait for the final upload.
 pub async fn open_partial(

@@ -205,6 +205,18 @@ impl Uploads {
         open: OpenUpload,
         client: &str,
     ) -> Result<UploadSession> {
+        self.open_session(request, open, client, true).await
+    }
+
+    /// [`Uploads::open`], optionally without preallocating the file (tus `Upload-Defer-Length`:
+    /// `open.size` is then only the most the upload may become, until it is resized).
+    pub(crate) async fn open_session(
+        &self,
+        request: &UploadRequest,
+        open: OpenUpload,
+        client: &str,
+        preallocate: bool,
+    ) -> Result<UploadSession> {
         validate::check_extension(&open.path, &request.allowed_extensions)?;
         self.check_size(request, open.size)?;
         validate::check_name(&open.path, self.config.resources.allow_unportable_names)?;
@@ -239,8 +251,9 @@ impl Uploads {
                     "A file (or link) of that name already stands where this upload's folder would be.",
                 ));
             }
-            space.check_room(s.size())?;
-            store.create(&s.id, s.size())?;
+            let prealloc = if preallocate { s.size() } else { 0 };
+            space.check_room(prealloc)?;
+            store.create(&s.id, prealloc)?;
             if let Err(e) = meta.insert_session(&s, caps) {
                 let _ = store.discard(&s.id);
                 return Err(e);

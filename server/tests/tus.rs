@@ -102,6 +102,7 @@ fn options_creation_patch_head_and_completion() {
     for e in [
         "creation",
         "creation-with-upload",
+        "creation-defer-length",
         "termination",
         "expiration",
         "checksum",
@@ -222,6 +223,7 @@ fn protocol_errors_have_tus_statuses_and_change_nothing() {
     s.req("POST", &endpoint(&hash))
         .header("Tus-Resumable", TUS)
         .header("Upload-Defer-Length", 1)
+        .header("Upload-Concat", "partial")
         .send()
         .assert_error(400, "tus-unsupported");
     s.req("POST", &endpoint(&hash))
@@ -523,4 +525,62 @@ fn cors_exposes_the_tus_headers() {
     ] {
         assert!(exposed.contains(name), "{name} not exposed: {exposed}");
     }
+}
+
+#[test]
+fn a_deferred_length_is_told_by_a_later_patch() {
+    let s = Server::start(&[]);
+    let hash = hash_of(&s.create_request(&["--extensions", "*", "--max-size", "100000"]));
+    let data = pseudo_random(9, 30_000);
+    let r = s
+        .req("POST", &endpoint(&hash))
+        .header("Tus-Resumable", TUS)
+        .header("Upload-Defer-Length", 1)
+        .header("Upload-Metadata", format!("filename {}", b64(b"later.bin")))
+        .send();
+    let url = location(&r);
+    let h = head(&s, &url);
+    assert_eq!(h.header("upload-defer-length"), Some("1"));
+    assert_eq!(h.header("upload-length"), None);
+    assert_eq!(h.header("upload-offset"), Some("0"));
+    // Nothing is reserved on disk before the length is known.
+    let part = std::fs::read_dir(s.data_dir().join("parts"))
+        .expect("parts")
+        .next()
+        .expect("a part file")
+        .expect("entry")
+        .path();
+    assert_eq!(std::fs::metadata(&part).expect("part file").len(), 0);
+    assert_patched(&patch(&s, &url, 0, &data[..10_000]).send(), 10_000);
+    // A length under what is held, or over the link's limit, is refused and changes nothing.
+    let before = s.snapshot();
+    patch(&s, &url, 10_000, &data[10_000..20_000])
+        .header("Upload-Length", 9_999)
+        .send()
+        .assert_error(400, "tus-bad-header");
+    patch(&s, &url, 10_000, &data[10_000..20_000])
+        .header("Upload-Length", 100_001)
+        .send()
+        .assert_error(413, "file-too-large");
+    assert_eq!(s.snapshot(), before);
+    assert_patched(
+        &patch(&s, &url, 10_000, &data[10_000..20_000])
+            .header("Upload-Length", 30_000)
+            .send(),
+        20_000,
+    );
+    let h = head(&s, &url);
+    assert_eq!(h.header("upload-length"), Some("30000"));
+    assert_eq!(h.header("upload-defer-length"), None);
+    patch(&s, &url, 20_000, &data[20_000..])
+        .header("Upload-Length", 30_001)
+        .send()
+        .assert_error(400, "tus-bad-header");
+    let mut long = data[20_000..].to_vec();
+    long.push(1);
+    patch(&s, &url, 20_000, &long)
+        .send()
+        .assert_error(413, "tus-past-length");
+    assert_patched(&patch(&s, &url, 20_000, &data[20_000..]).send(), 30_000);
+    assert_eq!(s.stored_file("later.bin"), data);
 }
