@@ -1,4 +1,5 @@
-//! docs/PROTOCOL.md lists exactly the error codes the server can send, with their statuses.
+//! docs/PROTOCOL.md and the uploader's TypeScript types list exactly the error codes the server can
+//! send, with their statuses.
 
 use std::collections::BTreeSet;
 
@@ -37,4 +38,17 @@ fn every_defined_code_is_sent_somewhere_in_the_server() {
             "{variant} is defined but never sent"
         );
     }
+}
+
+#[test]
+fn the_uploaders_typescript_union_lists_exactly_the_error_codes() {
+    let source = include_str!("../../uploader-wasm/src/lib.rs");
+    let start = source
+        .find("export type ServerErrorCode =")
+        .expect("the ServerErrorCode union in uploader-wasm/src/lib.rs");
+    let union = &source[start..];
+    let union = &union[..union.find(';').expect("the union ends with ';'")];
+    let listed: BTreeSet<&str> = union.split('\'').skip(1).step_by(2).collect();
+    let defined: BTreeSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(listed, defined);
 }
