@@ -295,13 +295,24 @@ pub async fn fill_final(
         guards.push(uploads.lock_session(&part.id).await);
     }
     let mut copies = Vec::new();
+    let spent = || {
+        Error::client(
+            ErrorCode::SessionNotFound,
+            "A partial upload named here already belongs to another final upload.",
+        )
+    };
     for part in parts {
-        let Some(session) = &part.session else {
-            return Err(Error::client(
-                ErrorCode::SessionNotFound,
-                "A partial upload named here already belongs to another final upload.",
-            ));
-        };
+        if part.session.is_none() {
+            return Err(spent());
+        }
+        // Read again under its lock: another final upload may have taken it meanwhile.
+        let session = &uploads.session(request, &part.id).await.map_err(|e| {
+            if e.code() == ErrorCode::SessionNotFound {
+                spent()
+            } else {
+                e
+            }
+        })?;
         let received = Target {
             session: part.id.clone(),
             base: 0,

@@ -390,6 +390,14 @@ fn finished_partials_are_joined_by_the_final_upload() {
     // The partials are spent and their bytes freed.
     assert_eq!(head(&s, &urls[0]).status, 404);
     assert!(parts_dir(&s).is_empty(), "{:?}", parts_dir(&s));
+    // ... and cannot be joined a second time.
+    s.req("POST", &endpoint(&hash))
+        .header("Tus-Resumable", TUS)
+        .header("Upload-Concat", format!("final;{}", urls.join(" ")))
+        .header("Upload-Metadata", format!("filename {}", b64(b"again.mp4")))
+        .send()
+        .assert_error(404, "session-not-found");
+    assert_eq!(s.finished_files(), vec!["joined.mp4".to_owned()]);
     // Partials of another link, or a plain upload, are not partials of this one.
     let other = s.open_request();
     let foreign = create_partial(&s, &other, 3);
