@@ -229,7 +229,17 @@ async fn create_upload(
     };
     let recs = state.tus.clone();
     let record = upload.clone();
-    if let Err(e) = blocking(move || recs.insert(&record, crate::now_secs())).await {
+    let inserted = blocking(move || {
+        let now = crate::now_secs();
+        recs.insert(&record, now)?;
+        // Records of uploads the sweeper removed go now and then, as new ones come.
+        if let Err(e) = recs.prune_now_and_then(now) {
+            tracing::warn!(error = %e, "pruning tus records failed");
+        }
+        Ok(())
+    })
+    .await;
+    if let Err(e) = inserted {
         let _ = uploads.abort(&request, &session.id).await;
         return Err(e);
     }

@@ -4,6 +4,7 @@
 //! received ranges: a tus upload's id is its session's id.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -40,7 +41,12 @@ pub struct TusUpload {
 #[derive(Debug)]
 pub struct TusRecords {
     conn: Mutex<Connection>,
+    /// When [`TusRecords::prune_now_and_then`] last pruned (Unix seconds).
+    pruned_at: AtomicI64,
 }
+
+/// How often records of swept uploads are pruned, at most.
+const PRUNE_EVERY_SECS: i64 = 60;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tus_uploads (
@@ -82,7 +88,34 @@ impl TusRecords {
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            pruned_at: AtomicI64::new(0),
         })
+    }
+
+    /// Forgets the records of uploads whose session is gone (expired and swept, or forgotten
+    /// after completion), unless their bytes go into a final upload that is still there. The
+    /// sessions live in the same database (`crate::meta`).
+    pub fn prune(&self) -> Result<usize> {
+        Ok(self.conn().execute(
+            "DELETE FROM tus_uploads
+             WHERE id NOT IN (SELECT id FROM sessions)
+               AND (into_final IS NULL OR into_final NOT IN (SELECT id FROM sessions))",
+            [],
+        )?)
+    }
+
+    /// [`TusRecords::prune`], at most once a minute.
+    pub fn prune_now_and_then(&self, now: i64) -> Result<usize> {
+        let last = self.pruned_at.load(Ordering::Relaxed);
+        if now - last < PRUNE_EVERY_SECS
+            || self
+                .pruned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return Ok(0);
+        }
+        self.prune()
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -236,5 +269,58 @@ mod tests {
         );
         records.delete(&["p1", "final-upload"]).expect("delete");
         assert_eq!(records.get("p1").expect("get"), None);
+    }
+
+    #[test]
+    fn records_of_swept_uploads_are_pruned() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let db = tmp.path().join("droppr.db");
+        let sessions = Connection::open(&db).expect("open");
+        sessions
+            .execute_batch("CREATE TABLE sessions (id TEXT PRIMARY KEY); INSERT INTO sessions VALUES ('alive'), ('final');")
+            .expect("sessions");
+        let records = TusRecords::open(&db).expect("open");
+        let upload = |id: &str, kind| TusUpload {
+            id: id.to_owned(),
+            request_hash: "h".repeat(16),
+            kind,
+            metadata: None,
+            length: 1,
+            deferred: false,
+        };
+        records
+            .insert(&upload("alive", TusKind::Single), 1)
+            .expect("insert");
+        records
+            .insert(&upload("swept", TusKind::Single), 1)
+            .expect("insert");
+        let into = |f: &str| TusKind::Partial {
+            into: Some((f.to_owned(), 0)),
+        };
+        records
+            .insert(&upload("into-live", into("final")), 1)
+            .expect("insert");
+        records
+            .insert(&upload("into-gone", into("gone")), 1)
+            .expect("insert");
+        assert_eq!(records.prune().expect("prune"), 2);
+        for (id, kept) in [
+            ("alive", true),
+            ("swept", false),
+            ("into-live", true),
+            ("into-gone", false),
+        ] {
+            assert_eq!(records.get(id).expect("get").is_some(), kept, "{id}");
+        }
+        assert_eq!(records.prune_now_and_then(1_000).expect("prune"), 0);
+        sessions
+            .execute("DELETE FROM sessions WHERE id = 'alive'", [])
+            .expect("delete");
+        assert_eq!(
+            records.prune_now_and_then(1_010).expect("prune"),
+            0,
+            "pruned again within a minute"
+        );
+        assert_eq!(records.prune_now_and_then(1_061).expect("prune"), 1);
     }
 }
