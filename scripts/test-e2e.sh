@@ -19,21 +19,15 @@ faultproxy_bin="${DROPPR_FAULTPROXY_BIN:-$target_dir/release/droppr-faultproxy}"
 if [ -z "${DROPPR_CLIENT_BIN:-}" ] || [ -z "${DROPPR_FAULTPROXY_BIN:-}" ]; then
   cargo build --release -p droppr-client -p droppr-proof
 fi
-# The page imports the wasm package: (re)build it when it is missing or older than its sources.
-pkg_wasm=uploader-wasm/pkg/droppr_uploader_bg.wasm
-if [ ! -f "$pkg_wasm" ] || [ -n "$(find uploader-wasm/src protocol/src uploader-wasm/Cargo.toml -newer "$pkg_wasm" 2>/dev/null | head -n 1)" ]; then
-  if [ -f scripts/build-wasm.sh ]; then
-    bash scripts/build-wasm.sh
-  else
-    echo "[test-e2e] uploader-wasm/pkg is missing and there is no scripts/build-wasm.sh to build it" >&2
-    exit 1
-  fi
-fi
 if [ ! -d node_modules/playwright-core ]; then
   npm ci --no-audit --no-fund
 fi
 
 work=$(mktemp -d -t droppr-e2e.XXXXXX)
+# The page imports the wasm package exactly as it ships: packed with `npm pack` (built first when
+# missing or older than its sources) and unpacked; the Vite and webpack apps are built from the
+# same tarball (e2e/package.test.mjs).
+bash scripts/pack-package.sh "$work/package"
 data_dir="$work/data"
 pid_file="$work/server.pid"
 server_log="$work/server.log"
@@ -65,7 +59,7 @@ links=$(printf '{"open": %s, "password": %s, "strict": %s, "lockout": %s}' \
   "$(create_link e2e-strict --max-size 1048576 --extensions 'jpg,png')" \
   "$(create_link e2e-lockout --password 'battery staple' --extensions '*')")
 
-server_args=(serve --data-dir "$data_dir" --bind "$bind" --www-dir www --pkg-dir uploader-wasm/pkg --test-hooks)
+server_args=(serve --data-dir "$data_dir" --bind "$bind" --www-dir www --pkg-dir "$work/package/package" --test-hooks)
 "$server_bin" "${server_args[@]}" >>"$server_log" 2>&1 &
 echo $! >"$pid_file"
 disown  # its end (even by SIGKILL in a test) is not a job for this shell to report
@@ -82,6 +76,7 @@ export DROPPR_E2E_WORK="$work/files"
 export DROPPR_E2E_ARTIFACTS="$PWD/artifacts"
 export DROPPR_E2E_CLIENT_BIN="$client_bin"
 export DROPPR_E2E_FAULTPROXY_BIN="$faultproxy_bin"
+export DROPPR_E2E_PACKAGE="$work/package"
 
 node -e '
   const deadline = Date.now() + 15000;

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 pkg_dts=uploader-wasm/pkg/droppr_uploader.d.ts
-if [ ! -f "$pkg_dts" ] || [ -n "$(find uploader-wasm/src protocol/src uploader-wasm/Cargo.toml -newer "$pkg_dts" 2>/dev/null | head -n 1)" ]; then
+if [ ! -f "$pkg_dts" ] || [ -n "$(find uploader-wasm/src uploader-wasm/js protocol/src uploader-wasm/Cargo.toml scripts/wasm scripts/build-wasm.sh -newer "$pkg_dts" 2>/dev/null | head -n 1)" ]; then
   bash scripts/build-wasm.sh
 fi
 started=$(date +%s)

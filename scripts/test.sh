@@ -37,7 +37,7 @@ cargo test -p droppr-server --test powercut -- --nocapture
 cargo build --release -p droppr-server
 
 if [ -f scripts/test-wasm.sh ]; then
-  step "browser tests: wasm-bindgen-test in headless Chromium against the real server"
+  step "browser tests: wasm-bindgen-test in headless Chromium against the real server (compiled as the package ships)"
   bash scripts/test-wasm.sh
 fi
 if [ -f scripts/test-types.sh ]; then
@@ -46,6 +46,9 @@ if [ -f scripts/test-types.sh ]; then
 fi
 if [ -f scripts/test-e2e.sh ]; then
   # Includes e2e/faulty-network.test.mjs (~10 s) and e2e/kill-loop.test.mjs (20 SIGKILLs, ~40 s).
+  # Every page is served the npm package as it ships (scripts/pack-package.sh: `npm pack`, unpacked;
+  # with the Vite and webpack builds of e2e/package-app from the tarball, ~5 s warm, ~15 s cold), and
+  # e2e/package.test.mjs (~7 s) checks the lazy .wasm load and uploads from those apps.
   step "end-to-end: Playwright + Chromium against the real server"
   bash scripts/test-e2e.sh
 fi

@@ -105,7 +105,7 @@ bodies.forEach((len, i) => {
   sum += len;
 });
 console.log(`code ${sum} bytes (before wasm-opt, without wasm-bindgen's descriptors); data ${data} bytes`);
-if (process.env.SHOW) { const want = process.env.SHOW; const rows = []; bodies.forEach((len, i) => { const n = names.get(imported + i) ?? ""; if (crateOf(n) === want) rows.push([len, n]); }); rows.sort((a, b) => b[0] - a[0]).slice(0, 40).forEach(([l, n]) => console.log(l, n.slice(0, 160))); }
+if (process.env.SHOW) { const want = process.env.SHOW; const rows = []; bodies.forEach((len, i) => { const n = names.get(imported + i) ?? ""; if (crateOf(n) === want) rows.push([len, n]); }); rows.sort((a, b) => b[0] - a[0]).slice(0, Number(process.env.SHOW_LIMIT ?? 40)).forEach(([l, n]) => console.log(l, n.slice(0, 160))); }
 for (const [crate, bytes] of [...totals].sort((a, b) => b[1] - a[1])) {
   console.log(`${String(bytes).padStart(8)}  ${(100 * bytes / sum).toFixed(1).padStart(5)} %  ${crate}`);
 }

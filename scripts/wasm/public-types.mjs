@@ -19,8 +19,17 @@ cut(/^ *\[Symbol\.dispose\]\(\): void;\n/gm, '[Symbol.dispose]');
 cut(/^export interface InitOutput \{[\s\S]*?^\}\n/m, 'InitOutput');
 cut(/^export type SyncInitInput = .*\n/m, 'SyncInitInput');
 cut(/^\/\*\*(?:(?!\*\/)[\s\S])*?\*\/\nexport function initSync\(.*\n/m, 'initSync');
-dts = dts.replace(/@returns \{Promise<InitOutput>\}/g, '@returns {Promise<void>}');
-dts = dts.replace(/\): Promise<InitOutput>;/g, '): Promise<void>;');
+// The default export is the wrapper's optional `init` (uploader-wasm/js/lazy-init.js).
+const init = /^\/\*\*(?:(?!\*\/)[\s\S])*?\*\/\nexport default function __wbg_init \((.*)\): Promise<InitOutput>;\n/m;
+const params = init.exec(dts)?.[1];
+cut(init, 'the default export');
+dts += `
+/**
+ * Optional: the .wasm loads by itself on first use, once (from next to this module). Call it to load it earlier,
+ * or from elsewhere: \`init({ module_or_path: url })\` with a URL, a \`Response\`, bytes or a \`WebAssembly.Module\`.
+ */
+export default function init(${params}): Promise<void>;
+`;
 if (/InitOutput|SyncInitInput|initSync/.test(dts)) {
   console.error(`[public-types] internals still named in ${path}; leaving it as it is`);
   writeFileSync(path, before);

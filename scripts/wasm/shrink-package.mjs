@@ -58,6 +58,26 @@ const LETTERS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
 const shortName = (i) =>
   i < LETTERS.length ? LETTERS[i] : LETTERS[Math.floor(i / LETTERS.length) - 1] + LETTERS[i % LETTERS.length];
 
+// --- the export section: functions the glue calls as `wasm.<name>` get short names too ------
+// (memory, the table and globals keep theirs). Renamed in the glue below.
+const exportRenames = new Map();
+function exportSection(start, size) {
+  const count = u32();
+  const entries = [leb(count)];
+  for (let i = 0; i < count; i++) {
+    const field = name();
+    const kind = wasm[pos++];
+    const descStart = pos - 1;
+    u32(); // index
+    const short = kind === 0 ? `_${shortName(exportRenames.size)}` : field;
+    if (kind === 0) exportRenames.set(field, short);
+    entries.push(encodeName(short), wasm.subarray(descStart, pos));
+  }
+  if (pos !== start + size) fail('export section does not add up');
+  const body = Buffer.concat(entries);
+  return Buffer.concat([Buffer.from([7]), leb(body.length), body]);
+}
+
 // --- the import section -------------------------------------------------------------------
 if (wasm.readUInt32LE(0) !== 0x6d736100 || wasm.readUInt32LE(4) !== 1) fail('not a wasm module');
 pos = 8;
@@ -68,6 +88,10 @@ while (pos < wasm.length) {
   const id = wasm[pos++];
   const size = u32();
   const start = pos;
+  if (id === 7) {
+    parts.push(exportSection(start, size));
+    continue;
+  }
   if (id !== 2) {
     parts.push(Buffer.from([id]), leb(size), wasm.subarray(start, start + size));
     pos = start + size;
@@ -113,6 +137,14 @@ const before = js.length;
 js = js.replace(/^[ \t]*\/\*\*[\s\S]*?\*\/[ \t]*\n/gm, '').replace(/^[ \t]*\/\/.*\n/gm, '');
 if (!js.startsWith('/* @ts-self-types=')) fail('the glue lost its @ts-self-types line');
 
+// The glue calls exported functions as `wasm.<name>` (the wasm's exports object); a name in quotes
+// or read from `exports` some other way would miss the renaming.
+for (const [field, short] of exportRenames) {
+  const quoted = ['"', "'", '`'].some((q) => js.includes(`${q}${field}${q}`));
+  if (quoted || js.includes(`exports.${field}`)) fail(`the glue names the export ${field} other than as wasm.${field}`);
+  js = js.replace(new RegExp(`\\bwasm\\.${field.replace(/[$]/g, '\\$&')}\\b`, 'g'), `wasm.${short}`);
+}
+
 writeFileSync(wasmPath, Buffer.concat(parts));
 writeFileSync(jsPath, js);
-console.log(`[shrink-package] ${renames.size} imports renamed, ${before - js.length} bytes of comments dropped`);
+console.log(`[shrink-package] ${renames.size} imports and ${exportRenames.size} exports renamed, ${before - js.length} bytes of comments dropped`);

@@ -208,10 +208,13 @@ export type UploadErrorCode =
   | 'stalled'
   /** The options object (constructor). */
   | 'invalid-options'
-  /** The browser refused something (a header, a slice, an answer it could not read). */
+  /** The browser refused something (a header, a slice, an answer it could not read), or the .wasm could not be loaded. */
   | 'client-error'
   /** `onBeforeRequest` or `onAfterResponse` threw or rejected. */
   | 'hook-failed';
+
+/** True for the errors this package throws, rejects with and reports (they all have a `code`). */
+export function isUploadError(value: unknown): value is UploadError;
 
 /** Errors thrown by the constructor, passed to `onError` and rejecting `start()`. */
 export interface UploadError extends Error {
@@ -244,13 +247,21 @@ pub fn get_optimal_parallel_chunks() -> u32 {
 /// The unfinished uploads this browser remembers for `uploadUrl` that an uploader would resume
 /// (same rules as the uploader's own: not older than 24 h, a valid session id), newest first.
 /// Pick the same file again (same name or `relPath`, size and `lastModified`) to resume one.
-#[wasm_bindgen(js_name = findUnfinishedUploads)]
+/// Resolves once the wasm has loaded (it loads on first use).
+// The package's JS wrapper (uploader-wasm/js/lazy-init.js) awaits the load and then calls this,
+// so the public type is the wrapper's promise.
+#[wasm_bindgen(
+    js_name = findUnfinishedUploads,
+    unchecked_return_type = "Promise<UnfinishedUpload[]>"
+)]
 pub fn find_unfinished_uploads(upload_url: &str) -> UnfinishedUploads {
     records::find_unfinished_js(upload_url).unchecked_into()
 }
 
 /// True for the errors this package throws, rejects with and reports (they all have a `code`).
-#[wasm_bindgen(js_name = isUploadError, unchecked_return_type = "value is UploadError")]
+/// The package's `isUploadError` is the same check in its JS wrapper
+/// (uploader-wasm/js/lazy-init.js): it must answer before the wasm has loaded, and for the error
+/// a failed load rejects with.
 pub fn is_upload_error(value: &JsValue) -> bool {
     js_error::is_upload_error(value)
 }
@@ -273,6 +284,8 @@ pub struct ParallelUploader {
 #[wasm_bindgen]
 impl ParallelUploader {
     /// Checks the options; throws an `UploadError` with code `invalid-options` if one is wrong.
+    /// Before the wasm has loaded (it loads on first use, or with `init()`), the options are
+    /// checked once it has, and a wrong one rejects `start()` with that error instead.
     #[wasm_bindgen(constructor)]
     pub fn new(options: &ParallelUploaderOptions) -> Result<ParallelUploader, JsValue> {
         let options = options::Options::parse(options)?;

@@ -18,9 +18,15 @@ import type {
   UploadResult,
   UploadStats,
 } from '../pkg/droppr_uploader.js';
+// wasm-bindgen's generated internals stay out of the public types (scripts/wasm/public-types.mjs).
+// @ts-expect-error InitOutput is not exported
+import type { InitOutput } from '../pkg/droppr_uploader.js';
+// @ts-expect-error initSync is not exported
+import { initSync } from '../pkg/droppr_uploader.js';
 
 async function upload(file: File, blob: Blob, uploadUrl: string): Promise<UploadResult> {
-  await init();
+  await init(); // optional: the .wasm also loads by itself on first use
+  await init({ module_or_path: new URL('droppr_uploader_bg.wasm', 'https://cdn.example/') });
   const controller = new AbortController();
   const options: ParallelUploaderOptions = {
     file,
@@ -66,7 +72,7 @@ async function upload(file: File, blob: Blob, uploadUrl: string): Promise<Upload
   const id: string | undefined = uploader.uploadId;
   void id;
   void ParallelUploader.recordKeyPrefix;
-  const unfinished: UnfinishedUpload[] = findUnfinishedUploads(uploadUrl);
+  const unfinished: UnfinishedUpload[] = await findUnfinishedUploads(uploadUrl);
   for (const u of unfinished) void [u.key, u.uploadId, u.name, u.size, u.lastModified, u.timestamp, u.completedChunks];
   try {
     return await uploader.start();
@@ -83,3 +89,6 @@ async function upload(file: File, blob: Blob, uploadUrl: string): Promise<Upload
 }
 
 void upload;
+
+void initSync;
+export type { InitOutput };

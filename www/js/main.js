@@ -263,7 +263,7 @@ async function refreshUnfinished() {
   }
   const uploadUrl = uploadUrlFor(state.code);
   // The package applies its own rules (age, validity); the page only asks the server how far each got.
-  const records = state.uploader.findUnfinishedUploads(uploadUrl);
+  const records = await state.uploader.findUnfinishedUploads(uploadUrl);
   await Promise.all(records.map(async (record) => {
     record.server = await serverProgress(uploadUrl, record.uploadId);
   }));
