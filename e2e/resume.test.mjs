@@ -6,9 +6,9 @@ import { after, before, test } from 'node:test';
 
 import { launch, newPage, throttle, unexpectedProblems } from './support/browser.mjs';
 import { artifactsDir, links, storedPath } from './support/env.mjs';
-import { MiB, makeFile, sha256File } from './support/files.mjs';
+import { MiB, compositeOfFile, makeFile, sha256File } from './support/files.mjs';
 import { itemLocator, openLink, pickFiles, snapshot, waitForItem, waitForProgress, waitForState } from './support/page.mjs';
-import { counters, killServer, restartServer, serverRunning, sessionStatus } from './support/server.mjs';
+import { counters, killServer, restartServer, serverRunning, sessionParts, sessionStatus } from './support/server.mjs';
 
 let browser;
 before(async () => { browser = await launch(); });
@@ -41,6 +41,17 @@ test('reload in the middle, pick the file again: it completes and only the missi
 
   const status = await sessionStatus(links.open.hash, uploadId);
   assert.equal(status.complete, false);
+  // The resume record kept the digests of the chunks the server acknowledged before the reload:
+  // each is a part the server recorded, with the same digest.
+  const records = await page.evaluate(() => Object.entries(localStorage)
+    .filter(([key]) => key.startsWith('droppr_upload_parallel_')).map(([, value]) => JSON.parse(value)));
+  const kept = records.find((r) => r.uploadId === uploadId)?.parts ?? [];
+  const serverParts = (await sessionParts(links.open.hash, uploadId)).parts;
+  assert.ok(kept.length > 0, `no chunk digests in the resume record: ${JSON.stringify(records)}`);
+  for (const part of kept) {
+    assert.ok(serverParts.some((p) => p.start === part.start && p.end === part.end && p.sha256 === part.sha256),
+      `${JSON.stringify(part)} is not a part the server recorded: ${JSON.stringify(serverParts)}`);
+  }
   assert.ok(status.received_bytes >= file.size * 0.3, 'less was on the server after the reload than before');
   const missing = file.size - status.received_bytes;
   const sentBefore = await counters(uploadId);
@@ -60,6 +71,12 @@ test('reload in the middle, pick the file again: it completes and only the missi
   assert.ok(resent > 0, 'nothing was sent after the reload');
   assert.ok(resent <= missing, `sent ${resent} bytes again, only ${missing} were missing`);
   assert.equal(await sha256File(storedPath('open', file.name)), file.sha256, 'stored bytes differ');
+  // The whole-file checksum after the reload: the uploader (with the digests of the chunks sent
+  // before it, from its resume record) == the server == this test's own, from the file.
+  const recorded = await sessionParts(links.open.hash, uploadId);
+  assert.match(done.checksum ?? '', /^sha256:[0-9a-f]{64}-\d+$/);
+  assert.equal(done.checksum, recorded.checksum, 'the uploader and the server report different checksums');
+  assert.equal(await compositeOfFile(file.path, recorded.parts), done.checksum);
   // Requests cut off by the reload make Chromium log nothing; the page itself must not fail.
   assert.deepEqual(unexpectedProblems(problems), []);
   await context.close();

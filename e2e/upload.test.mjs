@@ -5,10 +5,10 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import { launch, newPage, unexpectedProblems } from './support/browser.mjs';
-import { storedPath } from './support/env.mjs';
-import { MiB, makeFile, sha256File } from './support/files.mjs';
+import { links, storedPath } from './support/env.mjs';
+import { MiB, compositeOfFile, makeFile, sha256File } from './support/files.mjs';
 import { openLink, pickFiles, snapshot, waitForState } from './support/page.mjs';
-import { counters } from './support/server.mjs';
+import { counters, sessionParts } from './support/server.mjs';
 
 let browser;
 before(async () => { browser = await launch(); });
@@ -17,6 +17,8 @@ after(async () => { await browser?.close(); });
 test('a generated 128 MiB file uploaded through the page arrives byte-identical', async () => {
   const file = await makeFile('big-128MiB.bin', 128 * MiB);
   const { context, page, problems } = await newPage(browser);
+  const partQueries = [];
+  page.on('request', (r) => { if (r.url().includes('parts=true')) partQueries.push(r.url()); });
   await openLink(page, 'open');
   await pickFiles(page, [file.path]);
 
@@ -26,6 +28,15 @@ test('a generated 128 MiB file uploaded through the page arrives byte-identical'
   assert.equal(done.loaded, file.size);
   assert.match(done.message, /^Uploaded/);
   assert.equal(await sha256File(storedPath('open', file.name)), file.sha256, 'stored bytes differ');
+  // The whole-file checksum: the page's (the uploader's) == the server's == this test's own, from
+  // the file and the part boundaries the server recorded.
+  const recorded = await sessionParts(links.open.hash, done.uploadId);
+  assert.match(done.checksum ?? '', /^sha256:[0-9a-f]{64}-\d+$/);
+  assert.equal(done.checksum, recorded.checksum, 'the uploader and the server report different checksums');
+  assert.ok(recorded.parts.length > 1, JSON.stringify(recorded.parts));
+  assert.equal(await compositeOfFile(file.path, recorded.parts), done.checksum);
+  // From its own chunk digests: it never had to ask the server for the parts.
+  assert.deepEqual(partQueries, []);
 
   const seen = await counters(done.uploadId);
   assert.ok(seen.chunk_requests >= 1 && seen.chunk_bytes >= file.size, JSON.stringify(seen));

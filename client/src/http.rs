@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use droppr_protocol::composite::PartDigest;
 use droppr_protocol::retry::{parse_retry_after, Failure};
 use droppr_protocol::wire::{header as h, ErrorBody, SessionStatus};
 use droppr_protocol::ContentRange;
@@ -68,6 +69,18 @@ impl Transport {
                 .header(h::UPLOAD_ID, upload_id)
                 .call(),
         )
+    }
+
+    /// The recorded parts with their digests (`GET ...?parts=true`).
+    pub fn parts(&self, upload_id: &str) -> Result<Vec<PartDigest>, Failure> {
+        let status = answer(
+            self.agent
+                .get(&self.upload_url)
+                .query("parts", "true")
+                .header(h::UPLOAD_ID, upload_id)
+                .call(),
+        )?;
+        Ok(status.parts.unwrap_or_default())
     }
 
     /// `PUT` one chunk: `bytes` are the file's bytes `range.start..=range.end`.

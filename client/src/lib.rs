@@ -11,6 +11,10 @@
 //!   order can be shuffled and some chunks sent twice, as hostile-but-legal clients do.
 //! - Every attempt's body counts in [`Stats::bytes_sent`], so a test can compare what was sent
 //!   with what the faults forced.
+//! - Each chunk the server acknowledges keeps its SHA-256, so the whole-file composite checksum
+//!   (`droppr_protocol::composite`) is computed here and checked against the server's; parts the
+//!   server recorded with other boundaries (a copy sent twice, a chunk recorded after its answer
+//!   was lost) are hashed from the source again, only those.
 
 pub mod http;
 
@@ -18,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use droppr_protocol::composite::{known_digests, CompositeInput, PartDigest, Sha256Digest};
 use droppr_protocol::plan::{Chunk, ChunkLimits, ChunkQueue};
 use droppr_protocol::retry::{Failure, RetryPolicy};
 use droppr_protocol::wire::SessionStatus;
@@ -137,6 +142,9 @@ pub struct Outcome {
     pub retries: u64,
     pub skipped_after_status: u64,
     pub duplicate_bytes: u64,
+    /// The whole-file composite checksum, computed here and equal to the server's (none when the
+    /// server reports none).
+    pub checksum: Option<String>,
 }
 
 /// Uploads `source` as `file`: opens a session, or resumes `resume_id` from its missing ranges.
@@ -154,9 +162,17 @@ pub fn upload(
         None => with_retries("open", &options.retry, &mut rng, || transport.open(file))?,
     };
     let mut next_index = 0;
+    let parts = Mutex::new(Vec::new());
     for _ in 0..options.max_rounds {
         if status.complete {
-            return Ok(outcome(status, stats));
+            return finished(
+                transport,
+                source,
+                status,
+                &parts,
+                stats,
+                (&options.retry, &mut rng),
+            );
         }
         let chunks = plan(&status, options, &mut next_index)?;
         let planned: u64 = chunks.iter().map(Chunk::len).sum();
@@ -172,6 +188,7 @@ pub fn upload(
             upload_id: &status.upload_id,
             size: status.size,
             queue: Mutex::new(chunks),
+            parts: &parts,
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
         };
@@ -187,7 +204,14 @@ pub fn upload(
         status = with_retries("status", &options.retry, &mut rng, || transport.status(&id))?;
     }
     if status.complete {
-        return Ok(outcome(status, stats));
+        return finished(
+            transport,
+            source,
+            status,
+            &parts,
+            stats,
+            (&options.retry, &mut rng),
+        );
     }
     Err(ClientError::Protocol(format!(
         "still {} bytes missing after {} rounds",
@@ -196,8 +220,80 @@ pub fn upload(
     )))
 }
 
-fn outcome(status: SessionStatus, stats: &Stats) -> Outcome {
+fn finished(
+    transport: &Transport,
+    source: &Source,
+    status: SessionStatus,
+    parts: &Mutex<Vec<PartDigest>>,
+    stats: &Stats,
+    retry: (&RetryPolicy, &mut fastrand::Rng),
+) -> Result<Outcome, ClientError> {
+    let mut parts = std::mem::take(&mut *parts.lock().unwrap_or_else(PoisonError::into_inner));
+    let checksum = match status.checksum.as_deref() {
+        Some(theirs) => Some(whole_file_checksum(
+            transport, source, &status, &mut parts, theirs, retry,
+        )?),
+        None => None,
+    };
+    Ok(outcome(status, stats, checksum))
+}
+
+fn composite(size: u64, parts: &[PartDigest]) -> Option<String> {
+    let input = CompositeInput::new(size, parts).ok()?;
+    Some(input.checksum(&Sha256Digest(sha256(input.bytes()))))
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// The composite from this client's chunk digests, once it equals the server's `theirs`; when
+/// its chunks do not tile the recorded parts, from the server's part boundaries, hashing from
+/// `source` only the parts it has no digest of.
+fn whole_file_checksum(
+    transport: &Transport,
+    source: &Source,
+    status: &SessionStatus,
+    known: &mut Vec<PartDigest>,
+    theirs: &str,
+    (policy, rng): (&RetryPolicy, &mut fastrand::Rng),
+) -> Result<String, ClientError> {
+    known.sort_unstable_by_key(|p| p.start);
+    // A range sent twice keeps one entry.
+    known.dedup_by_key(|p| (p.start, p.end));
+    if composite(status.size, known).as_deref() == Some(theirs) {
+        return Ok(theirs.to_owned());
+    }
+    let recorded = with_retries("the recorded parts", policy, rng, || {
+        transport.parts(&status.upload_id)
+    })?;
+    let parts = known_digests(&recorded, known)
+        .into_iter()
+        .map(|known| match known {
+            Ok(part) => Ok(part),
+            Err((start, end)) => {
+                let chunk = Chunk {
+                    index: 0,
+                    start,
+                    end,
+                };
+                let sha256 = Sha256Digest(sha256(&source.read(&chunk)?));
+                Ok(PartDigest { start, end, sha256 })
+            }
+        })
+        .collect::<Result<Vec<_>, ClientError>>()?;
+    match composite(status.size, &parts) {
+        Some(ours) if ours == theirs => Ok(ours),
+        ours => Err(ClientError::Protocol(format!(
+            "the server's whole-file checksum {theirs} differs from this file's {ours:?}"
+        ))),
+    }
+}
+
+fn outcome(status: SessionStatus, stats: &Stats, checksum: Option<String>) -> Outcome {
     Outcome {
+        checksum,
         status,
         bytes_sent: stats.bytes_sent.load(Ordering::Relaxed),
         chunk_requests: stats.chunk_requests.load(Ordering::Relaxed),
@@ -255,6 +351,8 @@ struct Run<'a> {
     /// The file's size, the total of every `Content-Range`.
     size: u64,
     queue: Mutex<Vec<Chunk>>,
+    /// The acknowledged chunks' ranges and digests, for the composite checksum.
+    parts: &'a Mutex<Vec<PartDigest>>,
     failed: AtomicBool,
     error: Mutex<Option<ClientError>>,
 }
@@ -291,6 +389,7 @@ impl Run<'_> {
     /// Sends one chunk until the server has its bytes, by the retry rules.
     fn send(&self, chunk: &Chunk, rng: &mut fastrand::Rng) -> Result<(), ClientError> {
         let bytes = self.source.read(chunk)?;
+        let digest = Sha256Digest(sha256(&bytes));
         let range = chunk.content_range(self.size);
         let mut retry = 0;
         loop {
@@ -304,6 +403,14 @@ impl Run<'_> {
                 .put_chunk(self.upload_id, range, chunk.index, &bytes);
             let Err(failure) = sent else {
                 self.stats.latency(started);
+                self.parts
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(PartDigest {
+                        start: chunk.start,
+                        end: chunk.end,
+                        sha256: digest,
+                    });
                 return Ok(());
             };
             retry += 1;
@@ -384,6 +491,8 @@ mod tests {
             expires_at: String::new(),
             name: None,
             path: None,
+            checksum: None,
+            parts: None,
         }
     }
 

@@ -45,3 +45,29 @@ export function sha256File(file) {
       .on('end', () => resolve(hash.digest('hex')));
   });
 }
+
+/**
+ * The whole-file composite checksum computed here, from the file's bytes and the part boundaries
+ * (inclusive `{start, end}`): SHA-256 over the parts' binary SHA-256 digests in offset order,
+ * `sha256:<hex>-<parts>` (docs/PROTOCOL.md). Only the boundaries come from elsewhere.
+ */
+export async function compositeOfFile(file, parts) {
+  const handle = await open(file, 'r');
+  const outer = createHash('sha256');
+  try {
+    for (const { start, end } of [...parts].sort((a, b) => a.start - b.start)) {
+      const inner = createHash('sha256');
+      for (let at = start; at <= end;) {
+        const buffer = Buffer.alloc(Math.min(4 * MiB, end + 1 - at));
+        const { bytesRead } = await handle.read(buffer, 0, buffer.length, at);
+        if (bytesRead === 0) throw new Error(`${file} ends before byte ${at}`);
+        inner.update(buffer.subarray(0, bytesRead));
+        at += bytesRead;
+      }
+      outer.update(inner.digest());
+    }
+  } finally {
+    await handle.close();
+  }
+  return `sha256:${outer.digest('hex')}-${parts.length}`;
+}

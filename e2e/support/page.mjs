@@ -24,6 +24,7 @@ export function snapshot(page, name) {
     return {
       state: li.dataset.state,
       uploadId: li.dataset.uploadId || null,
+      checksum: li.dataset.checksum || null,
       loaded: Number(li.dataset.loaded),
       total: Number(li.dataset.total),
       eta: li.dataset.eta === '' || li.dataset.eta === undefined ? null : Number(li.dataset.eta),

@@ -23,6 +23,11 @@ export function sessionStatus(hash, uploadId) {
   return json(`${baseUrl}/api/droppr/requests/${hash}/upload-chunk?upload_id=${encodeURIComponent(uploadId)}`);
 }
 
+/** The session status with the recorded parts and their digests (`?parts=true`). */
+export function sessionParts(hash, uploadId) {
+  return json(`${baseUrl}/api/droppr/requests/${hash}/upload-chunk?upload_id=${encodeURIComponent(uploadId)}&parts=true`);
+}
+
 /** Arms fault injection for the next chunk requests. */
 export function injectFaults(faults) {
   return json(`${baseUrl}/__test/faults`, {

@@ -2,6 +2,7 @@
 //! tests agree by construction.
 //!
 //! - [`ranges`]: the received-range set behind the design document's `ChunkTracker`.
+//! - [`composite`]: the whole-file composite checksum over the recorded parts' SHA-256 digests.
 //! - [`wire`]: header names, the `Content-Range` syntax, JSON bodies and stable error codes.
 //! - [`plan`]: chunk limits and the queue of bytes still to send, cut into chunks on demand.
 //! - [`network`]: the design document's parallelism table and the reference adaptive chunk rule.
@@ -17,6 +18,7 @@
 //!
 //! Everything here builds for the host and for `wasm32-unknown-unknown`.
 
+pub mod composite;
 pub mod js_number;
 pub mod network;
 pub mod plan;

@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::composite::PartDigest;
 use crate::text::decimal;
 use crate::wire::is_valid_upload_id;
 
@@ -80,6 +81,10 @@ pub struct SessionRecord {
     /// The index the next new chunk gets, so indices stay unique across resumes.
     #[serde(default)]
     pub next_chunk_index: u64,
+    /// The acknowledged chunks' ranges and SHA-256 digests, sorted by offset: what the
+    /// uploader needs for the whole-file composite checksum after a reload ([`crate::composite`]).
+    #[serde(default)]
+    pub parts: Vec<PartDigest>,
 }
 
 /// Why a stored record was not used.
@@ -109,6 +114,7 @@ impl SessionRecord {
             size: file.size,
             last_modified: file.last_modified,
             next_chunk_index: 0,
+            parts: Vec::new(),
         }
     }
 
@@ -152,7 +158,13 @@ impl SessionRecord {
         if !is_valid_upload_id(&record.upload_id) {
             return Err(RecordRejected::BadUploadId);
         }
-        if record.completed_chunks.len() > MAX_COMPLETED_CHUNKS {
+        if record.completed_chunks.len() > MAX_COMPLETED_CHUNKS
+            || record.parts.len() > MAX_COMPLETED_CHUNKS
+            || record
+                .parts
+                .iter()
+                .any(|p| p.end < p.start || p.end >= record.size)
+        {
             return Err(RecordRejected::Corrupt);
         }
         // This uploader writes them strictly ascending; anything else is not its record.
@@ -174,6 +186,14 @@ impl SessionRecord {
         }
         self.next_chunk_index = self.next_chunk_index.max(next_chunk_index);
         self.timestamp = now_ms;
+    }
+
+    /// Notes the digest of an acknowledged chunk (a chunk acknowledged again replaces its entry).
+    pub fn part_done(&mut self, part: PartDigest) {
+        match self.parts.binary_search_by_key(&part.start, |p| p.start) {
+            Ok(at) => self.parts[at] = part,
+            Err(at) => self.parts.insert(at, part),
+        }
     }
 
     /// The JSON to store.
@@ -262,6 +282,35 @@ mod tests {
                 .unwrap()
                 .next_chunk_index,
             4
+        );
+    }
+
+    #[test]
+    fn keeps_part_digests_in_offset_order_and_refuses_parts_outside_the_file() {
+        use crate::composite::Sha256Digest;
+        let part = |start, end, b| PartDigest {
+            start,
+            end,
+            sha256: Sha256Digest([b; 32]),
+        };
+        let mut r = SessionRecord::new(&file(), "abcdefgh12345678", NOW);
+        r.part_done(part(100, 199, 2));
+        r.part_done(part(0, 99, 1));
+        r.part_done(part(100, 199, 3));
+        assert_eq!(r.parts, vec![part(0, 99, 1), part(100, 199, 3)]);
+        let json = r.to_json();
+        assert_eq!(SessionRecord::load(&json, &file(), NOW), Ok(r.clone()));
+        // A record written before parts were kept still loads, with none.
+        let old = json.replace(&json[json.find(r#","parts""#).unwrap()..json.len() - 1], "");
+        assert!(!old.contains("parts"), "{old}");
+        assert_eq!(
+            SessionRecord::load(&old, &file(), NOW).unwrap().parts,
+            vec![]
+        );
+        r.part_done(part(123_000, 123_456, 4));
+        assert_eq!(
+            SessionRecord::load(&r.to_json(), &file(), NOW),
+            Err(RecordRejected::Corrupt)
         );
     }
 

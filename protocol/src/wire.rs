@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::composite::PartDigest;
 use crate::ranges::InclusiveRange;
 use crate::text::decimal;
 
@@ -146,6 +147,15 @@ pub struct SessionStatus {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Present once complete: the whole-file composite checksum
+    /// (`sha256:<hex>-<parts>`, [`crate::composite`]); absent when the server has no digest of
+    /// some part (a session begun before it kept them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+    /// The recorded parts with their digests, in offset order: only when asked for
+    /// (`?parts=true` on a status query).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<Vec<PartDigest>>,
 }
 
 fn one() -> u64 {
@@ -162,6 +172,10 @@ pub struct UploadResult {
     /// Path relative to the request folder.
     pub path: String,
     pub size: u64,
+    /// The whole-file composite checksum both sides computed (`sha256:<hex>-<parts>`), or none
+    /// without chunk checksums (no WebCrypto, `chunkChecksums: false`).
+    #[serde(default)]
+    pub checksum: Option<String>,
 }
 
 /// The body of an error answer as a client reads it: both parts optional, and a code it does

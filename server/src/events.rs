@@ -60,7 +60,7 @@ pub struct UploadEvent {
     pub path: String,
     pub size: u64,
     pub received_bytes: u64,
-    /// A checksum of the whole file, when one is known.
+    /// The whole-file composite checksum of a completed upload (`sha256:<hex>-<parts>`), when known.
     pub checksum: Option<String>,
     pub upload_id: String,
     /// Why the upload failed.
@@ -84,7 +84,7 @@ impl UploadEvent {
                 .unwrap_or_else(|| session.rel_path.clone()),
             size: session.size(),
             received_bytes: session.ranges.received_bytes(),
-            checksum: None,
+            checksum: session.checksum.clone(),
             upload_id: session.id.clone(),
             reason: None,
             outcome: Some(outcome),

@@ -1,4 +1,6 @@
-//! Metadata: upload requests, upload sessions with their received ranges, and password failures.
+//! Metadata: upload requests, upload sessions with their received ranges and the SHA-256 of each
+//! recorded part (the whole-file composite checksum is made from those, never from the file read
+//! again), and password failures.
 //! [`MetadataStore`] knows nothing of HTTP; [`SqliteMetadata`] is the embedded default, one SQLite
 //! file in the data directory (WAL, `synchronous = FULL`, so a recorded range survives a crash).
 //! Every read-modify-write of a session happens inside one transaction on one connection, so
@@ -10,6 +12,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use droppr_protocol::composite::{PartDigest, Sha256Digest};
 use droppr_protocol::wire::ErrorCode;
 use droppr_protocol::ReceivedRanges;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
@@ -78,6 +81,8 @@ pub struct UploadSession {
     pub final_path: Option<String>,
     /// Who opened it (the client key used for reservation caps).
     pub client: String,
+    /// Once complete: the whole-file composite checksum (`droppr_protocol::composite`).
+    pub checksum: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -106,18 +111,27 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// (checked and inserted in one transaction, so parallel opens cannot all slip under a cap).
     fn insert_session(&self, session: &UploadSession, caps: ReserveCaps) -> Result<()>;
     fn session(&self, id: &str) -> Result<Option<UploadSession>>;
-    /// Adds the inclusive ranges to the session's ranges atomically; none if the session is gone.
+    /// Adds the parts' inclusive ranges to the session's ranges and keeps each part's digest,
+    /// atomically; none if the session is gone.
     fn record_ranges(
         &self,
         id: &str,
-        ranges: &[(u64, u64)],
+        parts: &[PartDigest],
         now: i64,
     ) -> Result<Option<UploadSession>>;
+    /// The session's recorded parts with their digests, in offset order.
+    fn parts(&self, id: &str) -> Result<Vec<PartDigest>>;
     fn mark_content_checked(&self, id: &str) -> Result<()>;
     /// Sets the size of a session whose size was provisional (tus `Upload-Defer-Length`), keeping
     /// its ranges; refused if a received range ends past `size`. None if the session is gone.
     fn resize_session(&self, id: &str, size: u64, now: i64) -> Result<Option<UploadSession>>;
-    fn mark_complete(&self, id: &str, final_path: &str, now: i64) -> Result<()>;
+    fn mark_complete(
+        &self,
+        id: &str,
+        final_path: &str,
+        checksum: Option<&str>,
+        now: i64,
+    ) -> Result<()>;
     fn mark_failed(&self, id: &str, code: ErrorCode, now: i64) -> Result<()>;
     fn delete_session(&self, id: &str) -> Result<()>;
     /// Sessions whose last activity was before `cutoff`, and open sessions that never received a
@@ -267,6 +281,7 @@ fn migrate(conn: &Connection) -> Result<()> {
             "received",
             "ALTER TABLE sessions ADD COLUMN received INTEGER NOT NULL DEFAULT 0",
         ),
+        ("checksum", "ALTER TABLE sessions ADD COLUMN checksum TEXT"),
     ] {
         if !have.iter().any(|c| c == column) {
             conn.execute(ddl, [])?;
@@ -274,7 +289,14 @@ fn migrate(conn: &Connection) -> Result<()> {
     }
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS sessions_client ON sessions(client, state);
-         CREATE INDEX IF NOT EXISTS sessions_request ON sessions(request_hash, state);",
+         CREATE INDEX IF NOT EXISTS sessions_request ON sessions(request_hash, state);
+         CREATE TABLE IF NOT EXISTS parts (
+             session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+             start INTEGER NOT NULL,
+             end_incl INTEGER NOT NULL,
+             sha256 BLOB NOT NULL,
+             PRIMARY KEY (session_id, start)
+         ) WITHOUT ROWID;",
     )?;
     Ok(())
 }
@@ -304,7 +326,7 @@ fn finish_request((mut request, extensions): (UploadRequest, String)) -> Result<
     Ok(request)
 }
 
-const SESSION_COLUMNS: &str = "id, request_hash, rel_path, ranges, content_type, last_modified, content_checked, state, final_path, created_at, updated_at, client, failure, size, received";
+const SESSION_COLUMNS: &str = "id, request_hash, rel_path, ranges, content_type, last_modified, content_checked, state, final_path, created_at, updated_at, client, failure, size, received, checksum";
 
 type SessionRow = (UploadSession, String);
 
@@ -332,6 +354,7 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
             state,
             final_path: row.get(8)?,
             client: row.get(11)?,
+            checksum: row.get(15)?,
             created_at: row.get(9)?,
             updated_at: row.get(10)?,
         },
@@ -437,10 +460,13 @@ impl MetadataStore for SqliteMetadata {
         let size = to_i64(s.size())?;
         let received = to_i64(s.ranges.received_bytes())?;
         self.with(|c| {
+            // IMMEDIATE: the write lock is taken before reading. A deferred transaction that
+            // read first cannot wait for another connection's write (the hook outbox's): SQLite
+            // answers "database is locked" at once instead of calling the busy handler.
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             check_caps(&tx, s, caps)?;
             tx.execute(
-                &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
+                &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
                 params![
                     s.id,
                     s.request_hash,
@@ -457,6 +483,7 @@ impl MetadataStore for SqliteMetadata {
                     Option::<String>::None,
                     size,
                     received,
+                    s.checksum,
                 ],
             )?;
             tx.commit()?;
@@ -471,18 +498,27 @@ impl MetadataStore for SqliteMetadata {
     fn record_ranges(
         &self,
         id: &str,
-        ranges: &[(u64, u64)],
+        parts: &[PartDigest],
         now: i64,
     ) -> Result<Option<UploadSession>> {
         self.with(|c| {
+            // IMMEDIATE: the write lock is taken before reading. A deferred transaction that
+            // read first cannot wait for another connection's write (the hook outbox's): SQLite
+            // answers "database is locked" at once instead of calling the busy handler.
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some(mut session) = get_session(&tx, id)? else {
                 return Ok(None);
             };
-            for &(start, end) in ranges {
-                session.ranges.add(start, end).map_err(|e| {
+            for part in parts {
+                session.ranges.add(part.start, part.end).map_err(|e| {
                     Error::Task(format!("range checked before writing was refused: {e}"))
                 })?;
+                // Claims hand out only bytes not yet received, so parts never overlap; a second
+                // part at one offset is a fault and fails the whole record.
+                tx.execute(
+                    "INSERT INTO parts (session_id, start, end_incl, sha256) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, to_i64(part.start)?, to_i64(part.end)?, &part.sha256.0[..]],
+                )?;
             }
             session.updated_at = now;
             tx.execute(
@@ -530,6 +566,31 @@ impl MetadataStore for SqliteMetadata {
         })
     }
 
+    fn parts(&self, id: &str) -> Result<Vec<PartDigest>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT start, end_incl, sha256 FROM parts WHERE session_id = ?1 ORDER BY start",
+            )?;
+            let rows = stmt.query_map([id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })?;
+            rows.map(|row| {
+                let (start, end, digest) = row?;
+                let bad = || Error::Task("a stored part digest is malformed".into());
+                Ok(PartDigest {
+                    start: u64::try_from(start).map_err(|_| bad())?,
+                    end: u64::try_from(end).map_err(|_| bad())?,
+                    sha256: Sha256Digest(digest.try_into().map_err(|_| bad())?),
+                })
+            })
+            .collect()
+        })
+    }
+
     fn mark_content_checked(&self, id: &str) -> Result<()> {
         self.with(|c| {
             c.execute(
@@ -540,11 +601,17 @@ impl MetadataStore for SqliteMetadata {
         })
     }
 
-    fn mark_complete(&self, id: &str, final_path: &str, now: i64) -> Result<()> {
+    fn mark_complete(
+        &self,
+        id: &str,
+        final_path: &str,
+        checksum: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "UPDATE sessions SET state = 'complete', final_path = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, final_path, now],
+                "UPDATE sessions SET state = 'complete', final_path = ?2, updated_at = ?3, checksum = ?4 WHERE id = ?1",
+                params![id, final_path, now, checksum],
             )?;
             Ok(())
         })
@@ -737,6 +804,14 @@ mod tests {
         assert_eq!(db.password_failures("h", "a", 0).unwrap(), 0);
     }
 
+    fn part(start: u64, end: u64) -> PartDigest {
+        PartDigest {
+            start,
+            end,
+            sha256: Sha256Digest([u8::try_from(start % 251).unwrap(); 32]),
+        }
+    }
+
     #[test]
     fn ranges_recorded_in_parallel_are_never_lost() {
         let tmp = tempfile::tempdir().unwrap();
@@ -764,6 +839,7 @@ mod tests {
                 state: SessionState::Open,
                 final_path: None,
                 client: "c".into(),
+                checksum: None,
                 created_at: 0,
                 updated_at: 0,
             },
@@ -776,7 +852,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..25u64 {
                         let start = (i * 4 + t) * 4;
-                        db.record_ranges("session-1", &[(start, start + 3)], 1)
+                        db.record_ranges("session-1", &[part(start, start + 3)], 1)
                             .unwrap();
                     }
                 })
@@ -787,8 +863,20 @@ mod tests {
         }
         let s = db.session("session-1").unwrap().unwrap();
         assert!(s.ranges.is_complete(), "{:?}", s.ranges.missing());
+        // Every part kept its digest, and they tile the file in offset order.
+        let parts = db.parts("session-1").unwrap();
+        assert_eq!(
+            parts,
+            (0..100).map(|i| part(i * 4, i * 4 + 3)).collect::<Vec<_>>()
+        );
+        // A second part at a recorded offset is refused, and records nothing.
+        assert!(db.record_ranges("session-1", &[part(0, 3)], 2).is_err());
+        assert_eq!(db.parts("session-1").unwrap().len(), 100);
+        // Parts go with their session.
+        db.delete_session("session-1").unwrap();
+        assert!(db.parts("session-1").unwrap().is_empty());
         assert!(db
-            .record_ranges("nope-nope", &[(0, 1)], 1)
+            .record_ranges("nope-nope", &[part(0, 1)], 1)
             .unwrap()
             .is_none());
     }

@@ -214,6 +214,14 @@ where
 #[derive(Debug, serde::Deserialize)]
 struct IdQuery {
     upload_id: Option<String>,
+    /// List the recorded parts with their digests: `?parts=true` (or `1`, or bare `?parts`).
+    parts: Option<String>,
+}
+
+impl IdQuery {
+    fn with_parts(&self) -> bool {
+        matches!(self.parts.as_deref(), Some("true" | "1" | ""))
+    }
 }
 
 /// GET/HEAD: where the upload stands. The server is the truth for resuming.
@@ -226,7 +234,9 @@ async fn status(
     let uploads = &state.uploads;
     let request = uploads.request(&hash).await?;
     let id = parse::session_id(&req, query.upload_id.as_deref())?;
-    let status = uploads.session_status(&request, &id).await?;
+    let status = uploads
+        .session_status(&request, &id, query.with_parts())
+        .await?;
     Ok(status_response(
         HttpResponse::Ok(),
         &status,

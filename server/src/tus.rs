@@ -450,7 +450,7 @@ async fn head_upload(
     }
     let session = match &upload.kind {
         TusKind::Final { parts } => {
-            uploads.session_status(&request, id).await?;
+            uploads.session_status(&request, id, false).await?;
             let urls: Vec<String> = parts.iter().map(|p| upload_url(hash, p)).collect();
             answer.insert_header(("upload-concat", format!("final;{}", urls.join(" "))));
             let session = uploads.session(&request, id).await?;
@@ -465,7 +465,9 @@ async fn head_upload(
                 answer.insert_header(("upload-concat", "partial"));
             }
             let target = target(&upload)?;
-            uploads.session_status(&request, &target.session).await?;
+            uploads
+                .session_status(&request, &target.session, false)
+                .await?;
             let session = uploads.session(&request, &target.session).await?;
             answer.insert_header(("upload-offset", target.offset_in(&session).to_string()));
             session

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use droppr_protocol::composite::PartDigest;
 use droppr_protocol::wire::ErrorCode;
 use droppr_protocol::{ContentRange, ReceivedRanges};
 use futures_util::{Stream, StreamExt};
@@ -98,7 +99,9 @@ where
         let session = uploads.session(request, &target.session).await?;
         if let SessionState::Failed(_) = session.state {
             // Answers why (the same words as the native status).
-            uploads.session_status(request, &target.session).await?;
+            uploads
+                .session_status(request, &target.session, false)
+                .await?;
         }
         let at = target.offset_in(&session);
         if at != offset {
@@ -138,7 +141,7 @@ where
         .as_ref()
         .map(|c| BodyDigest::new(c.algorithm));
     let segments = [(range.start, range.end)];
-    let writer = {
+    let (writer, parts) = {
         let hashed = body.inspect(|piece| {
             if let (Some(d), Ok(piece)) = (digest.as_mut(), piece) {
                 d.update(piece);
@@ -146,7 +149,7 @@ where
         });
         let mut chunk = ChunkBody::new(hashed, range, pace);
         uploads
-            .stream_segments(&target.session, &mut chunk, start, &segments, None)
+            .stream_segments(&target.session, &mut chunk, range, &segments, None)
             .await?
     };
     if let (Some(want), Some(got)) = (&body_headers.checksum, digest) {
@@ -160,7 +163,7 @@ where
     // Durable first, recorded second, as for native chunks.
     blocking(move || Ok(writer.sync()?)).await?;
     let session = uploads
-        .after_range(request, &target.session, &segments)
+        .after_range(request, &target.session, &parts)
         .await?;
     uploads.events.chunk_stored(len, started);
     drop(ticket);
@@ -219,6 +222,7 @@ pub async fn open_partial(
         state: SessionState::Open,
         final_path: None,
         client: client.to_owned(),
+        checksum: None,
         created_at: now,
         updated_at: now,
     };
@@ -332,7 +336,15 @@ pub async fn fill_final(
         }
         if received > 0 {
             copies.push((part.id.clone(), received, base));
-            ranges.push((base, base + received - 1));
+            // The partial's recorded parts (all within its received prefix), with the digests
+            // taken as their bytes came in, become the final upload's parts at their new place.
+            let (meta, id) = (uploads.meta.clone(), part.id.clone());
+            let own = blocking(move || meta.parts(&id)).await?;
+            ranges.extend(own.into_iter().map(|p| PartDigest {
+                start: p.start + base,
+                end: p.end + base,
+                sha256: p.sha256,
+            }));
         }
         base += part.length;
     }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
+use droppr_protocol::composite::{CompositeInput, PartDigest, Sha256Digest};
 use droppr_protocol::wire::{is_valid_request_hash, is_valid_upload_id, ErrorCode, SessionStatus};
 use droppr_protocol::{ContentRange, ReceivedRanges};
 use futures_util::Stream;
@@ -232,6 +233,7 @@ impl Uploads {
             state: SessionState::Open,
             final_path: None,
             client: client.to_owned(),
+            checksum: None,
             created_at: now,
             updated_at: now,
         };
@@ -334,13 +336,13 @@ impl Uploads {
             body.drain().await?;
             return self.after_range(request, id, &[]).await;
         }
-        let writer = self
-            .stream_segments(id, &mut body, range.start, ticket.segments(), sha256)
+        let (writer, parts) = self
+            .stream_segments(id, &mut body, range, ticket.segments(), sha256)
             .await?;
         // Durable first, recorded second: a crash can lose a range, never claim one it lacks.
         #[cfg(not(feature = "mutant-no-chunk-sync"))]
         blocking(move || Ok(writer.sync()?)).await?;
-        let answer = self.after_range(request, id, ticket.segments()).await;
+        let answer = self.after_range(request, id, &parts).await;
         if answer.is_ok() {
             let stored = ticket.segments().iter().map(|(s, e)| e - s + 1).sum();
             self.events.chunk_stored(stored, started);
@@ -406,33 +408,34 @@ impl Uploads {
     }
 
     /// Streams the body into the upload's file, writing only the bytes of `segments` (file
-    /// offsets; the body starts at `start`). The file is opened at the first write, so a body
-    /// that never gets going holds no file handle. Every write has finished when this returns,
-    /// error or not, so a refused chunk cannot land bytes after another claims them.
+    /// offsets within `range`), and hashes each segment on the way: the parts to record, each
+    /// with its digest. The file is opened at the first write, so a body that never gets going
+    /// holds no file handle. Every write has finished when this returns, error or not, so a
+    /// refused chunk cannot land bytes after another claims them.
     pub(crate) async fn stream_segments<S>(
         &self,
         id: &str,
         body: &mut ChunkBody<S>,
-        start: u64,
+        range: ContentRange,
         segments: &[Segment],
         sha256: Option<[u8; 32]>,
-    ) -> Result<Arc<dyn RangeWriter>>
+    ) -> Result<(Arc<dyn RangeWriter>, Vec<PartDigest>)>
     where
         S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
     {
-        let mut hasher = sha256.map(|_| Sha256::new());
+        let mut hashes = ChunkHashes::new(range, segments, sha256.is_some());
         let mut writer: Option<Arc<dyn RangeWriter>> = None;
         let mut pending: Option<JoinHandle<std::io::Result<()>>> = None;
         let mut buf = BytesMut::new();
-        let mut at = start;
+        let mut at = range.start;
+        let mut read = range.start;
         let outcome: Result<()> = async {
             loop {
                 let piece = body.next().await?;
                 let done = piece.is_none();
                 if let Some(piece) = piece {
-                    if let Some(h) = hasher.as_mut() {
-                        h.update(&piece);
-                    }
+                    hashes.update(read, &piece);
+                    read += piece.len() as u64;
                     buf.extend_from_slice(&piece);
                 }
                 if buf.len() >= WRITE_BUF || (done && !buf.is_empty()) {
@@ -461,15 +464,9 @@ impl Uploads {
         let written = finish(pending).await;
         outcome?;
         written?;
-        if let (Some(expected), Some(h)) = (sha256, hasher) {
-            if h.finalize().as_slice() != expected {
-                return Err(client_error(
-                    ErrorCode::ChecksumMismatch,
-                    "The chunk's SHA-256 does not match its bytes; nothing was recorded.",
-                ));
-            }
-        }
-        writer.ok_or_else(|| Error::Task("a claimed chunk wrote nothing".into()))
+        let parts = hashes.finish(sha256)?;
+        let writer = writer.ok_or_else(|| Error::Task("a claimed chunk wrote nothing".into()))?;
+        Ok((writer, parts))
     }
 
     async fn open_writer(&self, id: &str) -> Result<Arc<dyn RangeWriter>> {
@@ -548,18 +545,18 @@ impl Uploads {
         &self,
         request: &UploadRequest,
         id: &str,
-        ranges: &[Segment],
+        parts: &[PartDigest],
     ) -> Result<UploadSession> {
         let lock = self.locks.get(id);
         let _held = lock.lock().await;
         let meta = self.meta.clone();
         let owned = id.to_owned();
-        let ranges = ranges.to_vec();
+        let parts = parts.to_vec();
         let session = blocking(move || {
-            if ranges.is_empty() {
+            if parts.is_empty() {
                 meta.session(&owned)
             } else {
-                meta.record_ranges(&owned, &ranges, now_secs())
+                meta.record_ranges(&owned, &parts, now_secs())
             }
         })
         .await?
@@ -585,9 +582,10 @@ impl Uploads {
             session.content_checked = true;
         }
         if session.state == SessionState::Open && session.ranges.is_complete() {
-            let final_path = self.complete(request, &session).await?;
+            let (final_path, checksum) = self.complete(request, &session).await?;
             session.state = SessionState::Complete;
             session.final_path = Some(final_path);
+            session.checksum = checksum;
         }
         Ok(session)
     }
@@ -595,7 +593,11 @@ impl Uploads {
     /// Links the finished file into its folder. A full disk leaves the session as it is (the
     /// next chunk, status request or restart tries again); any other failure is final for this
     /// session alone: it is marked failed, its bytes are freed, and nothing else waits on it.
-    async fn complete(&self, request: &UploadRequest, session: &UploadSession) -> Result<String> {
+    async fn complete(
+        &self,
+        request: &UploadRequest,
+        session: &UploadSession,
+    ) -> Result<(String, Option<String>)> {
         let (store, meta, s, folder, events) = (
             self.store.clone(),
             self.meta.clone(),
@@ -626,17 +628,20 @@ impl Uploads {
                     return Ok(Err(code));
                 }
             };
-            meta.mark_complete(&s.id, &final_path, now_secs())?;
-            events.emit(&UploadEvent::new(UploadOutcome::Completed, &s, &folder).at_path(&final_path));
+            let checksum = composite_checksum(&s, &meta.parts(&s.id)?);
+            meta.mark_complete(&s.id, &final_path, checksum.as_deref(), now_secs())?;
+            let mut done = s;
+            done.checksum = checksum.clone();
+            events.emit(&UploadEvent::new(UploadOutcome::Completed, &done, &folder).at_path(&final_path));
             // Recorded as complete: the part file's name can go (the link keeps the bytes).
-            store.discard(&s.id)?;
-            Ok(Ok(final_path))
+            store.discard(&done.id)?;
+            Ok(Ok((final_path, checksum)))
         })
         .await?;
         match done {
-            Ok(final_path) => {
-                tracing::info!(upload = %tag, path = %final_path, size = session.size(), micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), "upload complete");
-                Ok(final_path)
+            Ok((final_path, checksum)) => {
+                tracing::info!(upload = %tag, path = %final_path, size = session.size(), checksum = checksum.as_deref().unwrap_or("none"), micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), "upload complete");
+                Ok((final_path, checksum))
             }
             Err(code) => Err(failed(code)),
         }
@@ -692,13 +697,23 @@ impl Uploads {
         Ok(())
     }
 
-    /// Where a session stands, or why it failed.
-    pub async fn session_status(&self, request: &UploadRequest, id: &str) -> Result<SessionStatus> {
+    /// Where a session stands, or why it failed; with its recorded parts when `with_parts`.
+    pub async fn session_status(
+        &self,
+        request: &UploadRequest,
+        id: &str,
+        with_parts: bool,
+    ) -> Result<SessionStatus> {
         let session = self.session(request, id).await?;
         if let SessionState::Failed(code) = session.state {
             return Err(failed(code));
         }
-        Ok(self.status(&session))
+        let mut status = self.status(&session);
+        if with_parts {
+            let meta = self.meta.clone();
+            status.parts = Some(blocking(move || meta.parts(&session.id)).await?);
+        }
+        Ok(status)
     }
 
     /// The wire form of a session.
@@ -721,7 +736,84 @@ impl Uploads {
                 .as_deref()
                 .map(|p| p.rsplit('/').next().unwrap_or(p).to_owned()),
             path: final_path,
+            checksum: session.checksum.clone(),
+            parts: None,
         }
+    }
+}
+
+/// The whole-file composite of a complete session's recorded parts; none (and a warning) when
+/// they do not tile the file: ranges recorded before this server kept digests.
+fn composite_checksum(session: &UploadSession, parts: &[PartDigest]) -> Option<String> {
+    match CompositeInput::new(session.size(), parts) {
+        Ok(input) => Some(input.checksum(&Sha256Digest(Sha256::digest(input.bytes()).into()))),
+        Err(e) => {
+            tracing::warn!(upload = %log_tag(&session.id), error = %e, "no whole-file checksum: some recorded bytes have no digest");
+            None
+        }
+    }
+}
+
+/// The SHA-256 of each claimed segment of a chunk, taken as the bytes stream by, and of the
+/// whole chunk when `X-Chunk-Sha256` must be checked and the segments do not cover all of it
+/// (a chunk overlapping bytes already received). The usual chunk is one segment: one pass.
+struct ChunkHashes<'a> {
+    segments: &'a [Segment],
+    per_segment: Vec<Sha256>,
+    whole: Option<Sha256>,
+}
+
+impl<'a> ChunkHashes<'a> {
+    fn new(range: ContentRange, segments: &'a [Segment], verify: bool) -> Self {
+        let covers_all = segments == [(range.start, range.end)];
+        Self {
+            segments,
+            per_segment: segments.iter().map(|_| Sha256::new()).collect(),
+            whole: (verify && !covers_all).then(Sha256::new),
+        }
+    }
+
+    /// Hashes `data`, the chunk's bytes from file offset `at`.
+    fn update(&mut self, at: u64, data: &[u8]) {
+        if let Some(whole) = self.whole.as_mut() {
+            whole.update(data);
+        }
+        let end = at + data.len() as u64; // exclusive
+        for (&(s, e), hasher) in self.segments.iter().zip(&mut self.per_segment) {
+            let (from, to) = (s.max(at), (e + 1).min(end));
+            if from < to {
+                let lo = usize::try_from(from - at).unwrap_or(0);
+                let hi = usize::try_from(to - at).unwrap_or(0);
+                hasher.update(&data[lo..hi]);
+            }
+        }
+    }
+
+    /// The parts to record; `checksum-mismatch` when the chunk's bytes are not the ones announced.
+    fn finish(self, expected: Option<[u8; 32]>) -> Result<Vec<PartDigest>> {
+        let parts: Vec<PartDigest> = self
+            .segments
+            .iter()
+            .zip(self.per_segment)
+            .map(|(&(start, end), h)| PartDigest {
+                start,
+                end,
+                sha256: Sha256Digest(h.finalize().into()),
+            })
+            .collect();
+        if let Some(expected) = expected {
+            let got = match self.whole {
+                Some(whole) => whole.finalize().into(),
+                None => parts.first().map_or([0; 32], |p| p.sha256.0),
+            };
+            if got != expected {
+                return Err(client_error(
+                    ErrorCode::ChecksumMismatch,
+                    "The chunk's SHA-256 does not match its bytes; nothing was recorded.",
+                ));
+            }
+        }
+        Ok(parts)
     }
 }
 

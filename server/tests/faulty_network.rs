@@ -83,6 +83,15 @@ fn upload_all(
                     )
                     .unwrap_or_else(|e| panic!("{name}: {e}"));
                     assert!(done.status.complete);
+                    // Shuffled, duplicated and faulted chunks: the client's composite (its own
+                    // digests, and the source hashed again only for parts it has none of) is the
+                    // server's.
+                    let theirs = done.status.checksum.clone();
+                    assert!(
+                        theirs.as_deref().is_some_and(|c| c.starts_with("sha256:")),
+                        "{name}: {theirs:?}"
+                    );
+                    assert_eq!(done.checksum, theirs, "{name}");
                     let path = done.status.path.expect("a completed upload says where");
                     let stored = std::fs::read(server.data_dir().join("files/net").join(&path))
                         .expect("the stored file");

@@ -81,6 +81,18 @@ fn assert_patched(r: &Response, offset: usize) {
     assert_eq!(r.header("tus-resumable"), Some(TUS));
 }
 
+/// The whole-file checksum the server reports for a tus upload (its native status).
+fn checksum_of(s: &Server, hash: &str, url: &str) -> String {
+    let id = url.rsplit('/').next().expect("an upload id");
+    let status = s
+        .get(&format!("{}?upload_id={id}", upload_url(hash)))
+        .ok_json(200);
+    status["checksum"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no checksum in {status}"))
+        .to_owned()
+}
+
 fn parts_dir(s: &Server) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(s.data_dir().join("parts"))
         .expect("parts dir")
@@ -138,6 +150,11 @@ fn options_creation_patch_head_and_completion() {
     assert!(s.finished_files().is_empty());
     assert_patched(&patch(&s, &url, 100_000, &data[100_000..]).send(), 300_000);
     assert_eq!(s.stored_file("sub/clip one.bin"), data);
+    // The same whole-file checksum as a native upload: over the parts as recorded.
+    assert_eq!(
+        checksum_of(&s, &hash, &url),
+        composite(&data, &[(0, 99_999), (100_000, 299_999)])
+    );
     assert_eq!(offset_of(&s, &url), 300_000);
 
     // creation-with-upload: the first bytes ride on the POST.
@@ -398,6 +415,14 @@ fn finished_partials_are_joined_by_the_final_upload() {
         .send();
     let fin = location(&r);
     assert_eq!(s.stored_file("joined.mp4"), data);
+    // The partials' part digests carry over to their place in the final upload.
+    assert_eq!(
+        checksum_of(&s, &hash, &fin),
+        composite(
+            &data,
+            &[(0, 249_999), (250_000, 250_000), (250_001, 700_000)]
+        )
+    );
     let h = head(&s, &fin);
     assert_eq!(h.header("upload-offset"), Some("700001"));
     assert!(h
@@ -474,6 +499,13 @@ fn unfinished_partials_write_straight_into_the_final_upload() {
         300_000,
     );
     assert_eq!(s.stored_file("late.bin"), data);
+    assert_eq!(
+        checksum_of(&s, &hash, &fin),
+        composite(
+            &data,
+            &[(0, 99_999), (100_000, 299_999), (300_000, 599_999)]
+        )
+    );
     assert_eq!(head(&s, &fin).header("upload-offset"), Some("600000"));
 }
 

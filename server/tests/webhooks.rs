@@ -102,7 +102,13 @@ fn completed_failed_and_aborted_uploads_are_posted_signed() {
     assert_eq!(completed["size"], data.len());
     assert_eq!(completed["received_bytes"], data.len());
     assert_eq!(completed["upload_id"], done_id.as_str());
-    assert!(completed.get("checksum").is_some(), "{completed}");
+    // The whole-file composite over the four 64 KiB-sized parts, computed here from the file.
+    let parts: Vec<(usize, usize)> = (0..data.len())
+        .step_by(64 * KIB)
+        .map(|s| (s, (s + 64 * KIB).min(data.len()) - 1))
+        .collect();
+    assert_eq!(completed["checksum"], composite(&data, &parts).as_str());
+    assert_eq!(completed["checksum"], done["checksum"]);
     assert!(
         completed["at"].as_str().is_some_and(|t| t.ends_with('Z')),
         "{completed}"
@@ -123,6 +129,11 @@ fn completed_failed_and_aborted_uploads_are_posted_signed() {
     );
     let failed = of_type(&events, "upload.failed");
     assert_eq!(failed["upload_id"], fake_id.as_str());
+    assert_eq!(
+        failed["checksum"],
+        Value::Null,
+        "a failed upload has no checksum"
+    );
     assert_eq!(failed["path"], "clip.mp4");
     assert!(
         failed["reason"].as_str().is_some_and(|r| !r.is_empty()),
@@ -242,6 +253,12 @@ fn the_hook_command_reads_the_event_and_is_retried_until_it_succeeds() {
     assert_eq!(lines[0]["type"], "upload.completed");
     assert_eq!(lines[0]["upload_id"], id.as_str());
     assert_eq!(lines[0]["size"], data.len());
+    let parts = [
+        (0, 4 * KIB - 1),
+        (4 * KIB, 8 * KIB - 1),
+        (8 * KIB, data.len() - 1),
+    ];
+    assert_eq!(lines[0]["checksum"], composite(&data, &parts).as_str());
     let env = std::fs::read_to_string(dir.path().join("env.txt")).expect("env");
     assert_eq!(env.trim(), "upload.completed no-secrets");
 }

@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::rc::Rc;
 
+use droppr_protocol::composite::{known_digests, PartDigest};
 use droppr_protocol::js_number::{f64_saturating, u64_from_f64};
 use droppr_protocol::resume::SessionRecord;
 use droppr_protocol::retry::{Failure, RetryNotice};
@@ -19,6 +20,7 @@ use futures::future::{abortable, select, Abortable, Either};
 use futures::StreamExt;
 use gloo_timers::future::TimeoutFuture;
 use js_sys::{Promise, Reflect};
+use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 use crate::browser::{self, storage, ListenerGuard};
@@ -86,7 +88,9 @@ async fn finish(
     let error = match outcome {
         Ok(result) => {
             storage::remove(&key);
-            let value = serde_wasm_bindgen::to_value(&result).unwrap_or(JsValue::UNDEFINED);
+            // `checksum: null` rather than a missing field when there is none.
+            let to_js = serde_wasm_bindgen::Serializer::new().serialize_missing_as_null(true);
+            let value = result.serialize(&to_js).unwrap_or(JsValue::UNDEFINED);
             callbacks::notify(callbacks.on_complete.as_ref(), std::slice::from_ref(&value));
             return Ok(value);
         }
@@ -118,6 +122,8 @@ async fn finish(
 struct Request {
     index: u64,
     len: u64,
+    /// The chunk's range and SHA-256, when checksums are on.
+    part: Option<PartDigest>,
     _guard: XhrGuard,
 }
 
@@ -199,7 +205,7 @@ async fn drive(shared: Rc<Shared>, mut events: EventReceiver) -> Result<UploadRe
         return Err(Stop::Aborted);
     }
     if status.complete {
-        return Ok(result(&shared, &status));
+        return result(&shared, &status, &record).await;
     }
     let mut run = Run::default();
     loop {
@@ -207,15 +213,25 @@ async fn drive(shared: Rc<Shared>, mut events: EventReceiver) -> Result<UploadRe
         launch(&shared, &mut run, &status.upload_id).await?;
         let event = run.next_event(&shared, &mut events).await;
         if let Some(done) = handle(&shared, &mut run, event, &mut record, &key).await? {
-            return Ok(result(&shared, &done));
+            // Chunks still in flight when the file completed were recorded too (their answers
+            // were on the way): their digests belong to the composite as well.
+            for part in run.requests.iter().filter_map(|r| r.part) {
+                record.part_done(part);
+            }
+            return result(&shared, &done, &record).await;
         }
     }
 }
 
 /// `start()`'s value.
-fn result(shared: &Shared, status: &SessionStatus) -> UploadResult {
+async fn result(
+    shared: &Shared,
+    status: &SessionStatus,
+    record: &SessionRecord,
+) -> Result<UploadResult, Stop> {
     let options = &shared.options;
-    UploadResult {
+    let checksum = whole_file_checksum(shared, status, record).await?;
+    Ok(UploadResult {
         upload_id: status.upload_id.clone(),
         name: status
             .name
@@ -223,7 +239,83 @@ fn result(shared: &Shared, status: &SessionStatus) -> UploadResult {
             .unwrap_or_else(|| options.file_name.clone()),
         path: status.path.clone().unwrap_or_else(|| options.name.clone()),
         size: status.size,
+        checksum,
+    })
+}
+
+/// The whole-file composite, from this uploader's own chunk digests, once it equals the server's.
+/// When its chunks do not tile the parts the server recorded (a chunk recorded after a reload,
+/// copies of a range that overlapped), it asks for the server's part boundaries and hashes from
+/// the file only the parts it has no digest of. A different value is the server's fault or the
+/// file's (changed since): the upload fails as `server-inconsistent`.
+async fn whole_file_checksum(
+    shared: &Shared,
+    status: &SessionStatus,
+    record: &SessionRecord,
+) -> Result<Option<String>, Stop> {
+    let options = &shared.options;
+    let (Some(theirs), true) = (status.checksum.as_deref(), options.chunk_checksums) else {
+        return Ok(None);
+    };
+    let unreadable = |e: JsValue| browser_refused(&e, "the file could not be hashed");
+    let ours = checksum::composite(options.size, &record.parts)
+        .await
+        .map_err(unreadable)?;
+    if ours.as_deref() == Some(theirs) || browser::subtle_crypto().is_none() {
+        return Ok(ours.filter(|c| c == theirs));
     }
+    let recorded = recorded_parts(shared, &status.upload_id).await?;
+    let mut parts = Vec::with_capacity(recorded.len());
+    for known in known_digests(&recorded, &record.parts) {
+        let part = match known {
+            Ok(part) => part,
+            Err((start, end)) => {
+                let blob = options
+                    .file
+                    .slice_with_f64_and_f64(f64_saturating(start), f64_saturating(end + 1))
+                    .map_err(unreadable)?;
+                let sha256 = checksum::sha256(&blob).await.map_err(unreadable)?;
+                let sha256 = sha256.ok_or_else(|| unreadable(JsValue::UNDEFINED))?;
+                PartDigest { start, end, sha256 }
+            }
+        };
+        parts.push(part);
+    }
+    let ours = checksum::composite(options.size, &parts)
+        .await
+        .map_err(unreadable)?;
+    match ours {
+        Some(ours) if ours == theirs => Ok(Some(ours)),
+        ours => Err(Stop::Failed(UploadError::ServerInconsistent(
+            [
+                "the server's whole-file checksum ",
+                theirs,
+                " differs from this file's ",
+                ours.as_deref()
+                    .unwrap_or("(its parts do not tile the file)"),
+            ]
+            .concat(),
+        ))),
+    }
+}
+
+/// The parts the server recorded, with their digests (`?parts=true`).
+async fn recorded_parts(shared: &Shared, upload_id: &str) -> Result<Vec<PartDigest>, Stop> {
+    let options = &shared.options;
+    let separator = if options.upload_url.contains('?') {
+        "&"
+    } else {
+        "?"
+    };
+    let url = [options.upload_url.as_str(), separator, "parts=true"].concat();
+    let headers = wire::session_headers(options, upload_id);
+    let (answer, _) = control_request(shared, "GET", &url, &headers, false).await?;
+    answer
+        .is_success()
+        .then(|| wire::session_status(&answer))
+        .flatten()
+        .and_then(|s| s.parts)
+        .ok_or_else(|| Stop::Failed(UploadError::from_failure(&wire::failure(&answer))))
 }
 
 /// Starts every chunk the scheduler allows now.
@@ -246,13 +338,18 @@ async fn launch(shared: &Shared, run: &mut Run, upload_id: &str) -> Result<(), S
             chunk: Some(chunk.index),
         };
         let sha256 = if options.chunk_checksums {
-            checksum::sha256_hex(&blob)
+            checksum::sha256(&blob)
                 .await
                 .map_err(|e| browser_refused(&e, "the file could not be read"))?
         } else {
             None
         };
-        let headers = wire::chunk_headers(options, upload_id, &chunk, sha256);
+        let part = sha256.map(|sha256| PartDigest {
+            start: chunk.start,
+            end: chunk.end,
+            sha256,
+        });
+        let headers = wire::chunk_headers(options, upload_id, &chunk, sha256.map(|d| d.to_hex()));
         let headers = callbacks::before_request(&options.callbacks, info, headers)
             .await
             .map_err(Stop::Js)?;
@@ -277,6 +374,7 @@ async fn launch(shared: &Shared, run: &mut Run, upload_id: &str) -> Result<(), S
         run.requests.push(Request {
             index,
             len: chunk.len(),
+            part,
             _guard: guard,
         });
     }
@@ -382,6 +480,10 @@ fn acknowledged(
         return Ok(None);
     };
     let acked = acked.map_err(Stop::Failed)?;
+    // The server holds these bytes now: their digest goes into the composite.
+    if let Some(part) = request.part {
+        record.part_done(part);
+    }
     if acked == Acknowledged::Continue {
         records::save(key, record);
     }
@@ -444,6 +546,7 @@ fn failed(shared: &Shared, run: &mut Run, index: u64, failure: &Failure) -> Resu
 async fn control_request(
     shared: &Shared,
     method: &str,
+    url: &str,
     headers: &Headers,
     opens: bool,
 ) -> Result<(HttpAnswer, f64), Stop> {
@@ -451,7 +554,7 @@ async fn control_request(
     let callbacks = &options.callbacks;
     let info = RequestInfo {
         method,
-        url: &options.upload_url,
+        url,
         chunk: None,
     };
     let mut retries = 0;
@@ -462,7 +565,7 @@ async fn control_request(
             .map_err(Stop::Js)?;
         let spec = RequestSpec {
             method,
-            url: &options.upload_url,
+            url,
             headers: &headers,
             body: None,
             with_credentials: options.with_credentials,
@@ -521,7 +624,8 @@ async fn open_or_resume(
     let identity = options.identity();
     if let Some(record) = records::load(key, &identity) {
         let headers = wire::session_headers(options, &record.upload_id);
-        let (answer, rtt) = control_request(shared, "GET", &headers, false).await?;
+        let (answer, rtt) =
+            control_request(shared, "GET", &options.upload_url, &headers, false).await?;
         let usable = answer
             .is_success()
             .then(|| wire::session_status(&answer))
@@ -533,7 +637,8 @@ async fn open_or_resume(
         storage::remove(key);
     }
     let headers = wire::open_headers(options);
-    let (answer, rtt) = control_request(shared, "POST", &headers, true).await?;
+    let (answer, rtt) =
+        control_request(shared, "POST", &options.upload_url, &headers, true).await?;
     if !answer.is_success() {
         return Err(Stop::Failed(UploadError::from_failure(&wire::failure(
             &answer,

@@ -159,6 +159,14 @@ export interface UploadResult {
   /** Path relative to the request folder. */
   path: string;
   size: number;
+  /**
+   * The whole-file composite checksum, `sha256:<64 hex>-<parts>`: SHA-256 over the SHA-256
+   * digests of the parts the server recorded, in offset order (docs/PROTOCOL.md). Computed here
+   * from the chunks' digests (kept across a reload in the resume record) and equal to the
+   * server's, or the upload fails as `server-inconsistent`. Null without WebCrypto (plain HTTP
+   * off localhost) or with `chunkChecksums: false`.
+   */
+  checksum: string | null;
 }
 
 /** One entry of `findUnfinishedUploads()`. */

@@ -219,3 +219,74 @@ async fn a_corrupt_or_foreign_record_is_ignored() {
         Some("abcdefgh12345678")
     );
 }
+
+/// Resumes `file` (paused part-way by [`upload_part_of`]) after `edit` changed the part digests
+/// of its record; returns the outcome, the server's status and how often the parts were asked for.
+async fn resume_with_parts(
+    file: &File,
+    edit: impl FnOnce(&mut SessionRecord),
+) -> (Result<JsValue, JsValue>, JsValue, usize) {
+    let (first, id) = upload_part_of(file, 0.4).await;
+    let key = record_key(file);
+    let json = storage().get_item(&key).ok().flatten().expect("a record");
+    let mut record: SessionRecord = serde_json::from_str(&json).expect("our record");
+    assert!(
+        !record.parts.is_empty(),
+        "the record keeps the acknowledged chunks' digests"
+    );
+    edit(&mut record);
+    storage().set_item(&key, &record.to_json()).expect("store");
+    let requests = Recorder::new();
+    let mut pairs = options(file);
+    pairs.push(("onBeforeRequest", requests.function.clone().into()));
+    let second = ParallelUploader::new(object(&pairs).unchecked_ref()).expect("options");
+    let outcome = settle_promise(second.start()).await;
+    let (_, status) = session_status(&open_url(), &id).await;
+    let asked = requests
+        .calls
+        .borrow()
+        .iter()
+        .filter(|args| {
+            get(&args[0], "url")
+                .as_string()
+                .is_some_and(|u| u.contains("parts=true"))
+        })
+        .count();
+    first.abort();
+    (outcome, status, asked)
+}
+
+#[wasm_bindgen_test]
+async fn without_the_digests_of_earlier_chunks_the_checksum_still_agrees() {
+    // As with a record written before digests were kept, or a chunk the server recorded after
+    // the page went: the uploader asks for the recorded parts and hashes only the one it lacks.
+    let file = checked_file("no-digests", 2 * MIB + 100, 11);
+    let (outcome, status, asked) = resume_with_parts(&file, |r| {
+        r.parts.remove(0);
+    })
+    .await;
+    let result = outcome.expect("completes");
+    let theirs = get(&status, "checksum").as_string().expect("the server's");
+    assert!(theirs.starts_with("sha256:"), "{theirs}");
+    assert_eq!(get(&result, "checksum").as_string(), Some(theirs));
+    assert_eq!(asked, 1, "the recorded parts were asked for once");
+}
+
+#[wasm_bindgen_test]
+async fn a_chunk_digest_the_server_does_not_share_fails_the_upload() {
+    // The client checks the server's composite against its own digests; it does not adopt it.
+    let file = checked_file("wrong-digest", 2 * MIB + 100, 12);
+    let (outcome, status, asked) = resume_with_parts(&file, |r| {
+        r.parts[0].sha256.0[0] ^= 1;
+    })
+    .await;
+    let error = outcome.expect_err("the checksums differ");
+    assert_eq!(
+        get(&error, "code").as_string().as_deref(),
+        Some("server-inconsistent")
+    );
+    let message = get(&error, "message").as_string().unwrap_or_default();
+    assert!(message.contains("whole-file checksum"), "{message}");
+    assert_eq!(get(&status, "complete").as_bool(), Some(true));
+    assert_eq!(asked, 1);
+}

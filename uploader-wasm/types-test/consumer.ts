@@ -47,7 +47,11 @@ async function upload(file: File, blob: Blob, uploadUrl: string): Promise<Upload
     onProgress: (loaded: number, total: number): void => void (loaded / total),
     onChunkComplete: (chunkSize: number, bytesAccepted: number, bytesTotal: number): void =>
       void (chunkSize + bytesAccepted + bytesTotal),
-    onComplete: (result: UploadResult): void => void result.uploadId.length,
+    onComplete: (result: UploadResult): void => {
+      // The whole-file composite: a string to compare, or null (no WebCrypto, no chunk checksums).
+      const checksum: string | null = result.checksum;
+      void [result.uploadId.length, checksum?.startsWith('sha256:')];
+    },
     onError: (error: UploadError): void => void (error.code === 'aborted' ? error.status : error.message),
     onRetry: (retry: RetryEvent): void => {
       const code: UploadErrorCode = retry.code;

@@ -58,6 +58,11 @@ export class ItemView {
     this.set('state', item.state, (v) => { this.root.dataset.state = v; });
     this.set('badge', BADGES[item.state], (v) => { this.badge.textContent = v; });
     this.set('uploadId', item.uploadId ?? '', (v) => { this.root.dataset.uploadId = v; });
+    // The whole-file checksum the uploader and the server agreed on, for whoever wants to check.
+    this.set('checksum', item.result?.checksum ?? '', (v) => {
+      this.root.dataset.checksum = v;
+      this.meta.title = v ? `Whole-file checksum: ${v}` : '';
+    });
     this.root.dataset.loaded = String(loaded);
     this.root.dataset.total = String(item.total);
 

@@ -128,6 +128,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "chunk_requests": done.chunk_requests,
         "retries": done.retries,
         "skipped_after_status": done.skipped_after_status,
+        "checksum": done.checksum,
     });
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;

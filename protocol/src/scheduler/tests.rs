@@ -31,6 +31,8 @@ impl FakeServer {
             expires_at: "2099-01-01T00:00:00Z".into(),
             name: None,
             path: None,
+            checksum: None,
+            parts: None,
         }
     }
 

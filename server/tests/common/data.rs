@@ -110,3 +110,26 @@ pub fn progress(status: &Value) -> Progress {
         status["offset"].as_u64().expect("offset"),
     )
 }
+
+/// The whole-file composite checksum, computed here from the file and the part boundaries
+/// (inclusive): SHA-256 over the parts' binary SHA-256 digests in offset order (docs/PROTOCOL.md).
+pub fn composite(data: &[u8], parts: &[(usize, usize)]) -> String {
+    let digests: Vec<[u8; 32]> = parts
+        .iter()
+        .map(|&(s, e)| Sha256::digest(&data[s..=e]).into())
+        .collect();
+    composite_of_digests(&digests)
+}
+
+/// The composite of given part digests (in offset order).
+pub fn composite_of_digests(digests: &[[u8; 32]]) -> String {
+    let mut outer = Sha256::new();
+    for d in digests {
+        outer.update(d);
+    }
+    format!("sha256:{}-{}", hex(&outer.finalize()), digests.len())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
