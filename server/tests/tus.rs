@@ -559,6 +559,39 @@ fn the_links_rules_apply_to_tus_uploads() {
     );
 }
 
+/// Wrong passwords sent through tus and through the native protocol count together: five
+/// alternating guesses lock the client out of both, and its right password is then refused too.
+#[test]
+fn password_guesses_through_tus_and_native_count_together() {
+    let s = Server::start(&[]);
+    let hash = hash_of(&s.create_request(&["--password", "sesame"]));
+    let tus = |password: &str| {
+        s.req("POST", &endpoint(&hash))
+            .header("Tus-Resumable", TUS)
+            .header("Upload-Length", 10)
+            .header("Upload-Metadata", format!("filename {}", b64(b"a.bin")))
+            .header("X-Request-Password", password)
+            .send()
+    };
+    let native = |password: &str| {
+        s.req("POST", &upload_url(&hash))
+            .header("X-Upload-Length", 10)
+            .header("X-Upload-Name", "a.bin")
+            .header("X-Request-Password", password)
+            .send()
+    };
+    for i in 0..5 {
+        let answer = if i % 2 == 0 {
+            tus("nope")
+        } else {
+            native("nope")
+        };
+        answer.assert_error(401, "wrong-password");
+    }
+    tus("sesame").assert_error(429, "locked-out");
+    native("sesame").assert_error(429, "locked-out");
+}
+
 #[test]
 fn cors_exposes_the_tus_headers() {
     let s = Server::start(&[]);
