@@ -75,6 +75,17 @@ if [ "$want" = all ] || [ "$want" = services ]; then
   bash scripts/services.sh install
 fi
 
+if [ "$want" = all ] || [ "$want" = python ]; then
+  # tuspy (PyPI) for the tus tier (e2e/tus-python.test.mjs), in its own venv.
+  TUSPY_VERSION=1.1.0
+  tus_venv="${DROPPR_TUS_VENV:-$HOME/.cache/droppr/tus-venv}"
+  if [ "$("$tus_venv/bin/python" -c 'import importlib.metadata as m; print(m.version("tuspy"))' 2>/dev/null)" != "$TUSPY_VERSION" ]; then
+    say "installing tuspy $TUSPY_VERSION into $tus_venv"
+    python3 -m venv "$tus_venv"
+    "$tus_venv/bin/pip" install -q "tuspy==$TUSPY_VERSION"
+  fi
+fi
+
 # node_modules is current when it was installed from this exact lock file (a merge or checkout can
 # change the lock without making it newer than the install).
 if [ -f package-lock.json ]; then

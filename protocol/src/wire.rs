@@ -331,6 +331,16 @@ error_codes! {
     Unavailable = "unavailable", 503, true;
     InsufficientStorage = "insufficient-storage", 507, false;
     QuotaExceeded = "quota-exceeded", 507, false;
+    // tus 1.0 (docs/TUS.md): the answers its spec fixes, in our `{error, code}` form.
+    TusBadHeader = "tus-bad-header", 400, false;
+    TusUnsupported = "tus-unsupported", 400, false;
+    TusFinalUpload = "tus-final-upload", 403, false;
+    TusOffsetMismatch = "tus-offset-mismatch", 409, false;
+    TusVersion = "tus-version", 412, false;
+    TusPastLength = "tus-past-length", 413, false;
+    TusContentType = "tus-content-type", 415, false;
+    // The bytes were damaged on the way: nothing recorded, sending them again can work.
+    TusChecksumMismatch = "tus-checksum-mismatch", 460, true;
 }
 
 impl std::fmt::Display for ErrorCode {

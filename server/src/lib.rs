@@ -43,6 +43,10 @@ pub mod requests;
 pub mod routes;
 pub mod space;
 pub mod store;
+pub mod tus;
+pub mod tus_parse;
+pub mod tus_records;
+pub mod tus_write;
 pub mod uploads;
 pub mod validate;
 pub mod webhooks;
@@ -212,7 +216,8 @@ pub fn app(
             droppr_protocol::wire::header::EXPOSED
                 .iter()
                 .copied()
-                .chain([http_log::REQUEST_ID.as_str()]),
+                .chain([http_log::REQUEST_ID.as_str()])
+                .chain(tus::EXPOSED.iter().copied()),
         )
         .max_age(3600);
     for origin in &config.cors_origins {
@@ -292,7 +297,11 @@ pub async fn start(config: ServerConfig) -> Result<(Server, SocketAddr), StartEr
         ));
     }
     actix_web::rt::spawn(cleanup::sweep_forever(uploads.clone(), sweep_interval));
+    let db = uploads.config.data_dir.join("droppr.db");
+    let tus = tus_records::TusRecords::open(&db)
+        .map_err(|source| StartError::Database { path: db, source })?;
     let state = AppState {
+        tus: Arc::new(tus),
         defences: Arc::new(defences::Defences::new(&uploads.config.defences)),
         uploads,
         hooks: test_hooks.then(hooks::TestHooks::default),

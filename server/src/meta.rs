@@ -106,7 +106,16 @@ impl UploadSession {
     pub fn size(&self) -> u64 {
         self.ranges.total_size()
     }
+
+    /// A tus partial upload (`rel_path` is [`PARTIAL_PATH`]): its bytes are joined into another
+    /// upload, so it is never sniffed nor linked into a folder itself.
+    pub fn is_partial(&self) -> bool {
+        self.rel_path == PARTIAL_PATH
+    }
 }
+
+/// The `rel_path` of a tus partial upload; no client path can take it (paths are relative).
+pub const PARTIAL_PATH: &str = "/tus-partial";
 
 /// Metadata storage. Methods block; call them off the async executor.
 pub trait MetadataStore: Send + Sync + std::fmt::Debug {
@@ -128,6 +137,9 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// The session's recorded parts with their digests, in offset order.
     fn parts(&self, id: &str) -> Result<Vec<PartDigest>>;
     fn mark_content_checked(&self, id: &str) -> Result<()>;
+    /// Sets the size of a session whose size was provisional (tus `Upload-Defer-Length`), keeping
+    /// its ranges; refused if a received range ends past `size`. None if the session is gone.
+    fn resize_session(&self, id: &str, size: u64, now: i64) -> Result<Option<UploadSession>>;
     fn mark_complete(
         &self,
         id: &str,
@@ -533,6 +545,37 @@ impl MetadataStore for SqliteMetadata {
                     serde_json::to_string(&session.ranges)?,
                     now,
                     to_i64(session.ranges.received_bytes())?
+                ],
+            )?;
+            tx.commit()?;
+            Ok(Some(session))
+        })
+    }
+
+    fn resize_session(&self, id: &str, size: u64, now: i64) -> Result<Option<UploadSession>> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some(mut session) = get_session(&tx, id)? else {
+                return Ok(None);
+            };
+            let mut ranges = ReceivedRanges::new(size);
+            for &(start, end) in session.ranges.ranges() {
+                ranges.add(start, end).map_err(|_| {
+                    Error::client(
+                        ErrorCode::RangeOutsideFile,
+                        format!("{size} bytes is less than this upload already holds."),
+                    )
+                })?;
+            }
+            session.ranges = ranges;
+            session.updated_at = now;
+            tx.execute(
+                "UPDATE sessions SET ranges = ?2, size = ?3, updated_at = ?4 WHERE id = ?1",
+                params![
+                    id,
+                    serde_json::to_string(&session.ranges)?,
+                    to_i64(size)?,
+                    now
                 ],
             )?;
             tx.commit()?;

@@ -23,6 +23,8 @@ pub struct AppState {
     pub uploads: Arc<Uploads>,
     /// Client identity, rate limits, passwords, captcha.
     pub defences: Arc<Defences>,
+    /// tus uploads' own records (kind, metadata, concatenation); their bytes are sessions.
+    pub tus: Arc<crate::tus_records::TusRecords>,
     /// Present only with `--test-hooks` (mounted by [`crate::app`] as a middleware and routes).
     pub hooks: Option<crate::hooks::TestHooks>,
 }
@@ -40,7 +42,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::head().to(status))
                 .route(web::delete().to(abort))
                 .default_service(web::to(method_not_allowed)),
-        );
+        )
+        .configure(crate::tus::configure);
 }
 
 async fn method_not_allowed() -> Result<HttpResponse> {
@@ -94,7 +97,7 @@ async fn request_info(
 }
 
 /// Before a session opens: the open rate limit, then captcha and password.
-async fn admit_open(
+pub(crate) async fn admit_open(
     state: &AppState,
     req: &HttpRequest,
     request: &UploadRequest,

@@ -206,6 +206,18 @@ impl Uploads {
         open: OpenUpload,
         client: &str,
     ) -> Result<UploadSession> {
+        self.open_session(request, open, client, true).await
+    }
+
+    /// [`Uploads::open`], optionally without preallocating the file (tus `Upload-Defer-Length`:
+    /// `open.size` is then only the most the upload may become, until it is resized).
+    pub(crate) async fn open_session(
+        &self,
+        request: &UploadRequest,
+        open: OpenUpload,
+        client: &str,
+        preallocate: bool,
+    ) -> Result<UploadSession> {
         validate::check_extension(&open.path, &request.allowed_extensions)?;
         self.check_size(request, open.size)?;
         validate::check_name(&open.path, self.config.resources.allow_unportable_names)?;
@@ -241,8 +253,9 @@ impl Uploads {
                     "A file (or link) of that name already stands where this upload's folder would be.",
                 ));
             }
-            space.check_room(s.size())?;
-            store.create(&s.id, s.size())?;
+            let prealloc = if preallocate { s.size() } else { 0 };
+            space.check_room(prealloc)?;
+            store.create(&s.id, prealloc)?;
             if let Err(e) = meta.insert_session(&s, caps) {
                 let _ = store.discard(&s.id);
                 return Err(e);
@@ -260,7 +273,7 @@ impl Uploads {
     }
 
     /// 413 for a size above the link's or the server's limit, or one no filesystem can hold.
-    fn check_size(&self, request: &UploadRequest, size: u64) -> Result<()> {
+    pub(crate) fn check_size(&self, request: &UploadRequest, size: u64) -> Result<()> {
         let limit = self.size_limit(request);
         if limit > 0 && size > limit {
             return Err(client_error(
@@ -399,7 +412,7 @@ impl Uploads {
     /// with its digest. The file is opened at the first write, so a body that never gets going
     /// holds no file handle. Every write has finished when this returns, error or not, so a
     /// refused chunk cannot land bytes after another claims them.
-    async fn stream_segments<S>(
+    pub(crate) async fn stream_segments<S>(
         &self,
         id: &str,
         body: &mut ChunkBody<S>,
@@ -508,6 +521,18 @@ impl Uploads {
         Ok(())
     }
 
+    /// The session's lock, for a caller that must read and claim under it (tus checks its offset
+    /// there, so that two PATCHes at one offset cannot both pass).
+    pub(crate) async fn lock_session(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.locks.get(id).lock_owned().await
+    }
+
+    /// Counts a chunk of `id` in flight (429 past the cap); claim its bytes under the lock.
+    pub(crate) fn enter_chunk(&self, id: &str) -> Result<InFlight> {
+        self.claims
+            .enter(id, self.config.resources.max_chunks_in_flight)
+    }
+
     /// Finishes a session whose ranges are all recorded (crash recovery).
     pub async fn finish_recorded(
         &self,
@@ -519,7 +544,7 @@ impl Uploads {
 
     /// Records durable ranges (if any) under the session's lock, checks the content once the head
     /// is in, and finalizes when the last byte is.
-    async fn after_range(
+    pub(crate) async fn after_range(
         &self,
         request: &UploadRequest,
         id: &str,
@@ -549,6 +574,10 @@ impl Uploads {
         let mut session = session;
         if let SessionState::Failed(code) = session.state {
             return Err(failed(code));
+        }
+        if session.is_partial() {
+            // A tus partial: its bytes become part of another upload, which is sniffed and linked.
+            return Ok(session);
         }
         let head_len = SNIFF_LEN.min(session.size());
         if !session.content_checked && (head_len == 0 || session.ranges.contains(0, head_len - 1)) {

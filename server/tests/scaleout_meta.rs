@@ -201,6 +201,33 @@ fn parts_are_kept(open: Open<'_>) {
     assert!(db.parts("s-p").expect("metadata call").is_empty());
 }
 
+/// A provisional size (tus deferred length) is set later, keeping the ranges; a size below what
+/// the upload holds is refused and changes nothing.
+fn resize_keeps_ranges(open: Open<'_>) {
+    let (db, other) = (open(), open());
+    db.insert_request(&request("h")).expect("metadata call");
+    db.insert_session(&session("s-r", "h", "c", 100), ReserveCaps::default())
+        .expect("metadata call");
+    db.record_ranges("s-r", &[part(0, 49)], 110)
+        .expect("metadata call");
+    let e = other.resize_session("s-r", 40, 120).expect_err("refused");
+    assert_eq!(e.code(), ErrorCode::RangeOutsideFile, "{e}");
+    let resized = other
+        .resize_session("s-r", 300, 130)
+        .expect("metadata call")
+        .expect("session");
+    assert_eq!((resized.size(), resized.ranges.received_bytes()), (300, 50));
+    let s = db.session("s-r").expect("metadata call").expect("session");
+    assert_eq!(
+        (s.size(), s.ranges.missing(), s.updated_at),
+        (300, vec![(50, 299)], 130)
+    );
+    assert!(db
+        .resize_session("nope-nope", 1, 1)
+        .expect("metadata call")
+        .is_none());
+}
+
 fn idle_sessions(open: Open<'_>) {
     let db = open();
     db.insert_request(&request("h")).expect("metadata call");
@@ -464,6 +491,7 @@ const SUITE: &[Step] = &[
     ("requests_round_trip", requests_round_trip),
     ("session_lifecycle", session_lifecycle),
     ("parts_are_kept", parts_are_kept),
+    ("resize_keeps_ranges", resize_keeps_ranges),
     ("idle_sessions", idle_sessions),
     ("reservation_caps", reservation_caps),
     ("parallel_opens_respect_caps", parallel_opens_respect_caps),

@@ -193,7 +193,9 @@ export type ServerErrorCode =
   | 'session-conflict' | 'path-conflict' | 'upload-failed' | 'body-timeout' | 'request-expired'
   | 'length-required' | 'file-too-large' | 'chunk-too-large' | 'body-too-large' | 'type-not-allowed'
   | 'content-mismatch' | 'locked-out' | 'rate-limited' | 'internal' | 'unavailable'
-  | 'insufficient-storage' | 'quota-exceeded' | 'bad-head' | 'head-timeout' | 'head-too-large';
+  | 'insufficient-storage' | 'quota-exceeded' | 'bad-head' | 'head-timeout' | 'head-too-large'
+  | 'tus-bad-header' | 'tus-unsupported' | 'tus-final-upload' | 'tus-offset-mismatch' | 'tus-version'
+  | 'tus-past-length' | 'tus-content-type' | 'tus-checksum-mismatch';
 
 /** Every `code` an `UploadError` can have. */
 export type UploadErrorCode =

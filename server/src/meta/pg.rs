@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use droppr_protocol::composite::{PartDigest, Sha256Digest};
 use droppr_protocol::wire::ErrorCode;
+use droppr_protocol::ReceivedRanges;
 use postgres::{GenericClient, NoTls, Row};
 use r2d2_postgres::PostgresConnectionManager;
 
@@ -404,6 +405,41 @@ impl MetadataStore for PgMetadata {
                 &serde_json::to_string(&session.ranges)?,
                 &now,
                 &to_i64(session.ranges.received_bytes())?,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Some(session))
+    }
+
+    fn resize_session(&self, id: &str, size: u64, now: i64) -> Result<Option<UploadSession>> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction()?;
+        let Some(row) = tx.query_opt(
+            &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 FOR UPDATE"),
+            &[&id],
+        )?
+        else {
+            return Ok(None);
+        };
+        let mut session = session_from_row(&row)?;
+        let mut ranges = ReceivedRanges::new(size);
+        for &(start, end) in session.ranges.ranges() {
+            ranges.add(start, end).map_err(|_| {
+                Error::client(
+                    ErrorCode::RangeOutsideFile,
+                    format!("{size} bytes is less than this upload already holds."),
+                )
+            })?;
+        }
+        session.ranges = ranges;
+        session.updated_at = now;
+        tx.execute(
+            "UPDATE sessions SET ranges = $2, size = $3, updated_at = $4 WHERE id = $1",
+            &[
+                &id,
+                &serde_json::to_string(&session.ranges)?,
+                &to_i64(size)?,
+                &now,
             ],
         )?;
         tx.commit()?;

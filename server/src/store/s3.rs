@@ -668,6 +668,35 @@ impl ByteStore for S3ByteStore {
         )))
     }
 
+    /// The size is part of the staging key (it sets the unit): a multipart upload that holds no
+    /// part yet is begun again under the new size; once parts exist the size cannot change.
+    fn set_size(&self, upload_id: &str, size: u64) -> io::Result<()> {
+        let s = &self.inner;
+        let staged = s
+            .find(upload_id)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no multipart upload"))?;
+        if staged.size == size {
+            return Ok(());
+        }
+        if !s.parts(&staged.key, &staged.multipart_id)?.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the S3 store needs an upload's length before its first bytes",
+            ));
+        }
+        self.create(upload_id, size)?;
+        s.block(
+            s.client
+                .abort_multipart_upload()
+                .bucket(&s.bucket)
+                .key(&staged.key)
+                .upload_id(&staged.multipart_id)
+                .send(),
+        )
+        .map_err(|e| s3_error("AbortMultipartUpload", e))?;
+        Ok(())
+    }
+
     fn list(&self) -> io::Result<Vec<String>> {
         let s = &self.inner;
         let prefix = s.uploads_prefix();

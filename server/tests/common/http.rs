@@ -119,6 +119,7 @@ impl Req {
         Ok(Pending {
             stream,
             rest: self.body[sent..].to_vec(),
+            head: self.method == "HEAD",
         })
     }
 
@@ -144,6 +145,8 @@ impl Req {
 pub struct Pending {
     stream: TcpStream,
     rest: Vec<u8>,
+    /// The answer to a HEAD has no body, whatever its Content-Length says.
+    head: bool,
 }
 
 impl Pending {
@@ -151,6 +154,11 @@ impl Pending {
     pub fn finish(&mut self) -> io::Result<Response> {
         let rest = std::mem::take(&mut self.rest);
         self.stream.write_all(&rest)?;
+        if self.head {
+            let mut raw = Vec::new();
+            self.stream.read_to_end(&mut raw)?;
+            return parse_head_response(&raw);
+        }
         read_response(&mut self.stream)
     }
 
@@ -272,6 +280,10 @@ fn bad(why: String) -> io::Error {
 
 /// Parses one answer from raw bytes (its head, then the body its framing says).
 pub fn parse_response(raw: &[u8]) -> io::Result<Response> {
+    parse_answer(raw, false)
+}
+
+fn parse_answer(raw: &[u8], head_only: bool) -> io::Result<Response> {
     let end = find(raw, b"\r\n\r\n").ok_or_else(|| {
         bad(format!(
             "no complete answer head in {} bytes: {:?}",
@@ -295,7 +307,9 @@ pub fn parse_response(raw: &[u8]) -> io::Result<Response> {
     let chunked = headers
         .iter()
         .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
+    let body = if head_only {
+        Vec::new()
+    } else if chunked {
         decode_chunked(rest)?
     } else {
         match headers.iter().find(|(n, _)| n == "content-length") {
@@ -313,6 +327,11 @@ pub fn parse_response(raw: &[u8]) -> io::Result<Response> {
         headers,
         body,
     })
+}
+
+/// An answer to HEAD: the head only.
+fn parse_head_response(raw: &[u8]) -> io::Result<Response> {
+    parse_answer(raw, true)
 }
 
 fn decode_chunked(mut rest: &[u8]) -> io::Result<Vec<u8>> {
