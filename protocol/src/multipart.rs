@@ -24,7 +24,7 @@ pub fn part_unit(size: u64) -> u64 {
 /// The part number of a chunk that starts at `offset`, or none if `offset` is off the unit grid
 /// or past the last part.
 pub fn part_number(offset: u64, unit: u64) -> Option<u16> {
-    if unit == 0 || offset % unit != 0 {
+    if unit == 0 || !offset.is_multiple_of(unit) {
         return None;
     }
     let n = offset / unit + 1;
@@ -39,7 +39,7 @@ pub fn part_number(offset: u64, unit: u64) -> Option<u16> {
 pub fn is_aligned(start: u64, end: u64, total: u64, unit: u64) -> bool {
     let unit = unit.max(1);
     let stop = end.saturating_add(1);
-    start % unit == 0 && (stop % unit == 0 || stop == total)
+    start.is_multiple_of(unit) && (stop.is_multiple_of(unit) || stop == total)
 }
 
 #[cfg(test)]
@@ -90,7 +90,7 @@ mod tests {
         #[test]
         fn every_file_fits(size in 0u64..(1 << 50)) {
             let u = part_unit(size);
-            prop_assert!(u >= MIN_PART && u % MIB == 0);
+            prop_assert!(u >= MIN_PART && u.is_multiple_of(MIB));
             prop_assert!(u.saturating_mul(MAX_PARTS) >= size);
             let last = size.saturating_sub(1) / u * u;
             prop_assert!(part_number(last, u).is_some());

@@ -103,8 +103,51 @@ pub struct UploadSession {
 }
 
 impl UploadSession {
+    /// A new open session of `size` bytes at `rel_path`, nothing received yet.
+    pub fn open(
+        id: String,
+        request_hash: &str,
+        rel_path: &str,
+        size: u64,
+        client: &str,
+        now: i64,
+    ) -> Self {
+        UploadSession {
+            id,
+            request_hash: request_hash.to_owned(),
+            rel_path: rel_path.to_owned(),
+            ranges: ReceivedRanges::new(size),
+            content_type: None,
+            last_modified: None,
+            content_checked: false,
+            state: SessionState::Open,
+            final_path: None,
+            client: client.to_owned(),
+            checksum: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     pub fn size(&self) -> u64 {
         self.ranges.total_size()
+    }
+
+    /// Gives the session a new total `size`, keeping what it holds (tus `Upload-Length` told
+    /// late); refused when it already holds bytes past `size`. Both metadata stores use it.
+    pub fn resize(&mut self, size: u64, now: i64) -> Result<()> {
+        let mut ranges = ReceivedRanges::new(size);
+        for &(start, end) in self.ranges.ranges() {
+            ranges.add(start, end).map_err(|_| {
+                Error::client(
+                    ErrorCode::RangeOutsideFile,
+                    format!("{size} bytes is less than this upload already holds."),
+                )
+            })?;
+        }
+        self.ranges = ranges;
+        self.updated_at = now;
+        Ok(())
     }
 
     /// A tus partial upload (`rel_path` is [`PARTIAL_PATH`]): its bytes are joined into another
@@ -558,17 +601,7 @@ impl MetadataStore for SqliteMetadata {
             let Some(mut session) = get_session(&tx, id)? else {
                 return Ok(None);
             };
-            let mut ranges = ReceivedRanges::new(size);
-            for &(start, end) in session.ranges.ranges() {
-                ranges.add(start, end).map_err(|_| {
-                    Error::client(
-                        ErrorCode::RangeOutsideFile,
-                        format!("{size} bytes is less than this upload already holds."),
-                    )
-                })?;
-            }
-            session.ranges = ranges;
-            session.updated_at = now;
+            session.resize(size, now)?;
             tx.execute(
                 "UPDATE sessions SET ranges = ?2, size = ?3, updated_at = ?4 WHERE id = ?1",
                 params![

@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use droppr_protocol::composite::PartDigest;
 use droppr_protocol::wire::ErrorCode;
-use droppr_protocol::{ContentRange, ReceivedRanges};
+use droppr_protocol::ContentRange;
 use futures_util::{Stream, StreamExt};
 
 use crate::body::{BodyError, ChunkBody, Pace};
@@ -211,21 +211,14 @@ pub async fn open_partial(
 ) -> Result<UploadSession> {
     uploads.check_size(request, size)?;
     let now = now_secs();
-    let session = UploadSession {
-        id: auth::random_token(16)?,
-        request_hash: request.hash.clone(),
-        rel_path: PARTIAL_PATH.to_owned(),
-        ranges: ReceivedRanges::new(size),
-        content_type: None,
-        last_modified: None,
-        content_checked: false,
-        state: SessionState::Open,
-        final_path: None,
-        client: client.to_owned(),
-        checksum: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let session = UploadSession::open(
+        auth::random_token(16)?,
+        &request.hash,
+        PARTIAL_PATH,
+        size,
+        client,
+        now,
+    );
     let (store, meta, space, s) = (
         uploads.store.clone(),
         uploads.meta.clone(),

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use droppr_protocol::composite::{CompositeInput, PartDigest, Sha256Digest};
 use droppr_protocol::wire::{is_valid_request_hash, is_valid_upload_id, ErrorCode, SessionStatus};
-use droppr_protocol::{multipart, ContentRange, ReceivedRanges};
+use droppr_protocol::{multipart, ContentRange};
 use futures_util::Stream;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
@@ -223,19 +223,16 @@ impl Uploads {
         validate::check_name(&open.path, self.config.resources.allow_unportable_names)?;
         let now = now_secs();
         let session = UploadSession {
-            id: auth::random_token(16)?,
-            request_hash: request.hash.clone(),
-            rel_path: open.path.as_str().to_owned(),
-            ranges: ReceivedRanges::new(open.size),
             content_type: open.content_type,
             last_modified: open.last_modified,
-            content_checked: false,
-            state: SessionState::Open,
-            final_path: None,
-            client: client.to_owned(),
-            checksum: None,
-            created_at: now,
-            updated_at: now,
+            ..UploadSession::open(
+                auth::random_token(16)?,
+                &request.hash,
+                open.path.as_str(),
+                open.size,
+                client,
+                now,
+            )
         };
         let (store, meta, space, s) = (
             self.store.clone(),

@@ -18,7 +18,11 @@ fn original_chunk(
 ) -> Req {
     let req = server
         .req(
-            if start % 2 == 0 { "POST" } else { "PATCH" },
+            if start.is_multiple_of(2) {
+                "POST"
+            } else {
+                "PATCH"
+            },
             &upload_url(hash),
         )
         .header("X-Upload-Offset", start)

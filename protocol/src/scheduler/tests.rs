@@ -132,7 +132,7 @@ fn simulate(
             }
             _ if rng.next() % 1000 < fail_per_mille => {
                 sending.swap_remove(i);
-                let f = if rng.next() % 2 == 0 {
+                let f = if rng.next().is_multiple_of(2) {
                     Failure::Network
                 } else {
                     status_failure(503)

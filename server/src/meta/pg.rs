@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use droppr_protocol::composite::{PartDigest, Sha256Digest};
 use droppr_protocol::wire::ErrorCode;
-use droppr_protocol::ReceivedRanges;
 use postgres::{GenericClient, NoTls, Row};
 use r2d2_postgres::PostgresConnectionManager;
 
@@ -422,17 +421,7 @@ impl MetadataStore for PgMetadata {
             return Ok(None);
         };
         let mut session = session_from_row(&row)?;
-        let mut ranges = ReceivedRanges::new(size);
-        for &(start, end) in session.ranges.ranges() {
-            ranges.add(start, end).map_err(|_| {
-                Error::client(
-                    ErrorCode::RangeOutsideFile,
-                    format!("{size} bytes is less than this upload already holds."),
-                )
-            })?;
-        }
-        session.ranges = ranges;
-        session.updated_at = now;
+        session.resize(size, now)?;
         tx.execute(
             "UPDATE sessions SET ranges = $2, size = $3, updated_at = $4 WHERE id = $1",
             &[
