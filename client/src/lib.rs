@@ -163,7 +163,8 @@ pub fn upload(
     };
     let mut next_index = 0;
     let parts = Mutex::new(Vec::new());
-    for _ in 0..options.max_rounds {
+    // One more round than `max_rounds` sends chunks: the last only looks at the final status.
+    for round in 0..=options.max_rounds {
         if status.complete {
             return finished(
                 transport,
@@ -173,6 +174,9 @@ pub fn upload(
                 stats,
                 (&options.retry, &mut rng),
             );
+        }
+        if round == options.max_rounds {
+            break;
         }
         let chunks = plan(&status, options, &mut next_index)?;
         let planned: u64 = chunks.iter().map(Chunk::len).sum();
@@ -202,16 +206,6 @@ pub fn upload(
         }
         let id = status.upload_id.clone();
         status = with_retries("status", &options.retry, &mut rng, || transport.status(&id))?;
-    }
-    if status.complete {
-        return finished(
-            transport,
-            source,
-            status,
-            &parts,
-            stats,
-            (&options.retry, &mut rng),
-        );
     }
     Err(ClientError::Protocol(format!(
         "still {} bytes missing after {} rounds",

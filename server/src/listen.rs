@@ -248,7 +248,9 @@ impl Refusals {
     /// If `out` starts with a whole response head that is one of the dispatcher's empty refusals,
     /// the answer to write instead and how many bytes of `out` it stands for.
     fn replace(&self, out: &[u8]) -> Option<(ErrorCode, Vec<u8>, usize)> {
-        if !out.starts_with(b"HTTP/1.") {
+        // Every answer's head passes here: look at the status digits before parsing anything.
+        let status = out.get(..12)?;
+        if !status.starts_with(b"HTTP/1.") || !matches!(&status[9..], b"400" | b"408" | b"431") {
             return None;
         }
         let mut headers = [httparse::EMPTY_HEADER; 16];

@@ -707,7 +707,7 @@ impl MetadataStore for SqliteMetadata {
             hash,
             client,
             budget,
-            captcha_solved,
+            ..
         } = *attempt;
         let since = now - budget.window_secs;
         self.with(|c| {
@@ -718,32 +718,11 @@ impl MetadataStore for SqliteMetadata {
             tx.execute("DELETE FROM auth_failures WHERE at < ?1", [since])?;
             let mine = count_failures(&tx, hash, Some(client), since)?;
             let link = count_failures(&tx, hash, None, since)?;
-            let locked = if mine >= budget.per_client {
-                Some(time_left(
-                    &tx,
-                    hash,
-                    Some(client),
-                    mine - budget.per_client,
-                    budget.window_secs,
-                    now,
-                )?)
-            } else if link >= budget.per_link {
-                Some(time_left(
-                    &tx,
-                    hash,
-                    None,
-                    link - budget.per_link,
-                    budget.window_secs,
-                    now,
-                )?)
-            } else {
-                None
-            };
-            if let Some(retry_after) = locked {
-                return Ok(AttemptVerdict::LockedOut { retry_after });
-            }
-            if budget.captcha_after.is_some_and(|n| mine >= n) && !captcha_solved {
-                return Ok(AttemptVerdict::CaptchaRequired);
+            let refused = refusal(attempt, mine, link, |client, excess| {
+                time_left(&tx, hash, client, excess, budget.window_secs, now)
+            })?;
+            if let Some(verdict) = refused {
+                return Ok(verdict);
             }
             tx.execute(
                 "INSERT INTO auth_failures (hash, client, at) VALUES (?1, ?2, ?3)",
@@ -770,6 +749,33 @@ impl MetadataStore for SqliteMetadata {
 }
 
 /// Failures on a link since `since`, of one client or of all.
+/// The verdict on a password attempt that is refused before it is verified, given the failures
+/// counted in its window: the client's budget, then the link's, then the captcha rule. `time_left`
+/// tells how long until the failure `excess` places past the budget leaves the window (of the
+/// client, or of the link for `None`). Both metadata stores decide with it.
+pub(crate) fn refusal(
+    attempt: &PasswordAttempt<'_>,
+    mine: u32,
+    link: u32,
+    mut time_left: impl FnMut(Option<&str>, u32) -> Result<u64>,
+) -> Result<Option<AttemptVerdict>> {
+    let budget = attempt.budget;
+    let locked = if mine >= budget.per_client {
+        Some(time_left(Some(attempt.client), mine - budget.per_client)?)
+    } else if link >= budget.per_link {
+        Some(time_left(None, link - budget.per_link)?)
+    } else {
+        None
+    };
+    if let Some(retry_after) = locked {
+        return Ok(Some(AttemptVerdict::LockedOut { retry_after }));
+    }
+    if budget.captcha_after.is_some_and(|n| mine >= n) && !attempt.captcha_solved {
+        return Ok(Some(AttemptVerdict::CaptchaRequired));
+    }
+    Ok(None)
+}
+
 fn count_failures(conn: &Connection, hash: &str, client: Option<&str>, since: i64) -> Result<u32> {
     Ok(conn.query_row(
         "SELECT COUNT(*) FROM auth_failures WHERE hash = ?1 AND (?2 IS NULL OR client = ?2) AND at >= ?3",

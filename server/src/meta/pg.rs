@@ -24,8 +24,8 @@ use postgres::{GenericClient, NoTls, Row};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
-    refuse_over_caps, retry_after, AttemptVerdict, MetadataStore, PasswordAttempt, ReserveCaps,
-    SessionState, UploadRequest, UploadSession,
+    refusal, refuse_over_caps, retry_after, AttemptVerdict, MetadataStore, PasswordAttempt,
+    ReserveCaps, SessionState, UploadRequest, UploadSession,
 };
 use crate::error::{Error, Result};
 
@@ -241,6 +241,18 @@ fn count_failures(
 
 /// Seconds until enough failures have left the window for one more attempt (see the SQLite
 /// store's `time_left`).
+/// Reads a session and locks its row until the transaction ends: another instance changing the
+/// same upload waits here until this one commits, then reads what it wrote.
+fn lock_session(tx: &mut impl GenericClient, id: &str) -> Result<Option<UploadSession>> {
+    tx.query_opt(
+        &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 FOR UPDATE"),
+        &[&id],
+    )?
+    .as_ref()
+    .map(session_from_row)
+    .transpose()
+}
+
 fn time_left(
     c: &mut impl GenericClient,
     hash: &str,
@@ -370,16 +382,9 @@ impl MetadataStore for PgMetadata {
     ) -> Result<Option<UploadSession>> {
         let mut client = self.client()?;
         let mut tx = client.transaction()?;
-        // The row lock: another instance recording a range of this upload waits here until this
-        // transaction commits, then reads the ranges this one wrote.
-        let Some(row) = tx.query_opt(
-            &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 FOR UPDATE"),
-            &[&id],
-        )?
-        else {
+        let Some(mut session) = lock_session(&mut tx, id)? else {
             return Ok(None);
         };
-        let mut session = session_from_row(&row)?;
         for part in parts {
             session.ranges.add(part.start, part.end).map_err(|e| {
                 Error::Task(format!("range checked before writing was refused: {e}"))
@@ -413,14 +418,9 @@ impl MetadataStore for PgMetadata {
     fn resize_session(&self, id: &str, size: u64, now: i64) -> Result<Option<UploadSession>> {
         let mut client = self.client()?;
         let mut tx = client.transaction()?;
-        let Some(row) = tx.query_opt(
-            &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 FOR UPDATE"),
-            &[&id],
-        )?
-        else {
+        let Some(mut session) = lock_session(&mut tx, id)? else {
             return Ok(None);
         };
-        let mut session = session_from_row(&row)?;
         session.resize(size, now)?;
         tx.execute(
             "UPDATE sessions SET ranges = $2, size = $3, updated_at = $4 WHERE id = $1",
@@ -511,7 +511,7 @@ impl MetadataStore for PgMetadata {
             hash,
             client,
             budget,
-            captcha_solved,
+            ..
         } = *attempt;
         let since = now - budget.window_secs;
         let mut conn = self.client()?;
@@ -524,34 +524,12 @@ impl MetadataStore for PgMetadata {
         )?;
         let mine = count_failures(&mut tx, hash, Some(client), since)?;
         let link = count_failures(&mut tx, hash, None, since)?;
-        let locked = if mine >= budget.per_client {
-            Some(time_left(
-                &mut tx,
-                hash,
-                Some(client),
-                mine - budget.per_client,
-                budget.window_secs,
-                now,
-            )?)
-        } else if link >= budget.per_link {
-            Some(time_left(
-                &mut tx,
-                hash,
-                None,
-                link - budget.per_link,
-                budget.window_secs,
-                now,
-            )?)
-        } else {
-            None
-        };
-        if let Some(retry_after) = locked {
+        let refused = refusal(attempt, mine, link, |client, excess| {
+            time_left(&mut tx, hash, client, excess, budget.window_secs, now)
+        })?;
+        if let Some(verdict) = refused {
             tx.commit()?;
-            return Ok(AttemptVerdict::LockedOut { retry_after });
-        }
-        if budget.captcha_after.is_some_and(|n| mine >= n) && !captcha_solved {
-            tx.commit()?;
-            return Ok(AttemptVerdict::CaptchaRequired);
+            return Ok(verdict);
         }
         tx.execute(
             "INSERT INTO auth_failures (hash, client, at) VALUES ($1, $2, $3)",

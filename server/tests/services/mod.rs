@@ -212,19 +212,9 @@ impl Bucket {
     }
 
     pub fn open_multipart_keys(&self) -> Vec<String> {
-        self.runtime.block_on(async {
-            let listed = self
-                .client
-                .list_multipart_uploads()
-                .bucket(&self.name)
-                .send()
-                .await
-                .expect("ListMultipartUploads");
-            listed
-                .uploads()
-                .iter()
-                .filter_map(|u| u.key().map(str::to_owned))
-                .collect()
-        })
+        self.open_multipart_uploads()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect()
     }
 }
