@@ -1,4 +1,4 @@
-// Gathers the parts of one `npm run bench` (bench-out/{link-check,ingest,browser,run-info}.json) into
+// Gathers the parts of one `npm run bench` (bench-out/{link-check,ingest,browser,scaleout,run-info}.json) into
 // bench-out/results.json, prints the tables and the targets (../shared/DESIGN.md, issue 13) on stdout,
 // draws bench-out/chart.svg (goodput by profile and client) and writes bench-out/summary.md (the
 // tables as Markdown, for docs/BENCHMARKS.md). A part that did not run is left out.
@@ -13,6 +13,7 @@ const read = (name) => (existsSync(join(dir, name)) ? JSON.parse(readFileSync(jo
 const linkCheck = read('link-check.json');
 const ingest = read('ingest.json');
 const browser = read('browser.json');
+const scaleout = read('scaleout.json');
 const runInfo = read('run-info.json') || {};
 const MIB = 1024 * 1024;
 // The npm package's size target: 50 KB gzipped, read as 50,000 bytes.
@@ -184,6 +185,13 @@ if (ingest) {
     ingest.completions.map((c) => [`${c.size / MIB} MiB`, `${fmt(c.last_chunk_answer_ms)} ms`, `${fmt(c.baseline_chunk_answer_ms)} ms`,
       `${fmt(c.completion_overhead_ms)} ms`, `${fmt(c.server_finalize_ms)} ms`, `${fmt(c.peak_rss_bytes / MIB)} MiB`])]);
 }
+if (scaleout) {
+  sections.push([`Scale-out: 1 vs 2 instances on one PostgreSQL + SeaweedFS (mean: 1 instance ${fmt(scaleout.one_instance_mb_per_s)} MB/s, `
+    + `2 instances ${fmt(scaleout.two_instances_mb_per_s)} MB/s, ratio ${fmt(scaleout.ratio, 2)}; ${scaleout.cores} cores shared by all)`,
+  ['instances', 'MiB', 'streams', 'chunk', 'MB/s', 'time', 'completing answer', 'CPU s: instances / SeaweedFS / PostgreSQL / load gen.'],
+  scaleout.runs.map((r) => [r.instances, r.bytes / MIB, r.streams, `${r.chunk_bytes / MIB} MiB`, fmt(r.mb_per_s), `${fmt(r.seconds, 2)} s`,
+    `${fmt(r.completing_answer_ms, 0)} ms`, [r.cpu_instances_s, r.cpu_seaweedfs_s, r.cpu_postgres_s, r.cpu_client_s].map((x) => fmt(x, 2)).join(' / ')])]);
+}
 sections.push(['Targets (DESIGN.md, issue 13)', ['target', 'measured', 'status', 'note'], targets.map((t) => [t.target, t.measured, t.status, t.note])]);
 
 const out = [];
@@ -197,7 +205,7 @@ writeFileSync(join(dir, 'summary.md'), md.join('\n') + '\n');
 
 writeFileSync(join(dir, 'results.json'), JSON.stringify({
   generated: new Date().toISOString(), machine, run: runInfo, targets, speedups, browser_rows: browserRows,
-  link_check: linkCheck, ingest, browser,
+  link_check: linkCheck, ingest, browser, scaleout,
 }, null, 2) + '\n');
 
 // --- chart: one panel per profile (their rates differ a hundredfold), bars per client, the link

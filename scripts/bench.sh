@@ -7,7 +7,8 @@
 #   npm run bench                         # everything (about 10-15 minutes)
 #   npm run bench -- --quick              # smaller files and runs (about 3 minutes)
 #   npm run bench -- --with-peers         # also install rustus 0.5.10 (once, about 7 minutes) for tus-js-client
-#   npm run bench -- --only link,ingest   # some parts: link (the path self-check alone), ingest, browser
+#   npm run bench -- --only link,ingest   # some parts: link (the path self-check alone), ingest, browser, scaleout
+#   npm run bench -- --only scaleout      # ingest through 1 vs 2 instances on one PostgreSQL + SeaweedFS (~2 min)
 #   npm run bench -- --profiles P1,P2     # browser profiles (bench/profiles.json)
 # rustus is used whenever it is installed (RUSTUS_BIN, or the cache below); only --with-peers installs it.
 # Shaped profiles run over real TCP between network namespaces (bench/netpath.mjs): root, iproute2
@@ -18,7 +19,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 quick=0
 with_peers=0
-only=link,ingest,browser
+only=link,ingest,browser,scaleout
 profiles=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -35,7 +36,7 @@ say() { printf '[bench] %s\n' "$*" >&2; }
 
 out=bench-out
 mkdir -p "$out"
-rm -f "$out"/{link-check,ingest,browser,results}.json
+rm -f "$out"/{link-check,ingest,browser,scaleout,results}.json
 printf '{"started": "%s", "loadavg_start": "%s", "quick": %s, "with_peers": %s}\n' \
   "$(date -u +%FT%TZ)" "$(cut -d' ' -f1-3 /proc/loadavg)" \
   "$([ $quick = 1 ] && echo true || echo false)" "$([ $with_peers = 1 ] && echo true || echo false)" >"$out/run-info.json"
@@ -87,6 +88,24 @@ if want ingest; then
   ingest_args=(ingest --server-bin "$server_bin" --work-dir "$out/ingest-data" --out "$out/ingest.json")
   [ $quick = 1 ] && ingest_args+=(--quick)
   "$bench_bin" "${ingest_args[@]}"
+fi
+
+if want scaleout; then
+  # Real PostgreSQL and SeaweedFS on loopback (scripts/services.sh), stopped by PID on any exit.
+  say "scale-out: ingest through 1 and 2 instances on one PostgreSQL and one SeaweedFS"
+  bash scripts/bootstrap.sh services
+  services_dir=$(mktemp -d -t droppr-bench-services.XXXXXX)
+  trap 'bash scripts/services.sh stop "$services_dir"; rm -rf "$services_dir"' EXIT
+  service_vars=$(bash scripts/services.sh start "$services_dir" all)
+  eval "$service_vars"
+  scaleout_args=(scaleout --server-bin "$server_bin" --work-dir "$out/scaleout-data" --out "$out/scaleout.json"
+    --database "$DROPPR_TEST_DATABASE" --store "s3://$DROPPR_TEST_S3_BUCKET?endpoint=$DROPPR_TEST_S3_ENDPOINT"
+    --services-dir "$services_dir")
+  [ $quick = 1 ] && scaleout_args+=(--mib 160 --rounds 1)
+  "$bench_bin" "${scaleout_args[@]}"
+  bash scripts/services.sh stop "$services_dir"
+  rm -rf "$services_dir"
+  trap - EXIT
 fi
 
 if want browser; then

@@ -147,7 +147,7 @@ fn mib(bytes: Option<u64>) -> f64 {
 }
 
 /// Chunk bytes that no layer could compress (xorshift).
-fn chunk_data(len: u64) -> Result<Bytes> {
+pub(crate) fn chunk_data(len: u64) -> Result<Bytes> {
     let len = usize::try_from(len).map_err(|_| BenchError::Usage("chunk too large".into()))?;
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut out = Vec::with_capacity(len + 8);

@@ -1,6 +1,7 @@
 //! `droppr-bench`: the Rust half of `npm run bench` (scripts/bench.sh runs the whole).
 //!
 //! - `ingest`: the server ingest benchmark against the real release server.
+//! - `scaleout`: ingest through one instance and through two sharing PostgreSQL and an S3 store.
 //! - `path`, `path-sink`, `path-probe`: the emulated path between two network namespaces (real
 //!   kernel TCP end to end) and its self-check; `bench/netpath.mjs` sets them up.
 //!
@@ -10,6 +11,7 @@
 mod http;
 mod ingest;
 mod path;
+mod scaleout;
 mod server;
 
 use std::net::SocketAddr;
@@ -93,6 +95,37 @@ enum Cmd {
         /// Upload sizes of the completion runs, in MiB (default 1024,4096; quick: 1024).
         #[arg(long)]
         completion_mib: Option<String>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Ingest through 1 and 2 instances sharing one PostgreSQL and one S3 store (scripts/bench.sh
+    /// starts them with scripts/services.sh; credentials from the AWS_* variables).
+    Scaleout {
+        #[arg(long, default_value = "target/release/droppr-server")]
+        server_bin: PathBuf,
+        /// Scratch directory for the instances' data directories (removed after).
+        #[arg(long, default_value = "bench-out/scaleout-data")]
+        work_dir: PathBuf,
+        /// The shared metadata database, `postgres://...`.
+        #[arg(long)]
+        database: String,
+        /// The shared store, `s3://BUCKET?endpoint=URL` (each run adds its own `&prefix=`).
+        #[arg(long)]
+        store: String,
+        /// scripts/services.sh's folder, to count SeaweedFS's and PostgreSQL's CPU seconds.
+        #[arg(long)]
+        services_dir: Option<PathBuf>,
+        /// MiB per run (split over one upload per 4 streams).
+        #[arg(long, default_value_t = 320)]
+        mib: u64,
+        #[arg(long, default_value_t = 8)]
+        streams: usize,
+        /// Chunk length in the units the session announces (5 MiB for these sizes).
+        #[arg(long, default_value_t = 2)]
+        chunk_units: u64,
+        /// Runs of each instance count, alternated 1, 2, 2, 1, ...
+        #[arg(long, default_value_t = 4)]
+        rounds: usize,
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -227,6 +260,40 @@ async fn run(cli: Cli) -> Result<()> {
                 chunk: 8 * MIB,
             };
             let report = ingest::run(&plan).await;
+            let _ = std::fs::remove_dir(&work_dir);
+            write_json(out.as_deref(), &report?)
+        }
+        Cmd::Scaleout {
+            server_bin,
+            work_dir,
+            database,
+            store,
+            services_dir,
+            mib,
+            streams,
+            chunk_units,
+            rounds,
+            out,
+        } => {
+            if streams == 0 || mib == 0 || rounds == 0 {
+                return Err(BenchError::Usage(
+                    "--streams, --mib and --rounds must be positive".into(),
+                ));
+            }
+            let plan = scaleout::ScaleoutPlan {
+                server_bin,
+                work_dir: work_dir.clone(),
+                database,
+                store,
+                services_dir,
+                run_bytes: mib * MIB,
+                streams,
+                chunk_units,
+                order: (0..rounds)
+                    .flat_map(|r| if r % 2 == 0 { [1, 2] } else { [2, 1] })
+                    .collect(),
+            };
+            let report = scaleout::run(&plan).await;
             let _ = std::fs::remove_dir(&work_dir);
             write_json(out.as_deref(), &report?)
         }

@@ -19,10 +19,21 @@ pub struct ServerProcess {
 
 /// Creates an upload link that takes any file; returns its hash.
 pub fn create_link(bin: &Path, data_dir: &Path, folder: &str) -> Result<String> {
+    create_link_with(bin, data_dir, folder, &[])
+}
+
+/// [`create_link`] with more `request create` flags (e.g. `--database URL`).
+pub fn create_link_with(
+    bin: &Path,
+    data_dir: &Path,
+    folder: &str,
+    extra: &[&str],
+) -> Result<String> {
     let out = Command::new(bin)
         .args(["request", "create", "--folder", folder, "--extensions", "*"])
         .arg("--data-dir")
         .arg(data_dir)
+        .args(extra)
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {
