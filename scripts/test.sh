@@ -50,6 +50,9 @@ if [ -f scripts/test-types.sh ]; then
 fi
 if [ -f scripts/test-e2e.sh ]; then
   # Includes e2e/faulty-network.test.mjs (~10 s) and e2e/kill-loop.test.mjs (20 SIGKILLs, ~40 s).
+  # And e2e/scaleout.test.mjs (issue 11, ~13 s): the page's wasm uploader through a balancer alternating two
+  # instances on one PostgreSQL and one SeaweedFS (started by the test through scripts/services.sh and stopped by
+  # PID, even on failure), every chunk on the announced alignment; then the file store with an odd unit.
   # Every page is served the npm package as it ships (scripts/pack-package.sh: `npm pack`, unpacked;
   # with the Vite and webpack builds of e2e/package-app from the tarball, ~5 s warm, ~15 s cold), and
   # e2e/package.test.mjs (~7 s) checks the lazy .wasm load and uploads from those apps.
