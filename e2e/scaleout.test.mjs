@@ -15,18 +15,33 @@ import { startAlternatingProxy } from './support/balancer.mjs';
 import { launch, newPage, unexpectedProblems } from './support/browser.mjs';
 import { MiB, makeFile, sha256File } from './support/files.mjs';
 import {
-  createLink, objectDigest, removeDir, scratch, startInstance, startServices,
+  createLink, objectDigest, removeDir, scratch, startInstance, startServices, stopServices,
 } from './support/instances.mjs';
 import { pickFiles, waitForState } from './support/page.mjs';
 
 let browser;
 const cleanups = [];
+let cleaning = null;
+/**
+ * Last started, first stopped: the balancer, the instances, then the services and folders. One run
+ * at a time: a signal and the `after` hook may both ask, and must not race (the folder removed
+ * before the services in it are stopped would leave them running).
+ */
+function cleanUp() {
+  cleaning ??= (async () => {
+    while (cleanups.length) await cleanups.pop()().catch((e) => console.error('[scaleout] cleanup:', e));
+  })().finally(() => { cleaning = null; });
+  return cleaning;
+}
 before(async () => { browser = await launch(); });
 after(async () => {
-  // Last started, first stopped: the balancer, the instances, then the services and folders.
-  for (const cleanup of cleanups.reverse()) await cleanup().catch((e) => console.error('[scaleout] cleanup:', e));
+  await cleanUp();
   await browser?.close();
 });
+// Interrupted (Ctrl-C, a runner's timeout): the services and instances are still stopped by PID.
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => { cleanUp().finally(() => process.exit(130)); });
+}
 
 /** The S3 rule of protocol/src/multipart.rs, written out again: at least 5 MiB and size/10,000, whole MiB. */
 function s3Unit(size) {
@@ -93,8 +108,9 @@ function assertAlignedCover(chunks, size, unit) {
 test('the wasm uploader uploads through two instances on one PostgreSQL and one SeaweedFS, every chunk on the announced alignment', async () => {
   const servicesDir = await scratch('services');
   cleanups.push(() => removeDir(servicesDir));
+  // Registered first: an interruption during the start still stops whatever had started.
+  cleanups.push(() => stopServices(servicesDir));
   const services = await startServices(servicesDir);
-  cleanups.push(() => services.stop());
   const prefix = 'e2e-twoinst';
   const shared = ['--database', services.database, '--store', services.storeUrl(prefix)];
   const dataDirs = [await scratch('a'), await scratch('b')];

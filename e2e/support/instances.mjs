@@ -29,17 +29,39 @@ export function scratch(name) {
   return mkdtemp(path.join(os.tmpdir(), `twoinst-${name}-`));
 }
 
+/** The `services.sh start` child of each folder while it runs. */
+const starting = new Map();
+
+/**
+ * Stops what `startServices(dir)` started (by the PIDs in `dir`) and removes its data; harmless when
+ * nothing runs, so it can be registered before the start.
+ */
+export async function stopServices(dir) {
+  const start = starting.get(dir);
+  if (start && start.exitCode === null && start.signalCode === null) {
+    // Interrupted while starting: end the start script first, so it starts nothing more.
+    const ended = new Promise((resolve) => start.once('exit', resolve));
+    start.kill('SIGTERM');
+    await ended;
+  }
+  await run('bash', [SERVICES, 'stop', dir]).catch(() => {});
+}
+
 /**
  * PostgreSQL and SeaweedFS in `dir` (scripts/services.sh start DIR all). Returns the variables the
- * script printed plus `stop()`, which stops both by their PIDs and removes their data; a start that
- * fails stops what it had started before throwing.
+ * script printed plus `stop()` ([`stopServices`]); a start that fails stops what it had started
+ * before throwing.
  */
 export async function startServices(dir) {
   let out;
+  const started = run('bash', [SERVICES, 'start', dir, 'all'], { maxBuffer: 1 << 20 });
+  starting.set(dir, started.child);
   try {
-    ({ stdout: out } = await run('bash', [SERVICES, 'start', dir, 'all'], { maxBuffer: 1 << 20 }));
+    ({ stdout: out } = await started);
   } catch (error) {
     throw new Error(`scripts/services.sh start failed (run scripts/bootstrap.sh services first): ${error.stderr || error.message}`);
+  } finally {
+    starting.delete(dir);
   }
   const vars = Object.fromEntries(
     out.split('\n').map((l) => /^export ([A-Z0-9_]+)=(.*)$/.exec(l)).filter(Boolean).map((m) => [m[1], m[2]]),
@@ -60,7 +82,7 @@ export async function startServices(dir) {
       AWS_SECRET_ACCESS_KEY: vars.AWS_SECRET_ACCESS_KEY,
       AWS_REGION: vars.AWS_REGION,
     }),
-    stop: () => run('bash', [SERVICES, 'stop', dir]).catch(() => {}),
+    stop: () => stopServices(dir),
   };
 }
 
