@@ -198,7 +198,7 @@ export type ServerErrorCode =
   | 'bad-body' | 'duplicate-header' | 'body-cut-short' | 'password-required' | 'wrong-password'
   | 'unauthorized' | 'captcha-required' | 'captcha-invalid' | 'admin-disabled' | 'request-not-found'
   | 'session-not-found' | 'not-found' | 'method-not-allowed' | 'session-not-initialised'
-  | 'session-conflict' | 'path-conflict' | 'upload-failed' | 'body-timeout' | 'request-expired'
+  | 'upload-id-taken' | 'session-conflict' | 'path-conflict' | 'upload-failed' | 'body-timeout' | 'request-expired'
   | 'length-required' | 'file-too-large' | 'chunk-too-large' | 'body-too-large' | 'type-not-allowed'
   | 'content-mismatch' | 'locked-out' | 'rate-limited' | 'internal' | 'unavailable'
   | 'insufficient-storage' | 'quota-exceeded' | 'bad-head' | 'head-timeout' | 'head-too-large'
