@@ -77,11 +77,18 @@ async function uploadThroughPage(baseUrl, hash, file) {
     await page.locator('#link-status[data-tone="ok"]').waitFor();
     await page.locator('#choose-button:enabled').waitFor();
     await pickFiles(page, [file.path]);
-    const done = await waitForState(page, file.name, 'done', 180000);
+    const done = await waitForState(page, file.name, 'done', 120000);
     return { done, problems: unexpectedProblems(problems) };
   } finally {
     await context.close();
   }
+}
+
+/** For a failure's message: every chunk request and its answer, and the instances' last words. */
+function whatHappened(balancer, instances) {
+  const chunks = balancer.chunks.map((c) => `${c.start}-${c.end} on ${c.instance}: ${c.status ?? 'no answer'}${c.ms === null ? '' : ` in ${c.ms} ms`}`);
+  const logs = instances.map((i, n) => `instance ${n} log:\n${i.log().split('\n').slice(-8).join('\n')}`);
+  return [`chunk requests: ${chunks.join('; ')}`, ...logs].join('\n');
 }
 
 /**
@@ -131,7 +138,9 @@ test('the wasm uploader uploads through two instances on one PostgreSQL and one 
   // for the file's tail, several in flight at once.
   const file = await makeFile('scaleout-two-instances.bin', 120 * MiB + 12345);
   const started = Date.now();
-  const { done, problems } = await uploadThroughPage(balancer.url, link.hash, file);
+  const { done, problems } = await uploadThroughPage(balancer.url, link.hash, file).catch((error) => {
+    throw new Error(`${error.message}\n${whatHappened(balancer, instances)}`);
+  });
   const seconds = (Date.now() - started) / 1000;
 
   // The page reports the completion.

@@ -16,7 +16,9 @@
 # PostgreSQL refuses to run as root, so as root it runs as the `postgres` user the package creates;
 # its data folder is DIR/pg, made for speed (fsync off: test data only). SeaweedFS runs
 # `weed server -s3` (master, volume, filer and S3 gateway in one process) with every port chosen
-# free, data in DIR/weed. Figures on this machine: install 12 s (the PyPI wheel; PostgreSQL was
+# free, data in DIR/weed. Its volumes turn read-only below `-volume.minFreeSpace` of free disk
+# (default 1 %: 2.5 GB on a 252 GB disk shared by several builds), and then every write to the S3
+# gateway hangs instead of failing; test data needs far less, so the margin is 256 MiB. Figures on this machine: install 12 s (the PyPI wheel; PostgreSQL was
 # present), start 5-7 s for both (PostgreSQL 1.8 s, SeaweedFS 3.4 s until a volume server has
 # joined), stop 1.3 s (SeaweedFS needs 10-15 s to stop gracefully, so it gets 1 s, then SIGKILL).
 set -euo pipefail
@@ -112,6 +114,7 @@ start_s3() {
   "$WEED" server -dir="$dir/weed/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -master.port="${p[0]}" -master.port.grpc="${p[1]}" -master.volumeSizeLimitMB=64 \
     -volume.port="${p[2]}" -volume.port.grpc="${p[3]}" -volume.max=0 -volume.preStopSeconds=0 \
+    -volume.minFreeSpace=256MiB \
     -filer -filer.port="${p[4]}" -filer.port.grpc="${p[5]}" \
     -s3 -s3.port="${p[6]}" -s3.port.grpc="${p[7]}" -s3.port.iceberg=0 -s3.port.lance=0 \
     -s3.config="$dir/weed/s3.json" -iam=false \
