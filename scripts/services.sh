@@ -18,9 +18,10 @@
 # `weed server -s3` (master, volume, filer and S3 gateway in one process) with every port chosen
 # free, data in DIR/weed. Its volumes turn read-only below `-volume.minFreeSpace` of free disk
 # (default 1 %: 2.5 GB on a 252 GB disk shared by several builds), and then every write to the S3
-# gateway hangs instead of failing; test data needs far less, so the margin is 256 MiB. Figures on this machine: install 12 s (the PyPI wheel; PostgreSQL was
-# present), start 5-7 s for both (PostgreSQL 1.8 s, SeaweedFS 3.4 s until a volume server has
-# joined), stop 1.3 s (SeaweedFS needs 10-15 s to stop gracefully, so it gets 1 s, then SIGKILL).
+# gateway hangs instead of failing; test data needs far less, so the margin is 256 MiB. Figures
+# on this machine: install 12 s (the PyPI wheel; PostgreSQL was present), start 5-7 s for both
+# (PostgreSQL 1.8 s, SeaweedFS 3.4 s until a volume server has joined), stop 1.3 s (SeaweedFS
+# needs 10-15 s to stop gracefully, so it gets 1 s, then SIGKILL).
 set -euo pipefail
 
 SEAWEEDFS_VERSION=4.48
