@@ -22,6 +22,19 @@ fn layout() -> ChunkLayout {
     }
 }
 
+/// Bytes with no period (a misplaced range cannot match by chance).
+fn noise(len: u64, seed: u8) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(seed);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
 fn bytes(len: u64, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| u8::try_from((i * 31 + u64::from(seed)) % 251).unwrap_or(0))
@@ -138,4 +151,112 @@ fn multipart_parts_from_two_instances_complete_into_the_file() {
     assert!(a.list().expect("list").is_empty());
     let gone = a.writer("upload-three").expect_err("no upload");
     assert_eq!(gone.kind(), ErrorKind::NotFound);
+}
+
+/// tus concatenation inside the store (`ByteStore::join`): four partials, one of them smaller
+/// than a part may be, are laid into a final upload by UploadPartCopy ranges (SeaweedFS copies
+/// the ranges; only the 5 MiB units that straddle two partials are read and sent again), and the
+/// object is their concatenation byte for byte. With the copy part lowered to 5 MiB, completion
+/// copies the object in UploadPartCopy parts instead of one CopyObject (the path of files over
+/// 5 GiB). A partial joined unfinished has its received prefix copied, and its remaining bytes
+/// are written straight into the final upload's parts.
+#[test]
+fn partials_join_inside_the_store_and_large_objects_copy_in_parts() {
+    let services = Services::start(Needs::S3);
+    for name in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+        std::env::set_var(name, services.var(name));
+    }
+    let mut location = S3Location::parse(&services.store_url("join")).expect("a --store URL");
+    location.copy_part = 5 * MIB;
+    let store = S3ByteStore::open(&location, layout()).expect("store");
+    let bucket = Bucket::new(&services);
+    let put = |id: &str, data: &[u8], upto: usize| {
+        let unit = usize::try_from(store.layout_for(data.len() as u64).alignment).expect("small");
+        // One chunk per unit, the last ones first.
+        let mut starts: Vec<usize> = (0..upto).step_by(unit).collect();
+        starts.reverse();
+        for start in starts {
+            let w = store.writer(id).expect("writer");
+            let end = (start + unit).min(upto);
+            w.write_at(start as u64, &data[start..end]).expect("write");
+            w.sync().expect("sync");
+        }
+    };
+
+    let lens = [7 * MIB + 11, 100, 10 * MIB, 6 * MIB + 5];
+    let mut whole = Vec::new();
+    let mut partials = Vec::new();
+    for (i, len) in lens.iter().enumerate() {
+        let id = format!("partial-{i}");
+        let data = noise(*len, u8::try_from(i).expect("small") + 40);
+        store.create(&id, *len).expect("create");
+        put(&id, &data, data.len());
+        whole.extend_from_slice(&data);
+        partials.push((id, *len));
+    }
+    let total = whole.len() as u64;
+    store.create("final-one", total).expect("create");
+    store.join("final-one", 0, &partials).expect("join");
+    assert_eq!(
+        store.read_at("final-one", 0, 64).expect("head"),
+        &whole[..64]
+    );
+    let path = RelPath::parse("joined.bin").expect("a path");
+    assert_eq!(
+        store.finalize("final-one", "tus", &path).expect("finalize"),
+        "joined.bin"
+    );
+    assert!(
+        bucket.object("join/files/tus/joined.bin") == whole,
+        "the joined object differs from the partials"
+    );
+    for (id, _) in &partials {
+        store.discard(id).expect("discard");
+    }
+    store.discard("final-one").expect("discard");
+    assert!(bucket.open_multipart_keys().is_empty());
+    assert!(store.list().expect("list").is_empty());
+
+    // concatenation-unfinished: the first partial is finished, the second holds one unit of its
+    // three; its received unit is copied into place and its other units go straight into the
+    // final upload.
+    let first = noise(5 * MIB, 50);
+    let second = noise(12 * MIB + 9, 51);
+    store.create("early", first.len() as u64).expect("create");
+    put("early", &first, first.len());
+    store.create("late", second.len() as u64).expect("create");
+    put("late", &second, 5 * MIB as usize);
+    let total = (first.len() + second.len()) as u64;
+    store.create("final-two", total).expect("create");
+    store
+        .join(
+            "final-two",
+            0,
+            &[
+                ("early".into(), first.len() as u64),
+                ("late".into(), 5 * MIB),
+            ],
+        )
+        .expect("join");
+    let w = store.writer("final-two").expect("writer");
+    let base = first.len() as u64;
+    w.write_at(base + 5 * MIB, &second[5 * MIB as usize..])
+        .expect("write");
+    w.sync().expect("the rest of the partial lands in place");
+    let path = RelPath::parse("unfinished.bin").expect("a path");
+    store.finalize("final-two", "tus", &path).expect("finalize");
+    let mut want = first.clone();
+    want.extend_from_slice(&second);
+    assert!(
+        bucket.object("join/files/tus/unfinished.bin") == want,
+        "the object differs from the partials"
+    );
+    // A span off the final upload's grid is refused before anything is copied.
+    store.create("odd", 3).expect("create");
+    put("odd", b"abc", 3);
+    store.create("final-three", 20 * MIB).expect("create");
+    let e = store
+        .join("final-three", MIB, &[("odd".into(), 3)])
+        .expect_err("off the grid");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
 }

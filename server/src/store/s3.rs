@@ -42,6 +42,10 @@ use crate::validate::RelPath;
 const HEAD_LEN: usize = 4096;
 /// Metadata key naming the upload a finished object came from (finalize finds its own result).
 const UPLOAD_META: &str = "droppr-upload";
+/// The largest part (and the largest object CopyObject copies): S3's limit, 5 GiB.
+pub const MAX_COPY_PART: u64 = 5 << 30;
+/// Parts made inside the store at once (UploadPartCopy, or a gathered unit).
+const PARTS_AT_ONCE: usize = 4;
 
 /// Where the store lives: `s3://BUCKET?endpoint=URL&region=NAME&prefix=PATH`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +56,9 @@ pub struct S3Location {
     pub region: String,
     /// Key prefix of everything the store writes (empty, or ending in `/`).
     pub prefix: String,
+    /// Objects larger than this are copied in parts of this size (UploadPartCopy) instead of one
+    /// CopyObject: S3's 5 GiB limit, lowered by tests (`--test-s3-copy-part`).
+    pub copy_part: u64,
 }
 
 impl S3Location {
@@ -70,6 +77,7 @@ impl S3Location {
             endpoint: None,
             region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
             prefix: String::new(),
+            copy_part: MAX_COPY_PART,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -110,6 +118,8 @@ struct Inner {
     prefix: String,
     /// The configured chunk sizes; each upload's are fitted to its unit ([`ByteStore::layout_for`]).
     layout: ChunkLayout,
+    /// [`S3Location::copy_part`].
+    copy_part: u64,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -131,11 +141,16 @@ impl Drop for Inner {
     }
 }
 
-/// The parts that make up the file, in order: each starts where the previous one ended. A part
+/// The parts that make up the first `want` bytes of a file of `size` bytes (all of it, or the
+/// received prefix of a tus partial), in order: each starts where the previous one ended. A part
 /// whose bytes reached S3 but whose range was never recorded (the server crashed in between) may
 /// have been covered since by a longer part with a lower number: it starts inside that part and
-/// is left out, or the object would hold its bytes twice.
-fn file_parts(parts: Vec<(i32, String, u64, i64)>, size: u64) -> io::Result<Vec<CompletedPart>> {
+/// is left out, or the object would hold its bytes twice. Parts past `want` are left out too.
+fn file_parts(
+    parts: Vec<(i32, String, u64, i64)>,
+    size: u64,
+    want: u64,
+) -> io::Result<Vec<CompletedPart>> {
     let unit = multipart::part_unit(size);
     let mut next = 0u64;
     let mut chain = Vec::new();
@@ -143,7 +158,7 @@ fn file_parts(parts: Vec<(i32, String, u64, i64)>, size: u64) -> io::Result<Vec<
         let start = u64::try_from(number - 1)
             .unwrap_or(u64::MAX)
             .saturating_mul(unit);
-        if start == next && len > 0 {
+        if start == next && next < want && len > 0 {
             next = start.saturating_add(len);
             chain.push(
                 CompletedPart::builder()
@@ -153,12 +168,97 @@ fn file_parts(parts: Vec<(i32, String, u64, i64)>, size: u64) -> io::Result<Vec<
             );
         }
     }
-    if next != size {
+    if next < want || (want == size && next != size) {
         return Err(io::Error::other(format!(
-            "the parts in S3 cover {next} of {size} bytes"
+            "the parts in S3 cover {next} of {want} bytes"
         )));
     }
     Ok(chain)
+}
+
+/// Where the bytes of one part made inside the store come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PartSource {
+    /// UploadPartCopy of bytes `first..=last` of object `key`: no byte passes through the server.
+    Copy { key: String, first: u64, last: u64 },
+    /// Ranges `(key, first, last)` of several objects, read and sent as one part: the grid unit
+    /// that straddles the end of one source and the start of the next (at most one unit).
+    Gather(Vec<(String, u64, u64)>),
+}
+
+/// A part to make: its number and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PlannedPart {
+    number: i32,
+    source: PartSource,
+}
+
+/// The parts that lay `sources` (object key, length) one after the other from offset `at` of a
+/// multipart upload of `size` bytes on the `unit` grid (part `n` starts at `(n - 1) * unit`), as
+/// completion expects them. Every whole unit inside one source is copied inside the store, in
+/// parts of at most `max_copy` bytes; only a unit that straddles two sources (or more, when they
+/// are small) is read and sent again, so at most one unit per source boundary passes through
+/// memory. `at` must be on the grid, and the end too unless it ends the file.
+fn plan_parts(
+    at: u64,
+    sources: &[(String, u64)],
+    size: u64,
+    unit: u64,
+    max_copy: u64,
+) -> io::Result<Vec<PlannedPart>> {
+    let mut spans = Vec::new();
+    let mut end = at;
+    for (key, len) in sources.iter().filter(|(_, len)| *len > 0) {
+        spans.push((end, end + len, key.as_str()));
+        end += len;
+    }
+    if unit == 0
+        || !at.is_multiple_of(unit)
+        || end > size
+        || (end != size && !end.is_multiple_of(unit))
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bytes {at}..{end} of {size} are off the {unit}-byte part grid"),
+        ));
+    }
+    let max_copy = (max_copy / unit).max(1) * unit;
+    let mut parts = Vec::new();
+    let (mut pos, mut j) = (at, 0);
+    while pos < end {
+        while spans[j].1 <= pos {
+            j += 1;
+        }
+        let number = multipart::part_number(pos, unit).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "more parts than S3 allows")
+        })?;
+        let (start, stop, key) = spans[j];
+        // A copy reaches the last grid point inside this source (or the end of what is laid).
+        let reach = if stop == end { end } else { stop / unit * unit };
+        let (source, next) = if reach > pos {
+            let next = reach.min(pos + max_copy);
+            let copy = PartSource::Copy {
+                key: key.to_owned(),
+                first: pos - start,
+                last: next - start - 1,
+            };
+            (copy, next)
+        } else {
+            let next = (pos + unit).min(end);
+            let pieces = spans[j..]
+                .iter()
+                .take_while(|(s, _, _)| *s < next)
+                .map(|&(s, e, k)| (k.to_owned(), pos.max(s) - s, next.min(e) - s - 1))
+                .collect();
+            (PartSource::Gather(pieces), next)
+        };
+        parts.push(PlannedPart {
+            number: i32::from(number),
+            source,
+        });
+        pos = next;
+    }
+    Ok(parts)
 }
 
 /// An upload's open multipart upload.
@@ -220,6 +320,7 @@ impl S3ByteStore {
             bucket: location.bucket.clone(),
             prefix: location.prefix.clone(),
             layout,
+            copy_part: location.copy_part.clamp(multipart::MIN_PART, MAX_COPY_PART),
             runtime: Some(runtime),
         };
         // From its own thread: the caller may be driving a runtime already.
@@ -365,13 +466,29 @@ impl Inner {
                 .completed(upload_id)?
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no multipart upload"));
         };
-        let parts = file_parts(self.parts(&key, &multipart_id)?, size)?;
+        let parts = file_parts(self.parts(&key, &multipart_id)?, size, size)?;
+        if self.finish_multipart(&key, &multipart_id, parts)? {
+            return Ok(key);
+        }
+        // Another instance completed it in the meantime (both recorded a last range).
+        self.completed(upload_id)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no multipart upload"))
+    }
+
+    /// Completes a multipart upload with `parts`. False if it was gone (completed or aborted by
+    /// another instance meanwhile).
+    fn finish_multipart(
+        &self,
+        key: &str,
+        multipart_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> io::Result<bool> {
         let completed = self.block(
             self.client
                 .complete_multipart_upload()
                 .bucket(&self.bucket)
-                .key(&key)
-                .upload_id(&multipart_id)
+                .key(key)
+                .upload_id(multipart_id)
                 .multipart_upload(
                     CompletedMultipartUpload::builder()
                         .set_parts(Some(parts))
@@ -380,12 +497,184 @@ impl Inner {
                 .send(),
         );
         match completed {
-            Ok(_) => Ok(key),
-            // Another instance completed it in the meantime (both recorded a last range).
-            Err(e) if e.code() == Some("NoSuchUpload") => self
-                .completed(upload_id)?
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no multipart upload")),
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("NoSuchUpload") => Ok(false),
             Err(e) => Err(s3_error("CompleteMultipartUpload", e)),
+        }
+    }
+
+    /// The object that holds the first `len` bytes of upload `upload_id` (a tus partial whose
+    /// bytes are to be copied): its multipart upload is completed with the parts that cover them
+    /// (S3 cannot copy from a part), or was completed by an earlier attempt.
+    fn seal(&self, upload_id: &str, len: u64) -> io::Result<String> {
+        if let Some(Staged {
+            key,
+            multipart_id,
+            size,
+            ..
+        }) = self.find(upload_id)?
+        {
+            let parts = file_parts(self.parts(&key, &multipart_id)?, size, len)?;
+            if self.finish_multipart(&key, &multipart_id, parts)? {
+                return Ok(key);
+            }
+        }
+        self.completed(upload_id)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no multipart upload"))
+    }
+
+    /// Bytes `first..=last` of object `key`.
+    async fn get_range(&self, key: &str, first: u64, last: u64) -> io::Result<Vec<u8>> {
+        let object = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={first}-{last}"))
+            .send()
+            .await
+            .map_err(|e| s3_error("GetObject", e))?;
+        let bytes = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| io::Error::other(format!("S3 GetObject body: {e}")))?
+            .into_bytes();
+        if bytes.len() as u64 != last - first + 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{key} holds fewer bytes than {first}-{last}"),
+            ));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Makes one planned part of multipart upload `multipart_id` at `key`.
+    async fn make_part(
+        &self,
+        key: &str,
+        multipart_id: &str,
+        part: PlannedPart,
+    ) -> io::Result<CompletedPart> {
+        let tag = match part.source {
+            PartSource::Copy {
+                key: from,
+                first,
+                last,
+            } => self
+                .client
+                .upload_part_copy()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(multipart_id)
+                .part_number(part.number)
+                .copy_source(format!("{}/{from}", self.bucket))
+                .copy_source_range(format!("bytes={first}-{last}"))
+                .send()
+                .await
+                .map_err(|e| s3_error("UploadPartCopy", e))?
+                .copy_part_result()
+                .and_then(|r| r.e_tag())
+                .map(str::to_owned),
+            PartSource::Gather(pieces) => {
+                let mut bytes = Vec::new();
+                for (from, first, last) in pieces {
+                    bytes.extend(self.get_range(&from, first, last).await?);
+                }
+                self.client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(multipart_id)
+                    .part_number(part.number)
+                    .body(ByteStream::from(bytes))
+                    .send()
+                    .await
+                    .map_err(|e| s3_error("UploadPart", e))?
+                    .e_tag()
+                    .map(str::to_owned)
+            }
+        };
+        let tag = tag.ok_or_else(|| io::Error::other("S3 answered a part without an ETag"))?;
+        Ok(CompletedPart::builder()
+            .part_number(part.number)
+            .e_tag(tag)
+            .build())
+    }
+
+    /// Makes the planned parts, a few at once; returns them in part order.
+    fn make_parts(
+        &self,
+        key: &str,
+        multipart_id: &str,
+        planned: Vec<PlannedPart>,
+    ) -> io::Result<Vec<CompletedPart>> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let mut made: Vec<CompletedPart> = self.block(
+            futures_util::stream::iter(planned)
+                .map(|part| self.make_part(key, multipart_id, part))
+                .buffer_unordered(PARTS_AT_ONCE)
+                .try_collect(),
+        )?;
+        made.sort_by_key(|p| p.part_number());
+        Ok(made)
+    }
+
+    /// Copies object `from` (`size` bytes) to `to`, its metadata naming `upload_id`: one
+    /// CopyObject up to [`Inner::copy_part`], a multipart copy (UploadPartCopy ranges) above.
+    /// Either way no byte passes through the server.
+    fn copy(&self, from: &str, size: u64, to: &str, upload_id: &str) -> io::Result<()> {
+        if size <= self.copy_part {
+            self.block(
+                self.client
+                    .copy_object()
+                    .bucket(&self.bucket)
+                    .key(to)
+                    .copy_source(format!("{}/{from}", self.bucket))
+                    .metadata_directive(MetadataDirective::Replace)
+                    .metadata(UPLOAD_META, upload_id)
+                    .send(),
+            )
+            .map_err(|e| s3_error("CopyObject", e))?;
+            return Ok(());
+        }
+        let created = self
+            .block(
+                self.client
+                    .create_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(to)
+                    .metadata(UPLOAD_META, upload_id)
+                    .send(),
+            )
+            .map_err(|e| s3_error("CreateMultipartUpload", e))?;
+        let multipart_id = created
+            .upload_id()
+            .ok_or_else(|| io::Error::other("S3 answered no multipart upload id"))?;
+        let copied = plan_parts(
+            0,
+            &[(from.to_owned(), size)],
+            size,
+            self.copy_part,
+            self.copy_part,
+        )
+        .and_then(|planned| self.make_parts(to, multipart_id, planned))
+        .and_then(|parts| self.finish_multipart(to, multipart_id, parts));
+        match copied {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(io::Error::other("the multipart copy was aborted")),
+            Err(e) => {
+                // Leave no half-made copy behind (the next attempt begins another).
+                let _ = self.block(
+                    self.client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(to)
+                        .upload_id(multipart_id)
+                        .send(),
+                );
+                Err(e)
+            }
         }
     }
 
@@ -591,17 +880,11 @@ impl ByteStore for S3ByteStore {
                     ))
                 }
                 (None, Some(staging)) => {
-                    s.block(
-                        s.client
-                            .copy_object()
-                            .bucket(&s.bucket)
-                            .key(&key)
-                            .copy_source(format!("{}/{staging}", s.bucket))
-                            .metadata_directive(MetadataDirective::Replace)
-                            .metadata(UPLOAD_META, upload_id)
-                            .send(),
-                    )
-                    .map_err(|e| s3_error("CopyObject", e))?;
+                    let size = staging
+                        .rsplit_once('/')
+                        .and_then(|(_, size)| size.parse().ok())
+                        .ok_or_else(|| io::Error::other("a staging key without a size"))?;
+                    s.copy(staging, size, &key, upload_id)?;
                 }
             }
             if let Some(staging) = &staging {
@@ -697,6 +980,47 @@ impl ByteStore for S3ByteStore {
         Ok(())
     }
 
+    /// tus concatenation inside the store: each partial's multipart upload is completed (with
+    /// the parts that hold the bytes to join), and the joined span of `into` is made of
+    /// UploadPartCopy ranges of those objects on `into`'s part grid ([`plan_parts`]); only a grid
+    /// unit that straddles two partials is read and sent again (at most one unit, 5 MiB for files
+    /// under 50,000 MiB, per boundary). Parts are durable in S3 once made.
+    fn join(&self, into: &str, at: u64, parts: &[(String, u64)]) -> io::Result<()> {
+        let s = &self.inner;
+        let staged = s
+            .find(into)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no multipart upload"))?;
+        let sources = parts
+            .iter()
+            .filter(|(_, len)| *len > 0)
+            .map(|(id, len)| Ok((s.seal(id, *len)?, *len)))
+            .collect::<io::Result<Vec<_>>>()?;
+        let unit = multipart::part_unit(staged.size);
+        let planned = plan_parts(at, &sources, staged.size, unit, s.copy_part)?;
+        if at == 0 {
+            // The first bytes, for content sniffing, as the first chunk would have kept them.
+            let mut head = Vec::new();
+            for (key, len) in &sources {
+                let want = (HEAD_LEN - head.len()).min(usize::try_from(*len).unwrap_or(HEAD_LEN));
+                if want == 0 {
+                    break;
+                }
+                head.extend(s.block(s.get_range(key, 0, want as u64 - 1))?);
+            }
+            s.block(
+                s.client
+                    .put_object()
+                    .bucket(&s.bucket)
+                    .key(s.head_key(into))
+                    .body(ByteStream::from(head))
+                    .send(),
+            )
+            .map_err(|e| s3_error("PutObject", e))?;
+        }
+        s.make_parts(&staged.key, &staged.multipart_id, planned)?;
+        Ok(())
+    }
+
     fn list(&self) -> io::Result<Vec<String>> {
         let s = &self.inner;
         let prefix = s.uploads_prefix();
@@ -717,5 +1041,143 @@ impl ByteStore for S3ByteStore {
                 Some(id.to_owned())
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn copy(key: &str, first: u64, last: u64) -> PartSource {
+        PartSource::Copy {
+            key: key.into(),
+            first,
+            last,
+        }
+    }
+
+    fn numbers_and_sources(parts: Vec<PlannedPart>) -> Vec<(i32, PartSource)> {
+        parts.into_iter().map(|p| (p.number, p.source)).collect()
+    }
+
+    #[test]
+    fn partials_on_the_grid_are_copied_whole() {
+        let u = 5 * MIB;
+        let sources = [("a".to_owned(), 10 * MIB), ("b".to_owned(), 5 * MIB + 7)];
+        let plan = plan_parts(0, &sources, 15 * MIB + 7, u, MAX_COPY_PART).expect("plan");
+        assert_eq!(
+            numbers_and_sources(plan),
+            [
+                (1, copy("a", 0, 10 * MIB - 1)),
+                (3, copy("b", 0, 5 * MIB + 6))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_unit_across_a_boundary_is_gathered_and_the_rest_copied() {
+        let u = 5 * MIB;
+        // 4 partials of 7 MiB: units straddle 7, 14 and 21 MiB.
+        let sources: Vec<(String, u64)> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|k| ((*k).to_owned(), 7 * MIB))
+            .collect();
+        let plan =
+            numbers_and_sources(plan_parts(0, &sources, 28 * MIB, u, MAX_COPY_PART).expect("plan"));
+        assert_eq!(
+            plan,
+            [
+                (1, copy("a", 0, u - 1)),
+                (
+                    2,
+                    PartSource::Gather(vec![
+                        ("a".into(), u, 7 * MIB - 1),
+                        ("b".into(), 0, 3 * MIB - 1)
+                    ])
+                ),
+                (
+                    3,
+                    PartSource::Gather(vec![
+                        ("b".into(), 3 * MIB, 7 * MIB - 1),
+                        ("c".into(), 0, MIB - 1)
+                    ])
+                ),
+                (4, copy("c", MIB, 6 * MIB - 1)),
+                (
+                    5,
+                    PartSource::Gather(vec![
+                        ("c".into(), 6 * MIB, 7 * MIB - 1),
+                        ("d".into(), 0, 4 * MIB - 1)
+                    ])
+                ),
+                (6, copy("d", 4 * MIB, 7 * MIB - 1)),
+            ]
+        );
+        let gathered: u64 =
+            numbers_and_sources(plan_parts(0, &sources, 28 * MIB, u, MAX_COPY_PART).expect("plan"))
+                .iter()
+                .filter_map(|(_, s)| match s {
+                    PartSource::Gather(p) => Some(p.iter().map(|(_, a, b)| b - a + 1).sum::<u64>()),
+                    PartSource::Copy { .. } => None,
+                })
+                .sum();
+        assert_eq!(
+            gathered,
+            3 * u,
+            "one unit per boundary passes through memory"
+        );
+    }
+
+    #[test]
+    fn small_partials_share_a_unit_and_every_part_tiles_the_file() {
+        let u = 5 * MIB;
+        let lens = [MIB, 2 * MIB, 100, 9 * MIB, 3];
+        let sources: Vec<(String, u64)> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("p{i}"), *l))
+            .collect();
+        let size: u64 = lens.iter().sum();
+        let plan = plan_parts(0, &sources, size, u, MAX_COPY_PART).expect("plan");
+        let mut next = 0;
+        for part in &plan {
+            assert_eq!(u64::try_from(part.number - 1).expect("number") * u, next);
+            let len: u64 = match &part.source {
+                PartSource::Copy { first, last, .. } => last - first + 1,
+                PartSource::Gather(p) => p.iter().map(|(_, a, b)| b - a + 1).sum(),
+            };
+            assert!(len <= u || matches!(part.source, PartSource::Copy { .. }));
+            next += len;
+            assert!(
+                next == size || next.is_multiple_of(u),
+                "a short part before the end"
+            );
+        }
+        assert_eq!(next, size);
+        assert!(matches!(&plan[0].source, PartSource::Gather(p) if p.len() == 4));
+    }
+
+    #[test]
+    fn large_copies_are_split_and_spans_off_the_grid_are_refused() {
+        let u = 5 * MIB;
+        let plan = plan_parts(0, &[("big".into(), 23 * MIB)], 23 * MIB, u, 10 * MIB).expect("plan");
+        assert_eq!(
+            numbers_and_sources(plan),
+            [
+                (1, copy("big", 0, 10 * MIB - 1)),
+                (3, copy("big", 10 * MIB, 20 * MIB - 1)),
+                (5, copy("big", 20 * MIB, 23 * MIB - 1)),
+            ]
+        );
+        // A run laid from the second unit, ending on the grid before the file's end.
+        let plan = plan_parts(u, &[("x".into(), 2 * u)], 4 * u, u, MAX_COPY_PART).expect("plan");
+        assert_eq!(numbers_and_sources(plan), [(2, copy("x", 0, 2 * u - 1))]);
+        for (at, len) in [(1, u), (0, u + 1), (0, 5 * u)] {
+            let e = plan_parts(at, &[("x".into(), len)], 4 * u, u, MAX_COPY_PART)
+                .expect_err("off the grid");
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        }
     }
 }
