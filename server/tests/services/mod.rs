@@ -218,3 +218,24 @@ impl Bucket {
             .collect()
     }
 }
+
+impl Bucket {
+    /// The keys of every object under `prefix`.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        self.runtime.block_on(async {
+            let listed = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.name)
+                .prefix(prefix)
+                .send()
+                .await
+                .expect("ListObjectsV2");
+            listed
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned))
+                .collect()
+        })
+    }
+}
