@@ -206,6 +206,11 @@ fn two_instances_share_uploads_through_s3_and_postgres() {
         bucket.object("two/files/inbox/film.bin") == data,
         "the object differs from the file"
     );
+    // The full-object CRC64NVME S3 verified at completion is the file's.
+    assert_eq!(
+        bucket.crc64nvme("two/files/inbox/film.bin"),
+        Some(services::crc64nvme(&data))
+    );
     assert!(bucket.open_multipart_keys().is_empty());
 
     // SIGKILL one instance mid-upload: the other finishes it.
@@ -220,6 +225,12 @@ fn two_instances_share_uploads_through_s3_and_postgres() {
     assert!(
         bucket.object("two/files/inbox/second.bin") == data,
         "the object differs from the file"
+    );
+    // The CRC of the part the killed instance sent was recorded in the bucket, so the other
+    // instance's whole-object checksum covers it.
+    assert_eq!(
+        bucket.crc64nvme("two/files/inbox/second.bin"),
+        Some(services::crc64nvme(&data))
     );
 }
 

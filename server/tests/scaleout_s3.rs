@@ -10,7 +10,7 @@ use std::io::ErrorKind;
 use droppr_server::store::s3::{S3ByteStore, S3Location};
 use droppr_server::store::{ByteStore, ChunkLayout};
 use droppr_server::validate::RelPath;
-use services::{Bucket, Needs, Services};
+use services::{crc64nvme, Bucket, Needs, Services};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -94,6 +94,11 @@ fn multipart_parts_from_two_instances_complete_into_the_file() {
         bucket.object("t1/files/inbox/sub/clip.bin") == data,
         "object differs"
     );
+    // S3 verified and keeps the full-object CRC64NVME the server combined from the parts' CRCs.
+    assert_eq!(
+        bucket.crc64nvme("t1/files/inbox/sub/clip.bin"),
+        Some(crc64nvme(&data))
+    );
     // Idempotent: finishing again (a crash before it was recorded) finds the same object.
     assert_eq!(
         a.finalize("upload-one", "inbox", &path).expect("again"),
@@ -132,6 +137,32 @@ fn multipart_parts_from_two_instances_complete_into_the_file() {
     assert!(
         bucket.object("t1/files/inbox/crash.bin") == data,
         "the stale part was kept"
+    );
+    assert_eq!(
+        bucket.crc64nvme("t1/files/inbox/crash.bin"),
+        Some(crc64nvme(&data))
+    );
+
+    // A part changed in the store after it was acknowledged (other bytes, consistent with their
+    // own part checksum): completion is refused, because the whole-object CRC64NVME the server
+    // gives is that of the bytes it received. No object is made; the upload can be discarded.
+    a.create("upload-tampered", size).expect("create");
+    for (start, end) in [(0, u), (u, 2 * u), (2 * u, data.len())] {
+        let w = b.writer("upload-tampered").expect("writer");
+        w.write_at(start as u64, &data[start..end]).expect("write");
+        w.sync().expect("sync");
+    }
+    bucket.replace_part("t1/uploads/upload-tampered/", 2, bytes(unit, 99));
+    let tampered = RelPath::parse("tampered.bin").expect("a path");
+    let e = a
+        .finalize("upload-tampered", "inbox", &tampered)
+        .expect_err("a changed part must not complete");
+    assert!(e.to_string().contains("CompleteMultipartUpload"), "{e}");
+    assert!(bucket.keys("t1/files/inbox/tampered").is_empty());
+    a.discard("upload-tampered").expect("discard");
+    assert!(
+        bucket.keys("t1/crcs/upload-tampered/").is_empty(),
+        "CRC records left"
     );
 
     // Bytes off the part grid never reach S3.
@@ -210,6 +241,11 @@ fn partials_join_inside_the_store_and_large_objects_copy_in_parts() {
         bucket.object("join/files/tus/joined.bin") == whole,
         "the joined object differs from the partials"
     );
+    // Copied in parts (over the 5 MiB copy part), checked against the staging object's CRC.
+    assert_eq!(
+        bucket.crc64nvme("join/files/tus/joined.bin"),
+        Some(crc64nvme(&whole))
+    );
     for (id, _) in &partials {
         store.discard(id).expect("discard");
     }
@@ -250,6 +286,10 @@ fn partials_join_inside_the_store_and_large_objects_copy_in_parts() {
     assert!(
         bucket.object("join/files/tus/unfinished.bin") == want,
         "the object differs from the partials"
+    );
+    assert_eq!(
+        bucket.crc64nvme("join/files/tus/unfinished.bin"),
+        Some(crc64nvme(&want))
     );
     // A span off the final upload's grid is refused before anything is copied.
     store.create("odd", 3).expect("create");

@@ -139,6 +139,10 @@ fn tus_concatenation_on_the_s3_store() {
         bucket.object("tus/files/inbox/joined.bin") == data,
         "the joined object differs from the file"
     );
+    assert_eq!(
+        bucket.crc64nvme("tus/files/inbox/joined.bin"),
+        Some(services::crc64nvme(&data))
+    );
     // The partials' parts, with the digests taken as their bytes came in, are the final upload's.
     let b = [
         0,
@@ -168,7 +172,7 @@ fn tus_concatenation_on_the_s3_store() {
     }
     // Nothing left in the store but the file: no multipart upload, no staging object, no head.
     assert!(bucket.open_multipart_keys().is_empty());
-    for prefix in ["tus/uploads/", "tus/heads/"] {
+    for prefix in ["tus/uploads/", "tus/heads/", "tus/crcs/"] {
         assert!(bucket.keys(prefix).is_empty(), "{:?}", bucket.keys(prefix));
     }
 

@@ -29,9 +29,13 @@ use std::time::Duration;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, Delete,
+    MetadataDirective, ObjectIdentifier,
+};
 use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use base64::Engine;
 use droppr_protocol::multipart;
 
 use super::{ByteStore, ChunkLayout, RangeWriter};
@@ -46,6 +50,52 @@ const UPLOAD_META: &str = "droppr-upload";
 pub const MAX_COPY_PART: u64 = 5 << 30;
 /// Parts made inside the store at once (UploadPartCopy, or a gathered unit).
 const PARTS_AT_ONCE: usize = 4;
+/// The checksum S3 verifies: each part's on upload, the whole object's at completion.
+const CRC: crc_fast::CrcAlgorithm = crc_fast::CrcAlgorithm::Crc64Nvme;
+
+/// A CRC64NVME as S3 headers carry it: the 8 big-endian bytes in base64.
+fn crc_header(crc: u64) -> String {
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+}
+
+fn parse_crc_header(text: &str) -> Option<u64> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// The CRC64NVME of bytes `0..want` from the CRCs of ranges `(start, len, crc)`, if some of them
+/// tile `0..want` (CRCs combine without the bytes). Every record is the CRC of the file's own
+/// bytes in its range, so any tiling gives the same answer.
+fn tiled_crc(records: &[(u64, u64, u64)], want: u64) -> Option<u64> {
+    if want == 0 {
+        return Some(crc_fast::checksum(CRC, b""));
+    }
+    let mut by_start: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+    for &(start, len, crc) in records {
+        if len > 0 && start.checked_add(len).is_some_and(|end| end <= want) {
+            by_start.entry(start).or_default().push((start + len, crc));
+        }
+    }
+    // From the end backwards: the CRC of `start..want` for every start that reaches the end.
+    let mut to_end: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    for (&start, ends) in by_start.iter().rev() {
+        let found = ends.iter().find_map(|&(end, crc)| {
+            if end == want {
+                Some(crc)
+            } else {
+                to_end
+                    .get(&end)
+                    .map(|rest| crc_fast::checksum_combine(CRC, crc, *rest, want - end))
+            }
+        });
+        if let Some(crc) = found {
+            to_end.insert(start, crc);
+        }
+    }
+    to_end.get(&0).copied()
+}
 
 /// Where the store lives: `s3://BUCKET?endpoint=URL&region=NAME&prefix=PATH`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,6 +413,127 @@ impl Inner {
         format!("{}heads/{upload_id}", self.prefix)
     }
 
+    /// Where the CRCs of an upload's ranges are kept: one empty object per range, its key
+    /// `crcs/ID/START-LEN-CRC` (ListParts of SeaweedFS does not give part checksums back, and
+    /// any instance must be able to complete the upload).
+    fn crcs_prefix(&self, upload_id: &str) -> String {
+        format!("{}crcs/{upload_id}/", self.prefix)
+    }
+
+    /// Records the CRC of bytes `start..start + len` of an upload (before the bytes are sent,
+    /// so that a part in S3 always has its record).
+    async fn put_crc(&self, upload_id: &str, start: u64, len: u64, crc: u64) -> io::Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(format!(
+                "{}{start}-{len}-{crc:016x}",
+                self.crcs_prefix(upload_id)
+            ))
+            .body(ByteStream::from_static(b""))
+            .send()
+            .await
+            .map_err(|e| s3_error("PutObject", e))?;
+        Ok(())
+    }
+
+    /// The keys under `prefix` (every page).
+    fn keys(&self, prefix: &str) -> io::Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..10_000 {
+            let page = self
+                .block(
+                    self.client
+                        .list_objects_v2()
+                        .bucket(&self.bucket)
+                        .prefix(prefix)
+                        .set_continuation_token(token.take())
+                        .send(),
+                )
+                .map_err(|e| s3_error("ListObjectsV2", e))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+            token = page.next_continuation_token().map(str::to_owned);
+            if !page.is_truncated().unwrap_or(false) || token.is_none() {
+                break;
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The recorded CRCs of an upload's ranges: (start, len, crc).
+    fn crcs(&self, upload_id: &str) -> io::Result<Vec<(u64, u64, u64)>> {
+        let prefix = self.crcs_prefix(upload_id);
+        Ok(self
+            .keys(&prefix)?
+            .iter()
+            .filter_map(|key| {
+                let mut fields = key.strip_prefix(&prefix)?.split('-');
+                let start = fields.next()?.parse().ok()?;
+                let len = fields.next()?.parse().ok()?;
+                let crc = u64::from_str_radix(fields.next()?, 16).ok()?;
+                Some((start, len, crc))
+            })
+            .collect())
+    }
+
+    /// The CRC64NVME of bytes `0..want` of an upload, if its recorded ranges cover them.
+    fn crc_of(&self, upload_id: &str, want: u64) -> io::Result<Option<u64>> {
+        let crc = tiled_crc(&self.crcs(upload_id)?, want);
+        if crc.is_none() {
+            tracing::warn!(
+                upload = upload_id,
+                "no CRC records cover the upload: completed without a full-object checksum"
+            );
+        }
+        Ok(crc)
+    }
+
+    /// Deletes an upload's CRC records.
+    fn drop_crcs(&self, upload_id: &str) -> io::Result<()> {
+        let keys = self.keys(&self.crcs_prefix(upload_id))?;
+        for batch in keys.chunks(1000) {
+            let objects = batch
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| io::Error::other(format!("S3 DeleteObjects: {e}")))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| io::Error::other(format!("S3 DeleteObjects: {e}")))?;
+            self.block(
+                self.client
+                    .delete_objects()
+                    .bucket(&self.bucket)
+                    .delete(delete)
+                    .send(),
+            )
+            .map_err(|e| s3_error("DeleteObjects", e))?;
+        }
+        Ok(())
+    }
+
+    /// The full-object CRC64NVME S3 keeps for `key`, if it has one.
+    fn stored_crc(&self, key: &str) -> io::Result<Option<u64>> {
+        let head = self
+            .block(
+                self.client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .checksum_mode(ChecksumMode::Enabled)
+                    .send(),
+            )
+            .map_err(|e| s3_error("HeadObject", e))?;
+        Ok(head.checksum_crc64_nvme().and_then(parse_crc_header))
+    }
+
     /// The multipart upload of `upload_id`, if there is one.
     fn find(&self, upload_id: &str) -> io::Result<Option<Staged>> {
         let prefix = format!("{}{upload_id}/", self.uploads_prefix());
@@ -467,7 +638,8 @@ impl Inner {
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no multipart upload"));
         };
         let parts = file_parts(self.parts(&key, &multipart_id)?, size, size)?;
-        if self.finish_multipart(&key, &multipart_id, parts)? {
+        let crc = self.crc_of(upload_id, size)?;
+        if self.finish_multipart(&key, &multipart_id, parts, crc)? {
             return Ok(key);
         }
         // Another instance completed it in the meantime (both recorded a last range).
@@ -477,25 +649,32 @@ impl Inner {
 
     /// Completes a multipart upload with `parts`. False if it was gone (completed or aborted by
     /// another instance meanwhile).
+    /// With `crc`, S3 checks that the object is the bytes whose CRC64NVME that is (and refuses
+    /// it otherwise): the parts it holds are the ones the server received, in the right order.
     fn finish_multipart(
         &self,
         key: &str,
         multipart_id: &str,
         parts: Vec<CompletedPart>,
+        crc: Option<u64>,
     ) -> io::Result<bool> {
-        let completed = self.block(
-            self.client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(multipart_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send(),
-        );
+        let mut request = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(multipart_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
+        if let Some(crc) = crc {
+            request = request
+                .checksum_type(ChecksumType::FullObject)
+                .checksum_crc64_nvme(crc_header(crc));
+        }
+        let completed = self.block(request.send());
         match completed {
             Ok(_) => Ok(true),
             Err(e) if e.code() == Some("NoSuchUpload") => Ok(false),
@@ -515,7 +694,8 @@ impl Inner {
         }) = self.find(upload_id)?
         {
             let parts = file_parts(self.parts(&key, &multipart_id)?, size, len)?;
-            if self.finish_multipart(&key, &multipart_id, parts)? {
+            let crc = self.crc_of(upload_id, len)?;
+            if self.finish_multipart(&key, &multipart_id, parts, crc)? {
                 return Ok(key);
             }
         }
@@ -587,6 +767,7 @@ impl Inner {
                     .key(key)
                     .upload_id(multipart_id)
                     .part_number(part.number)
+                    .checksum_crc64_nvme(crc_header(crc_fast::checksum(CRC, &bytes)))
                     .body(ByteStream::from(bytes))
                     .send()
                     .await
@@ -633,11 +814,14 @@ impl Inner {
                     .copy_source(format!("{}/{from}", self.bucket))
                     .metadata_directive(MetadataDirective::Replace)
                     .metadata(UPLOAD_META, upload_id)
+                    .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
                     .send(),
             )
             .map_err(|e| s3_error("CopyObject", e))?;
             return Ok(());
         }
+        // The copy is checked against the CRC S3 verified when it completed the original.
+        let crc = self.stored_crc(from)?;
         let created = self
             .block(
                 self.client
@@ -645,6 +829,8 @@ impl Inner {
                     .bucket(&self.bucket)
                     .key(to)
                     .metadata(UPLOAD_META, upload_id)
+                    .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+                    .checksum_type(ChecksumType::FullObject)
                     .send(),
             )
             .map_err(|e| s3_error("CreateMultipartUpload", e))?;
@@ -659,7 +845,7 @@ impl Inner {
             self.copy_part,
         )
         .and_then(|planned| self.make_parts(to, multipart_id, planned))
-        .and_then(|parts| self.finish_multipart(to, multipart_id, parts));
+        .and_then(|parts| self.finish_multipart(to, multipart_id, parts, crc));
         match copied {
             Ok(true) => Ok(()),
             Ok(false) => Err(io::Error::other("the multipart copy was aborted")),
@@ -695,6 +881,7 @@ impl Inner {
 #[derive(Debug)]
 struct PartWriter {
     store: Arc<Inner>,
+    upload_id: String,
     key: String,
     head_key: String,
     multipart_id: String,
@@ -748,19 +935,23 @@ impl RangeWriter for PartWriter {
                     )
                     .map_err(|e| s3_error("PutObject", e))?;
             }
-            self.store
-                .block(
-                    self.store
-                        .client
-                        .upload_part()
-                        .bucket(&self.store.bucket)
-                        .key(&self.key)
-                        .upload_id(&self.multipart_id)
-                        .part_number(i32::from(part))
-                        .body(ByteStream::from(bytes))
-                        .send(),
-                )
-                .map_err(|e| s3_error("UploadPart", e))?;
+            // S3 checks the part against its CRC64NVME; the CRC is recorded first, for the
+            // whole-object checksum at completion (on any instance).
+            let crc = crc_fast::checksum(CRC, &bytes);
+            let s = &self.store;
+            s.block(s.put_crc(&self.upload_id, start, bytes.len() as u64, crc))?;
+            s.block(
+                s.client
+                    .upload_part()
+                    .bucket(&s.bucket)
+                    .key(&self.key)
+                    .upload_id(&self.multipart_id)
+                    .part_number(i32::from(part))
+                    .checksum_crc64_nvme(crc_header(crc))
+                    .body(ByteStream::from(bytes))
+                    .send(),
+            )
+            .map_err(|e| s3_error("UploadPart", e))?;
         }
         Ok(())
     }
@@ -788,6 +979,8 @@ impl ByteStore for S3ByteStore {
                 .create_multipart_upload()
                 .bucket(&s.bucket)
                 .key(s.staging_key(upload_id, size))
+                .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+                .checksum_type(ChecksumType::FullObject)
                 .send(),
         )
         .map_err(|e| s3_error("CreateMultipartUpload", e))?;
@@ -801,6 +994,7 @@ impl ByteStore for S3ByteStore {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no multipart upload"))?;
         Ok(Arc::new(PartWriter {
             store: s.clone(),
+            upload_id: upload_id.to_owned(),
             unit: multipart::part_unit(staged.size),
             key: staged.key,
             head_key: s.head_key(upload_id),
@@ -928,6 +1122,7 @@ impl ByteStore for S3ByteStore {
             s.delete(&completed)?;
         }
         s.delete(&s.head_key(upload_id))?;
+        s.drop_crcs(upload_id)?;
         Ok(freed)
     }
 
@@ -995,6 +1190,14 @@ impl ByteStore for S3ByteStore {
             .filter(|(_, len)| *len > 0)
             .map(|(id, len)| Ok((s.seal(id, *len)?, *len)))
             .collect::<io::Result<Vec<_>>>()?;
+        // Each partial's CRC (combined from its own records) becomes a record of its place.
+        let mut place = at;
+        for (id, len) in parts.iter().filter(|(_, len)| *len > 0) {
+            if let Some(crc) = s.crc_of(id, *len)? {
+                s.block(s.put_crc(into, place, *len, crc))?;
+            }
+            place += len;
+        }
         let unit = multipart::part_unit(staged.size);
         let planned = plan_parts(at, &sources, staged.size, unit, s.copy_part)?;
         if at == 0 {
@@ -1179,5 +1382,35 @@ mod tests {
                 .expect_err("off the grid");
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         }
+    }
+
+    #[test]
+    fn range_crcs_combine_into_the_whole_files() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7919 % 253) as u8).collect();
+        let crc = |a: usize, b: usize| {
+            (
+                a as u64,
+                (b - a) as u64,
+                crc_fast::checksum(CRC, &data[a..b]),
+            )
+        };
+        let whole = crc_fast::checksum(CRC, &data);
+        // Overlapping and superseded records: a tiling is found among them.
+        let records = [
+            crc(0, 4000),
+            crc(4000, 6000),
+            crc(6000, 10_000),
+            crc(4000, 9000),
+            crc(0, 1000),
+        ];
+        assert_eq!(tiled_crc(&records, 10_000), Some(whole));
+        assert_eq!(
+            tiled_crc(&records, 6000),
+            Some(crc_fast::checksum(CRC, &data[..6000]))
+        );
+        // A gap: no checksum rather than a wrong one.
+        assert_eq!(tiled_crc(&[crc(0, 4000), crc(6000, 10_000)], 10_000), None);
+        assert_eq!(tiled_crc(&[], 0), Some(crc_fast::checksum(CRC, b"")));
+        assert_eq!(parse_crc_header(&crc_header(whole)), Some(whole));
     }
 }
