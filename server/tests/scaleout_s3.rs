@@ -300,3 +300,51 @@ fn partials_join_inside_the_store_and_large_objects_copy_in_parts() {
         .expect_err("off the grid");
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
 }
+
+/// The orphan sweep's list (`ByteStore::list`) pages through ListMultipartUploads (past the
+/// first 1,000 in production; two a page here) and also finds staging objects left completed
+/// (a tus partial sealed for a join that never finished), each with an age, so the sweep can
+/// free them.
+#[test]
+fn the_upload_list_pages_past_the_first_page_and_finds_staging_objects() {
+    let services = Services::start(Needs::S3);
+    for name in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+        std::env::set_var(name, services.var(name));
+    }
+    let mut location = S3Location::parse(&services.store_url("page")).expect("a --store URL");
+    location.list_page = 2;
+    let store = S3ByteStore::open(&location, layout()).expect("store");
+    let bucket = Bucket::new(&services);
+    let mut ids: Vec<String> = (0..5).map(|i| format!("upload-{i}")).collect();
+    for id in &ids {
+        store.create(id, 10).expect("create");
+    }
+    assert_eq!(store.list().expect("list"), ids, "every page");
+    // A partial sealed for a join: its multipart upload is completed into a staging object.
+    store.create("sealed", 3).expect("create");
+    let w = store.writer("sealed").expect("writer");
+    w.write_at(0, b"abc").expect("write");
+    w.sync().expect("sync");
+    store.create("joiner", 3).expect("create");
+    store
+        .join("joiner", 0, &[("sealed".into(), 3)])
+        .expect("join");
+    assert_eq!(
+        bucket.keys("page/uploads/sealed/"),
+        ["page/uploads/sealed/3"]
+    );
+    ids.extend(["joiner".to_owned(), "sealed".to_owned()]);
+    ids.sort();
+    assert_eq!(store.list().expect("list"), ids);
+    assert!(
+        store.age("sealed").expect("age").is_some(),
+        "a staging object has an age"
+    );
+    for id in &ids {
+        store.discard(id).expect("discard");
+    }
+    assert!(store.list().expect("list").is_empty());
+    for prefix in ["page/uploads/", "page/crcs/", "page/heads/"] {
+        assert!(bucket.keys(prefix).is_empty(), "{:?}", bucket.keys(prefix));
+    }
+}

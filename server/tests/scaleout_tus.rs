@@ -5,7 +5,8 @@
 //! final upload, partials off the grid are refused with a clear error and stay usable; PATCHes
 //! keep to the part grid (a longer PATCH keeps its bytes up to the last grid point and the client
 //! sends the rest again); the concatenation edge cases of tus hold (PATCH to a final upload 403,
-//! joined partials 404, a terminated upload 404).
+//! joined partials 404, a terminated upload 404). Completion copies the objects in parts (the
+//! copy part lowered to 5 MiB), and each keeps the full-object CRC64NVME S3 verified.
 
 mod common;
 mod services;
@@ -109,7 +110,12 @@ fn tus_concatenation_on_the_s3_store() {
     let services = Services::start(Needs::S3);
     let bucket = Bucket::new(&services);
     let store = services.store_url("tus");
-    let s = Server::start_with_env(&["--store", &store], &services.aws_env());
+    // Completion copies objects over 5 MiB in UploadPartCopy parts here (the path of files over
+    // S3's 5 GiB CopyObject limit).
+    let s = Server::start_with_env(
+        &["--store", &store, "--test-s3-copy-part", "5242880"],
+        &services.aws_env(),
+    );
     let hash = s.open_request();
 
     // Four partials, the second smaller than any S3 part, sent in 8 MiB PATCHes: a PATCH keeps

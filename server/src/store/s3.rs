@@ -109,6 +109,9 @@ pub struct S3Location {
     /// Objects larger than this are copied in parts of this size (UploadPartCopy) instead of one
     /// CopyObject: S3's 5 GiB limit, lowered by tests (`--test-s3-copy-part`).
     pub copy_part: u64,
+    /// Multipart uploads asked for per ListMultipartUploads page (S3's most: 1,000; tests ask
+    /// for fewer to see the paging).
+    pub list_page: i32,
 }
 
 impl S3Location {
@@ -128,6 +131,7 @@ impl S3Location {
             region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
             prefix: String::new(),
             copy_part: MAX_COPY_PART,
+            list_page: 1000,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -170,6 +174,8 @@ struct Inner {
     layout: ChunkLayout,
     /// [`S3Location::copy_part`].
     copy_part: u64,
+    /// [`S3Location::list_page`].
+    list_page: i32,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -371,6 +377,7 @@ impl S3ByteStore {
             prefix: location.prefix.clone(),
             layout,
             copy_part: location.copy_part.clamp(multipart::MIN_PART, MAX_COPY_PART),
+            list_page: location.list_page.clamp(1, 1000),
             runtime: Some(runtime),
         };
         // From its own thread: the caller may be driving a runtime already.
@@ -574,6 +581,23 @@ impl Inner {
             .contents()
             .iter()
             .find_map(|o| o.key().map(str::to_owned)))
+    }
+
+    /// The age of a completed upload's staging object, if there is one.
+    fn completed_age(&self, upload_id: &str) -> io::Result<Option<Duration>> {
+        let listed = self
+            .block(
+                self.client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(format!("{}{upload_id}/", self.uploads_prefix()))
+                    .send(),
+            )
+            .map_err(|e| s3_error("ListObjectsV2", e))?;
+        Ok(listed.contents().first().map(|o| {
+            let at = o.last_modified().map_or(0, |t| t.secs());
+            Duration::from_secs(u64::try_from(crate::now_secs() - at).unwrap_or(0))
+        }))
     }
 
     /// Every part of a multipart upload: (number, ETag, size, last modified in Unix seconds).
@@ -1135,7 +1159,8 @@ impl ByteStore for S3ByteStore {
             ..
         }) = s.find(upload_id)?
         else {
-            return Ok(None);
+            // A staging object left behind: its age is the completion's.
+            return s.completed_age(upload_id);
         };
         // The last part written, or the start when there is none yet.
         let last = s.parts(&key, &multipart_id)?.iter().map(|p| p.3).max();
@@ -1224,26 +1249,52 @@ impl ByteStore for S3ByteStore {
         Ok(())
     }
 
+    /// Every multipart upload under `uploads/`, page after page (past the first 1,000), and
+    /// every staging object left there (completed, but not yet copied to its name or deleted).
     fn list(&self) -> io::Result<Vec<String>> {
         let s = &self.inner;
         let prefix = s.uploads_prefix();
-        let listed = s
-            .block(
-                s.client
-                    .list_multipart_uploads()
-                    .bucket(&s.bucket)
-                    .prefix(&prefix)
-                    .send(),
-            )
-            .map_err(|e| s3_error("ListMultipartUploads", e))?;
-        Ok(listed
-            .uploads()
+        let mut keys = Vec::new();
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        // Bounded: a million multipart uploads at 1,000 a page.
+        for _ in 0..1_000_000 / s.list_page.max(1) + 1 {
+            let page = s
+                .block(
+                    s.client
+                        .list_multipart_uploads()
+                        .bucket(&s.bucket)
+                        .prefix(&prefix)
+                        .max_uploads(s.list_page)
+                        .set_key_marker(key_marker.take())
+                        .set_upload_id_marker(id_marker.take())
+                        .send(),
+                )
+                .map_err(|e| s3_error("ListMultipartUploads", e))?;
+            keys.extend(
+                page.uploads()
+                    .iter()
+                    .filter_map(|u| u.key().map(str::to_owned)),
+            );
+            key_marker = page.next_key_marker().map(str::to_owned);
+            id_marker = page.next_upload_id_marker().map(str::to_owned);
+            // AWS names both markers of the next page; SeaweedFS (4.48) names only the upload id.
+            if !page.is_truncated().unwrap_or(false)
+                || (key_marker.is_none() && id_marker.is_none())
+            {
+                break;
+            }
+        }
+        keys.extend(s.keys(&prefix)?);
+        let mut ids: Vec<String> = keys
             .iter()
-            .filter_map(|u| {
-                let (id, _size) = u.key()?.strip_prefix(&prefix)?.split_once('/')?;
+            .filter_map(|key| {
+                let (id, _size) = key.strip_prefix(&prefix)?.split_once('/')?;
                 Some(id.to_owned())
             })
-            .collect())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
     }
 }
 
