@@ -28,7 +28,10 @@ step "unit, property and server tests (host)"
 # Also the scale-out tier (issue 11): server/tests/scaleout_meta.rs (one metadata suite on SQLite and a real
 # PostgreSQL, ~10 s), server/tests/scaleout_s3.rs (the S3 store on SeaweedFS, ~6 s) and server/tests/scaleout.rs
 # (two instances on one PostgreSQL and one SeaweedFS, ~11 s); each starts its own services through
-# scripts/services.sh (installed by the bootstrap) and stops them.
+# scripts/services.sh (installed by the bootstrap) and stops them. tus on the S3 store (issue 12):
+# server/tests/scaleout_tus.rs (concatenation joined by UploadPartCopy, unfinished partials into place, the
+# full-object CRC64NVME, through the real binary, ~10 s); scaleout_s3.rs also joins, pages and checks a tampered
+# part (three tests in parallel, ~12 s).
 cargo test --workspace --exclude droppr-uploader -- --skip power_cut 2>&1 | tee target/test-host.log
 
 step "power cut: data directory on droppr-faultfs; SIGKILL, forget unsynced writes, restart (root, /dev/fuse)"
