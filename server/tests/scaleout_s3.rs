@@ -152,6 +152,8 @@ fn multipart_parts_from_two_instances_complete_into_the_file() {
         w.write_at(start as u64, &data[start..end]).expect("write");
         w.sync().expect("sync");
     }
+    // A second later, so that it is the last part 2 sent (SeaweedFS lists both; the last counts).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     bucket.replace_part("t1/uploads/upload-tampered/", 2, bytes(unit, 99));
     let tampered = RelPath::parse("tampered.bin").expect("a path");
     let e = a
@@ -299,6 +301,12 @@ fn partials_join_inside_the_store_and_large_objects_copy_in_parts() {
         .join("final-three", MIB, &[("odd".into(), 3)])
         .expect_err("off the grid");
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(
+        bucket
+            .open_multipart_keys()
+            .contains(&"join/uploads/odd/3".to_owned()),
+        "a refused join seals no partial"
+    );
 }
 
 /// The orphan sweep's list (`ByteStore::list`) pages through ListMultipartUploads (past the

@@ -5,7 +5,7 @@
 //! final upload, partials off the grid are refused with a clear error and stay usable; PATCHes
 //! keep to the part grid (a longer PATCH keeps its bytes up to the last grid point and the client
 //! sends the rest again); the concatenation edge cases of tus hold (PATCH to a final upload 403,
-//! joined partials 404, a terminated upload 404). Completion copies the objects in parts (the
+//! joined partials 404, a terminated upload 404); a deferred length told after the first bytes. Completion copies the objects in parts (the
 //! copy part lowered to 5 MiB), and each keeps the full-object CRC64NVME S3 verified.
 
 mod common;
@@ -266,5 +266,46 @@ fn tus_concatenation_on_the_s3_store() {
         bucket.open_multipart_keys().is_empty(),
         "{:?}",
         bucket.open_multipart_keys()
+    );
+
+    // A deferred length told after the first bytes (tus-js-client's uploadLengthDeferred): the
+    // link's limit (100 MiB) sets the 5 MiB unit, which the told length keeps.
+    let limited = hash_of(&s.create_request(&["--extensions", "*", "--max-size", "104857600"]));
+    let deferred = s
+        .req("POST", &endpoint(&limited))
+        .header("Tus-Resumable", TUS)
+        .header("Upload-Defer-Length", "1")
+        .header(
+            "Upload-Metadata",
+            format!("filename {}", b64(b"deferred.bin")),
+        )
+        .send();
+    let url = location(&deferred);
+    let streamed = pseudo_random(35, 12 * MIB + 7);
+    assert_eq!(
+        upload(&s, &url, &streamed[..10 * MIB], 0, 8 * MIB),
+        [UNIT, 10 * MIB]
+    );
+    let last = s
+        .req("PATCH", &url)
+        .header("Tus-Resumable", TUS)
+        .header("Upload-Offset", 10 * MIB)
+        .header("Upload-Length", streamed.len())
+        .header("Content-Type", STREAM)
+        .body(streamed[10 * MIB..].to_vec())
+        .send();
+    assert_eq!(offset_in(&last), streamed.len());
+    assert!(
+        bucket.object("tus/files/inbox/deferred.bin") == streamed,
+        "the deferred upload's object differs"
+    );
+    assert_eq!(
+        bucket.crc64nvme("tus/files/inbox/deferred.bin"),
+        Some(services::crc64nvme(&streamed))
+    );
+    assert!(
+        bucket.keys("tus/sizes/").is_empty(),
+        "{:?}",
+        bucket.keys("tus/sizes/")
     );
 }

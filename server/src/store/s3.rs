@@ -197,20 +197,32 @@ impl Drop for Inner {
     }
 }
 
-/// The parts that make up the first `want` bytes of a file of `size` bytes (all of it, or the
-/// received prefix of a tus partial), in order: each starts where the previous one ended. A part
-/// whose bytes reached S3 but whose range was never recorded (the server crashed in between) may
-/// have been covered since by a longer part with a lower number: it starts inside that part and
-/// is left out, or the object would hold its bytes twice. Parts past `want` are left out too.
+/// The parts on the `unit` grid that make up the first `want` bytes of a file (all of it, ending
+/// exactly there when `exact`, or the received prefix of a tus partial), in order: each starts
+/// where the previous one ended. A part whose bytes reached S3 but whose range was never
+/// recorded (the server crashed in between) may have been covered since by a longer part with a
+/// lower number: it starts inside that part and is left out, or the object would hold its bytes
+/// twice. Parts past `want` are left out too.
 fn file_parts(
     parts: Vec<(i32, String, u64, i64)>,
-    size: u64,
+    unit: u64,
     want: u64,
+    exact: bool,
 ) -> io::Result<Vec<CompletedPart>> {
-    let unit = multipart::part_unit(size);
+    // A part number sent twice may be listed twice (SeaweedFS keeps both until completion): the
+    // last one sent counts, as on AWS.
+    let mut parts = parts;
+    parts.sort_by_key(|&(number, _, _, at)| (number, at));
+    let mut latest: Vec<(i32, String, u64, i64)> = Vec::with_capacity(parts.len());
+    for part in parts {
+        match latest.last_mut() {
+            Some(last) if last.0 == part.0 => *last = part,
+            _ => latest.push(part),
+        }
+    }
     let mut next = 0u64;
     let mut chain = Vec::new();
-    for (number, tag, len, _) in parts {
+    for (number, tag, len, _) in latest {
         let start = u64::try_from(number - 1)
             .unwrap_or(u64::MAX)
             .saturating_mul(unit);
@@ -224,7 +236,7 @@ fn file_parts(
             );
         }
     }
-    if next < want || (want == size && next != size) {
+    if next < want || (exact && next != want) {
         return Err(io::Error::other(format!(
             "the parts in S3 cover {next} of {want} bytes"
         )));
@@ -420,6 +432,37 @@ impl Inner {
         format!("{}heads/{upload_id}", self.prefix)
     }
 
+    /// Where the length of an upload is kept when it was told after its first bytes (tus
+    /// `Upload-Defer-Length`): its staging key keeps the size its unit came from.
+    fn size_key(&self, upload_id: &str) -> String {
+        format!("{}sizes/{upload_id}", self.prefix)
+    }
+
+    fn declared_size(&self, upload_id: &str) -> io::Result<Option<u64>> {
+        let got = self.block(async {
+            self.client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(self.size_key(upload_id))
+                .send()
+                .await
+        });
+        let object = match got {
+            Ok(object) => object,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(s3_error("GetObject", e)),
+        };
+        let body = self
+            .block(object.body.collect())
+            .map_err(|e| io::Error::other(format!("S3 GetObject body: {e}")))?
+            .into_bytes();
+        std::str::from_utf8(&body)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .map(Some)
+            .ok_or_else(|| io::Error::other("an unreadable declared size"))
+    }
+
     /// Where the CRCs of an upload's ranges are kept: one empty object per range, its key
     /// `crcs/ID/START-LEN-CRC` (ListParts of SeaweedFS does not give part checksums back, and
     /// any instance must be able to complete the upload).
@@ -524,6 +567,23 @@ impl Inner {
             .map_err(|e| s3_error("DeleteObjects", e))?;
         }
         Ok(())
+    }
+
+    /// The size of object `key`.
+    fn stored_size(&self, key: &str) -> io::Result<u64> {
+        let head = self
+            .block(
+                self.client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send(),
+            )
+            .map_err(|e| s3_error("HeadObject", e))?;
+        Ok(head
+            .content_length()
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0))
     }
 
     /// The full-object CRC64NVME S3 keeps for `key`, if it has one.
@@ -661,8 +721,11 @@ impl Inner {
                 .completed(upload_id)?
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no multipart upload"));
         };
-        let parts = file_parts(self.parts(&key, &multipart_id)?, size, size)?;
-        let crc = self.crc_of(upload_id, size)?;
+        // A deferred length told after the first bytes: the key keeps the size the unit came from.
+        let want = self.declared_size(upload_id)?.unwrap_or(size);
+        let unit = multipart::part_unit(size);
+        let parts = file_parts(self.parts(&key, &multipart_id)?, unit, want, true)?;
+        let crc = self.crc_of(upload_id, want)?;
         if self.finish_multipart(&key, &multipart_id, parts, crc)? {
             return Ok(key);
         }
@@ -717,7 +780,8 @@ impl Inner {
             ..
         }) = self.find(upload_id)?
         {
-            let parts = file_parts(self.parts(&key, &multipart_id)?, size, len)?;
+            let unit = multipart::part_unit(size);
+            let parts = file_parts(self.parts(&key, &multipart_id)?, unit, len, false)?;
             let crc = self.crc_of(upload_id, len)?;
             if self.finish_multipart(&key, &multipart_id, parts, crc)? {
                 return Ok(key);
@@ -1098,11 +1162,7 @@ impl ByteStore for S3ByteStore {
                     ))
                 }
                 (None, Some(staging)) => {
-                    let size = staging
-                        .rsplit_once('/')
-                        .and_then(|(_, size)| size.parse().ok())
-                        .ok_or_else(|| io::Error::other("a staging key without a size"))?;
-                    s.copy(staging, size, &key, upload_id)?;
+                    s.copy(staging, s.stored_size(staging)?, &key, upload_id)?;
                 }
             }
             if let Some(staging) = &staging {
@@ -1146,6 +1206,7 @@ impl ByteStore for S3ByteStore {
             s.delete(&completed)?;
         }
         s.delete(&s.head_key(upload_id))?;
+        s.delete(&s.size_key(upload_id))?;
         s.drop_crcs(upload_id)?;
         Ok(freed)
     }
@@ -1172,7 +1233,9 @@ impl ByteStore for S3ByteStore {
     }
 
     /// The size is part of the staging key (it sets the unit): a multipart upload that holds no
-    /// part yet is begun again under the new size; once parts exist the size cannot change.
+    /// part yet is begun again under the new size. Once parts exist, the new size is kept in
+    /// `PREFIX/sizes/ID` if it has the same unit (every size up to 50,000 MiB has 5 MiB), and
+    /// refused otherwise (the parts already sent lie on the old unit's grid).
     fn set_size(&self, upload_id: &str, size: u64) -> io::Result<()> {
         let s = &self.inner;
         let staged = s
@@ -1182,10 +1245,22 @@ impl ByteStore for S3ByteStore {
             return Ok(());
         }
         if !s.parts(&staged.key, &staged.multipart_id)?.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the S3 store needs an upload's length before its first bytes",
-            ));
+            if multipart::part_unit(size) != multipart::part_unit(staged.size) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the S3 store cannot change the part unit of an upload after its first bytes",
+                ));
+            }
+            s.block(
+                s.client
+                    .put_object()
+                    .bucket(&s.bucket)
+                    .key(s.size_key(upload_id))
+                    .body(ByteStream::from(size.to_string().into_bytes()))
+                    .send(),
+            )
+            .map_err(|e| s3_error("PutObject", e))?;
+            return Ok(());
         }
         self.create(upload_id, size)?;
         s.block(
@@ -1210,6 +1285,9 @@ impl ByteStore for S3ByteStore {
         let staged = s
             .find(into)?
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no multipart upload"))?;
+        let unit = multipart::part_unit(staged.size);
+        // Off the grid is refused before any partial is sealed (a sealed partial takes no PATCH).
+        plan_parts(at, parts, staged.size, unit, s.copy_part)?;
         let sources = parts
             .iter()
             .filter(|(_, len)| *len > 0)
@@ -1223,7 +1301,6 @@ impl ByteStore for S3ByteStore {
             }
             place += len;
         }
-        let unit = multipart::part_unit(staged.size);
         let planned = plan_parts(at, &sources, staged.size, unit, s.copy_part)?;
         if at == 0 {
             // The first bytes, for content sniffing, as the first chunk would have kept them.
