@@ -217,7 +217,14 @@ pub async fn declare_length(
         }
         let (store, meta, owned) = (uploads.store.clone(), uploads.meta.clone(), id.to_owned());
         blocking(move || {
-            store.set_size(&owned, length)?;
+            store.set_size(&owned, length).map_err(|e| match e.kind() {
+                // The S3 store: the told length would change the part unit of bytes already sent.
+                std::io::ErrorKind::Unsupported => Error::client(
+                    ErrorCode::TusUnsupported,
+                    format!("This server's store cannot take Upload-Length {length} after the first bytes: {e}."),
+                ),
+                _ => Error::from(e),
+            })?;
             meta.resize_session(&owned, length, now_secs())?
                 .ok_or_else(|| Error::client(ErrorCode::SessionNotFound, "The upload has expired."))
         })
