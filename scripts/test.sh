@@ -52,7 +52,8 @@ if [ -f scripts/test-types.sh ]; then
   bash scripts/test-types.sh
 fi
 if [ -f scripts/test-e2e.sh ]; then
-  # Includes e2e/faulty-network.test.mjs (~10 s) and e2e/kill-loop.test.mjs (20 SIGKILLs, ~40 s).
+  # Includes e2e/faulty-network.test.mjs (~10 s) and e2e/kill-loop.test.mjs (20 SIGKILLs, ~40 s), and
+  # e2e/tus-s3.test.mjs (tus-js-client parallelUploads 4 on the S3 store, its own SeaweedFS, ~5 s).
   # Every page is served the npm package as it ships (scripts/pack-package.sh: `npm pack`, unpacked;
   # with the Vite and webpack builds of e2e/package-app from the tarball, ~5 s warm, ~15 s cold), and
   # e2e/package.test.mjs (~7 s) checks the lazy .wasm load and uploads from those apps.
