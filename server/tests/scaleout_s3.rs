@@ -13,6 +13,8 @@ use droppr_server::validate::RelPath;
 use services::{crc64nvme, Bucket, Needs, Services};
 
 const MIB: u64 = 1024 * 1024;
+/// The 5 MiB part unit, as a length in memory.
+const UNIT_BYTES: usize = 5 * 1024 * 1024;
 
 fn layout() -> ChunkLayout {
     ChunkLayout {
@@ -263,7 +265,7 @@ fn partials_join_inside_the_store_and_large_objects_copy_in_parts() {
     store.create("early", first.len() as u64).expect("create");
     put("early", &first, first.len());
     store.create("late", second.len() as u64).expect("create");
-    put("late", &second, 5 * MIB as usize);
+    put("late", &second, UNIT_BYTES);
     let total = (first.len() + second.len()) as u64;
     store.create("final-two", total).expect("create");
     store
@@ -278,7 +280,7 @@ fn partials_join_inside_the_store_and_large_objects_copy_in_parts() {
         .expect("join");
     let w = store.writer("final-two").expect("writer");
     let base = first.len() as u64;
-    w.write_at(base + 5 * MIB, &second[5 * MIB as usize..])
+    w.write_at(base + 5 * MIB, &second[UNIT_BYTES..])
         .expect("write");
     w.sync().expect("the rest of the partial lands in place");
     let path = RelPath::parse("unfinished.bin").expect("a path");
