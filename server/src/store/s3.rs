@@ -197,51 +197,67 @@ impl Drop for Inner {
     }
 }
 
-/// The parts on the `unit` grid that make up the first `want` bytes of a file (all of it, ending
-/// exactly there when `exact`, or the received prefix of a tus partial), in order: each starts
-/// where the previous one ended. A part whose bytes reached S3 but whose range was never
+/// The parts on the `unit` grid (part `n` starts at `(n - 1) * unit`) that make up the first
+/// `want` bytes of a file, in order, each starting where the previous one ended, ending exactly
+/// at `want` when `exact` (a whole file) or at or past it (the received prefix of a tus partial);
+/// returns them and where they end. A part whose bytes reached S3 but whose range was never
 /// recorded (the server crashed in between) may have been covered since by a longer part with a
-/// lower number: it starts inside that part and is left out, or the object would hold its bytes
-/// twice. Parts past `want` are left out too.
+/// lower number: no chain goes through it, or the object would hold its bytes twice. A part
+/// number sent twice may be listed twice (SeaweedFS keeps both until completion): the last one
+/// sent is taken where a chain goes on from it, as on AWS.
 fn file_parts(
     parts: Vec<(i32, String, u64, i64)>,
     unit: u64,
     want: u64,
     exact: bool,
-) -> io::Result<Vec<CompletedPart>> {
-    // A part number sent twice may be listed twice (SeaweedFS keeps both until completion): the
-    // last one sent counts, as on AWS.
-    let mut parts = parts;
-    parts.sort_by_key(|&(number, _, _, at)| (number, at));
-    let mut latest: Vec<(i32, String, u64, i64)> = Vec::with_capacity(parts.len());
-    for part in parts {
-        match latest.last_mut() {
-            Some(last) if last.0 == part.0 => *last = part,
-            _ => latest.push(part),
-        }
-    }
-    let mut next = 0u64;
-    let mut chain = Vec::new();
-    for (number, tag, len, _) in latest {
+) -> io::Result<(Vec<CompletedPart>, u64)> {
+    let mut by_start: BTreeMap<u64, Vec<(i64, i32, String, u64)>> = BTreeMap::new();
+    for (number, tag, len, at) in parts {
         let start = u64::try_from(number - 1)
             .unwrap_or(u64::MAX)
             .saturating_mul(unit);
-        if start == next && next < want && len > 0 {
-            next = start.saturating_add(len);
-            chain.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .e_tag(tag)
-                    .build(),
-            );
+        if len > 0 && start < want {
+            by_start
+                .entry(start)
+                .or_default()
+                .push((at, number, tag, len));
         }
     }
-    if next < want || (exact && next != want) {
-        return Err(io::Error::other(format!(
-            "the parts in S3 cover {next} of {want} bytes"
-        )));
+    // From the last start back: which part to take there so that a chain reaches `want`.
+    let mut take: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    for (&start, candidates) in by_start.iter_mut().rev() {
+        // The last sent first (of two sent in one second, the one listed last).
+        candidates.reverse();
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+        let reaches = |len: u64| {
+            let end = start.saturating_add(len);
+            if end >= want {
+                !exact || end == want
+            } else {
+                take.contains_key(&end)
+            }
+        };
+        if let Some(i) = candidates.iter().position(|c| reaches(c.3)) {
+            take.insert(start, i);
+        }
     }
-    Ok(chain)
+    let mut chain = Vec::new();
+    let mut next = 0u64;
+    while next < want {
+        let Some((_, number, tag, len)) = take.get(&next).map(|&i| &by_start[&next][i]) else {
+            return Err(io::Error::other(format!(
+                "the parts in S3 cover {next} of {want} bytes"
+            )));
+        };
+        chain.push(
+            CompletedPart::builder()
+                .part_number(*number)
+                .e_tag(tag)
+                .build(),
+        );
+        next += len;
+    }
+    Ok((chain, next))
 }
 
 /// Where the bytes of one part made inside the store come from.
@@ -724,7 +740,7 @@ impl Inner {
         // A deferred length told after the first bytes: the key keeps the size the unit came from.
         let want = self.declared_size(upload_id)?.unwrap_or(size);
         let unit = multipart::part_unit(size);
-        let parts = file_parts(self.parts(&key, &multipart_id)?, unit, want, true)?;
+        let (parts, _) = file_parts(self.parts(&key, &multipart_id)?, unit, want, true)?;
         let crc = self.crc_of(upload_id, want)?;
         if self.finish_multipart(&key, &multipart_id, parts, crc)? {
             return Ok(key);
@@ -781,8 +797,14 @@ impl Inner {
         }) = self.find(upload_id)?
         {
             let unit = multipart::part_unit(size);
-            let parts = file_parts(self.parts(&key, &multipart_id)?, unit, len, false)?;
-            let crc = self.crc_of(upload_id, len)?;
+            let (parts, end) = file_parts(self.parts(&key, &multipart_id)?, unit, len, false)?;
+            // The object may hold more than `len` (a part sent but never recorded): its CRC is
+            // then not the one of `len` bytes, and S3 checks only what the parts were sent with.
+            let crc = if end == len {
+                self.crc_of(upload_id, len)?
+            } else {
+                None
+            };
             if self.finish_multipart(&key, &multipart_id, parts, crc)? {
                 return Ok(key);
             }
@@ -1540,5 +1562,46 @@ mod tests {
         assert_eq!(tiled_crc(&[crc(0, 4000), crc(6000, 10_000)], 10_000), None);
         assert_eq!(tiled_crc(&[], 0), Some(crc_fast::checksum(CRC, b"")));
         assert_eq!(parse_crc_header(&crc_header(whole)), Some(whole));
+    }
+
+    #[test]
+    fn the_chain_skips_stale_parts_and_takes_the_last_sent() {
+        let u = 5 * MIB;
+        let part = |n: i32, tag: &str, len: u64, at: i64| (n, tag.to_owned(), len, at);
+        let tags = |parts: &[CompletedPart]| -> Vec<String> {
+            parts
+                .iter()
+                .filter_map(|p| p.e_tag().map(str::to_owned))
+                .collect()
+        };
+        // Part 2 stale (covered by part 1 of two units); part 3 sent twice, the second later.
+        let listed = vec![
+            part(2, "stale", u, 10),
+            part(1, "two-units", 2 * u, 11),
+            part(3, "old", 7, 12),
+            part(3, "new", 7, 13),
+        ];
+        let (chain, end) = file_parts(listed.clone(), u, 2 * u + 7, true).expect("chain");
+        assert_eq!(tags(&chain), ["two-units", "new"]);
+        assert_eq!(end, 2 * u + 7);
+        // The last sent does not fit the file: the one that does is taken.
+        let listed = vec![
+            part(1, "fits", u, 10),
+            part(1, "longer", 3 * u, 20),
+            part(2, "rest", 5, 11),
+        ];
+        let (chain, _) = file_parts(listed, u, u + 5, true).expect("chain");
+        assert_eq!(tags(&chain), ["fits", "rest"]);
+        // A gap is an error; a prefix may end past what is wanted.
+        let e = file_parts(
+            vec![part(1, "a", u, 1), part(3, "c", 5, 1)],
+            u,
+            2 * u + 5,
+            true,
+        )
+        .expect_err("a gap");
+        assert!(e.to_string().contains("cover 0 of 10485765 bytes"), "{e}");
+        let (chain, end) = file_parts(vec![part(1, "a", 2 * u, 1)], u, u, false).expect("prefix");
+        assert_eq!((tags(&chain), end), (vec!["a".to_owned()], 2 * u));
     }
 }
