@@ -302,7 +302,10 @@ pub async fn start(config: ServerConfig) -> Result<(Server, SocketAddr), StartEr
         .map_err(|source| StartError::Database { path: db, source })?;
     let state = AppState {
         tus: Arc::new(tus),
-        defences: Arc::new(defences::Defences::new(&uploads.config.defences)),
+        defences: Arc::new(defences::Defences::new(
+            &uploads.config.defences,
+            uploads.meta.clone(),
+        )),
         uploads,
         hooks: test_hooks.then(hooks::TestHooks::default),
     };
