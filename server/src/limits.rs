@@ -207,12 +207,23 @@ impl RateLimits {
         let local = per_client
             .take(&client.key())
             .map(|wait| (wait, Whose::Client))
-            .or_else(|| per_link.take(&link.to_owned()).map(|wait| (wait, Whose::Link)));
+            .or_else(|| {
+                per_link
+                    .take(&link.to_owned())
+                    .map(|wait| (wait, Whose::Link))
+            });
         let refused = match (local, &self.shared) {
             (Some(refused), _) => Some(refused),
             (None, None) => None,
             (None, Some(meta)) => {
-                draw_shared(meta.clone(), kind, &client.key().to_string(), link, settings).await?
+                draw_shared(
+                    meta.clone(),
+                    kind,
+                    &client.key().to_string(),
+                    link,
+                    settings,
+                )
+                .await?
             }
         };
         match refused {
@@ -273,7 +284,11 @@ async fn draw_shared(
 ) -> Result<Option<(Duration, Whose)>> {
     let mut draws: Vec<(String, Rate, Whose)> = Vec::with_capacity(2);
     if let Some(rate) = per_client.0 {
-        draws.push((format!("{}:client:{client}", kind.as_str()), rate, Whose::Client));
+        draws.push((
+            format!("{}:client:{client}", kind.as_str()),
+            rate,
+            Whose::Client,
+        ));
     }
     if let Some(rate) = per_link.0 {
         draws.push((format!("{}:link:{link}", kind.as_str()), rate, Whose::Link));

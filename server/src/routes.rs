@@ -156,7 +156,10 @@ async fn upload(
             Ok(answer(HttpResponse::Created(), uploads, &session))
         }
         UploadCall::Chunk { id, chunk } => {
-            state.defences.check_chunk(&client_id, &request.hash).await?;
+            state
+                .defences
+                .check_chunk(&client_id, &request.hash)
+                .await?;
             tracing::Span::current().record("upload", log_tag(&id).as_str());
             let session = uploads
                 .write_chunk(&request, &id, chunk.range, body, chunk.sha256)

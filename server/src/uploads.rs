@@ -19,7 +19,7 @@ use crate::claims::{Claims, ClientSlot, ClientSlots, InFlight, Segment};
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 use crate::events::{UploadEvent, UploadEvents, UploadOutcome};
-use crate::meta::{MetadataStore, SessionState, UploadRequest, UploadSession};
+use crate::meta::{name_lock_key, MetadataStore, SessionState, UploadRequest, UploadSession};
 use crate::space::Space;
 use crate::store::{ByteStore, RangeWriter};
 use crate::validate::{self, RelPath, SNIFF_LEN};
@@ -607,9 +607,25 @@ impl Uploads {
         );
         let started = std::time::Instant::now();
         let tag = log_tag(&session.id);
+        // Uploads that could end up with one name take their names one at a time: in this
+        // instance by this lock, across instances by the metadata store's (the store's look for
+        // a free name and its write of that name must not interleave with another's).
+        let name_key = name_lock_key(&request.folder, &session.rel_path);
+        let _this_instance = self
+            .locks
+            .get(&format!("name:{name_key}"))
+            .lock_owned()
+            .await;
         let done = blocking(move || {
             let path = RelPath::parse(&s.rel_path)?;
-            let final_path = match store.finalize(&s.id, &folder, &path) {
+            let every_instance = if cfg!(feature = "mutant-no-name-lock") {
+                None
+            } else {
+                Some(meta.lock_name(&name_key)?)
+            };
+            let placed = store.finalize(&s.id, &folder, &path);
+            drop(every_instance);
+            let final_path = match placed {
                 Ok(p) => p,
                 Err(e) if is_no_space(&e) => return Err(e.into()),
                 Err(e) => {
