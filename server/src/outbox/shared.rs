@@ -48,7 +48,7 @@ impl SharedOutbox {
     ) -> Result<usize> {
         let added = self.client()?.execute(
             "INSERT INTO hook_outbox (event_id, target, kind, body, next_attempt_at, created_at)
-             SELECT $1, t, $2, $3, $4, $4 FROM unnest($5::TEXT[]) AS t
+             SELECT $1::TEXT, t, $2::TEXT, $3::TEXT, $4::BIGINT, $4::BIGINT FROM unnest($5::TEXT[]) AS t
              ON CONFLICT (event_id, target) DO NOTHING",
             &[&event_id, &kind, &body, &now, &targets],
         )?;
@@ -58,11 +58,11 @@ impl SharedOutbox {
     /// Claims the oldest due event nobody holds (none or one), with its target's name.
     pub fn claim(&self, now: i64, targets: &[&str]) -> Result<Vec<(String, Pending)>> {
         let rows = self.client()?.query(
-            "UPDATE hook_outbox SET lease_until = $1 + $2
+            "UPDATE hook_outbox SET lease_until = $1::BIGINT + $2::BIGINT
              WHERE seq IN (
                  SELECT seq FROM hook_outbox
                  WHERE done_at IS NULL AND next_attempt_at <= $1
-                   AND (lease_until IS NULL OR lease_until <= $1) AND target = ANY($3)
+                   AND (lease_until IS NULL OR lease_until <= $1) AND target = ANY($3::TEXT[])
                  ORDER BY seq LIMIT 1
                  FOR UPDATE SKIP LOCKED)
              RETURNING seq, target, event_id, kind, body, attempts, created_at",
@@ -91,7 +91,7 @@ impl SharedOutbox {
     pub fn next_due(&self, targets: &[&str]) -> Result<Option<i64>> {
         let row = self.client()?.query_one(
             "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) FROM hook_outbox
-             WHERE done_at IS NULL AND target = ANY($1)",
+             WHERE done_at IS NULL AND target = ANY($1::TEXT[])",
             &[&targets],
         )?;
         Ok(row.try_get(0)?)
@@ -119,8 +119,8 @@ impl SharedOutbox {
 
     pub fn failed(&self, row: i64, error: &str, next_at: i64, give_up: bool) -> Result<()> {
         self.client()?.execute(
-            "UPDATE hook_outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3,
-             done_at = CASE WHEN $4 THEN $3 ELSE NULL END, gave_up = $4, lease_until = NULL
+            "UPDATE hook_outbox SET attempts = attempts + 1, last_error = $2::TEXT, next_attempt_at = $3::BIGINT,
+             done_at = CASE WHEN $4::BOOLEAN THEN $3::BIGINT END, gave_up = $4::BOOLEAN, lease_until = NULL
              WHERE seq = $1",
             &[&row, &error, &next_at, &give_up],
         )?;
