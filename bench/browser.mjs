@@ -16,6 +16,8 @@
 // blank document served by Playwright at the server's own origin (so no CORS preflight runs for
 // either client), after which interception is switched off again.
 //
+// Profiles with `files` upload that many files of `file_kib` each instead (FILE_CLIENTS).
+//
 // Usage: node bench/browser.mjs --bench-bin B --server-bin S [--rustus-bin R] [--quick] [--out F]
 //        [--profiles P0,P1] [--clients droppr-auto,tus-4] [--path-check-out F]
 import { spawn } from 'node:child_process';
@@ -46,6 +48,16 @@ const CLIENTS = [
   { id: 'droppr-seq', label: 'droppr (maxParallelChunks 1)', server: 'droppr', options: { maxParallelChunks: 1 } },
   { id: 'tus-1', label: 'tus-js-client (1 request)', server: 'rustus', options: { parallelUploads: 1 } },
   { id: 'tus-4', label: 'tus-js-client (parallelUploads 4, 8 MiB)', server: 'rustus', options: { parallelUploads: 4, chunkSize: 8 * MIB } },
+];
+
+// Many files (profiles with `files`): every file of the run, several at a time. Goodput = all
+// bytes / time from the first start to the last file's end.
+const FILE_CLIENTS = [
+  { id: 'droppr-files', label: 'droppr (6 files at once, one shared pool)', server: 'droppr', atOnce: 6, options: {} },
+  { id: 'droppr-files-1', label: 'droppr (one file at a time)', server: 'droppr', atOnce: 1, options: {} },
+  { id: 'tus-files-1', label: 'tus-js-client (one file at a time)', server: 'rustus', atOnce: 1, options: {} },
+  { id: 'tus-files-6', label: 'tus-js-client (6 files at once)', server: 'rustus', atOnce: 6, options: {} },
+  { id: 'uppy-tus', label: 'Uppy + @uppy/tus (limit 6)', server: 'rustus', atOnce: 6, uppy: true, options: {} },
 ];
 
 function parseArgs(list) {
@@ -245,6 +257,72 @@ async function pageRun({ client, server, bytes, name, capMs }) {
   return { ms: t1 - t0, size: bytes, detail: { retries } };
 }
 
+// Runs in the page: uploads every file of the file input, `client.atOnce` at a time (Uppy: its
+// own queue with `limit`), and times the first start to the last end.
+async function pageFilesRun({ client, server, capMs }) {
+  const files = [...document.getElementById('file').files];
+  const bytes = files.reduce((n, f) => n + f.size, 0);
+  const t0 = performance.now();
+  let sent = 0;
+  let failures = 0;
+  let stopAt = null;
+  let stopped = false;
+  const capped = new Promise((ok) => { stopAt = setTimeout(() => { stopped = true; ok('capped'); }, capMs); });
+  let run;
+  if (client.uppy) {
+    const uppy = new window.Uppy.Uppy({ autoProceed: false })
+      .use(window.Uppy.Tus, { endpoint: server.path, limit: client.atOnce, storeFingerprintForResuming: false });
+    uppy.on('upload-success', (file) => { sent += file.size; });
+    uppy.on('upload-error', () => { failures++; });
+    for (const file of files) uppy.addFile({ name: file.name, type: file.type, data: file });
+    run = uppy.upload().then((r) => { if (r.failed?.length) throw new Error(`${r.failed.length} files failed`); });
+  } else {
+    const mod = client.server === 'droppr' ? await import('/pkg/droppr_uploader.js') : null;
+    if (mod) await mod.default();
+    const one = (file) => {
+      if (mod) {
+        return new mod.ParallelUploader({ file, uploadUrl: server.path, ...client.options }).start();
+      }
+      return new Promise((ok, fail) => {
+        const upload = new window.tus.Upload(file, {
+          endpoint: server.path, ...client.options, metadata: { filename: file.name },
+          storeFingerprintForResuming: false, onShouldRetry: () => { failures++; return true; },
+          onError: fail, onSuccess: () => ok(),
+        });
+        upload.start();
+      });
+    };
+    const queue = [...files];
+    const worker = async () => {
+      for (let file = queue.shift(); file && !stopped; file = queue.shift()) {
+        await one(file);
+        sent += file.size;
+      }
+    };
+    run = Promise.all(Array.from({ length: client.atOnce }, worker));
+  }
+  const first = await Promise.race([run, capped]);
+  const t1 = performance.now();
+  clearTimeout(stopAt);
+  const detail = { files: files.length, failures };
+  if (first === 'capped') return { ms: t1 - t0, size: bytes, capped: true, sent, detail };
+  return { ms: t1 - t0, size: bytes, detail };
+}
+
+/** `count` files of `bytes` each in their own folder; made once per shape. */
+function benchFiles(work, count, bytes) {
+  const dir = join(work, `files-${count}x${bytes}`);
+  if (existsSync(dir) && readdirSync(dir).length === count) return readdirSync(dir).sort().map((n) => join(dir, n));
+  mkdirSync(dir, { recursive: true });
+  const paths = [];
+  for (let i = 0; i < count; i++) {
+    const path = join(dir, `file-${String(i).padStart(4, '0')}.bin`);
+    writeFileSync(path, randomBytes(bytes));
+    paths.push(path);
+  }
+  return paths;
+}
+
 /** A file of `bytes` on disk that no layer could compress; made once per size. */
 function benchFile(work, bytes) {
   const path = join(work, `upload-${bytes}.bin`);
@@ -261,19 +339,23 @@ async function runOnce(browser, client, origin, server, bytes, capS, filePath) {
   const page = await context.newPage();
   try {
     const url = `http://${origin}/__bench.html`;
-    await page.route(url, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><meta charset="utf-8"><title>bench</title><input type="file" id="file">' }));
+    await page.route(url, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><meta charset="utf-8"><title>bench</title><input type="file" id="file" multiple>' }));
     await page.goto(url);
     // Interception off again: uploads must not pass through the DevTools protocol.
     await page.unrouteAll();
     await page.setInputFiles('#file', filePath);
-    if (client.server === 'rustus') {
+    if (client.uppy) {
+      await page.addScriptTag({ path: join(root, 'node_modules/uppy/dist/uppy.min.js') });
+    } else if (client.server === 'rustus') {
       await page.addScriptTag({ path: join(root, 'node_modules/tus-js-client/dist/tus.min.js') });
     }
-    const name = basename(filePath);
     const budget = (capS + 60) * 1000;
     let timer;
     const timeout = new Promise((_, fail) => { timer = setTimeout(() => fail(new Error(`timed out after ${budget / 1000} s`)), budget); });
-    const r = await Promise.race([page.evaluate(pageRun, { client, server: { path: server.path }, bytes, name, capMs: capS * 1000 }), timeout]);
+    const running = Array.isArray(filePath)
+      ? page.evaluate(pageFilesRun, { client, server: { path: server.path }, capMs: capS * 1000 })
+      : page.evaluate(pageRun, { client, server: { path: server.path }, bytes, name: basename(filePath), capMs: capS * 1000 });
+    const r = await Promise.race([running, timeout]);
     clearTimeout(timer);
     if (r.size !== bytes) throw new Error(`uploaded ${r.size} bytes, expected ${bytes}`);
     return r;
@@ -304,11 +386,14 @@ async function runProfile(profile, clients, ctx) {
         + `1 conn ${check.one_connection_mbit.toFixed(1)} Mbit/s, 6 conn ${check.six_connections_mbit.toFixed(1)} Mbit/s, `
         + `${check.congestion_control} ${check.ok ? 'ok' : `OUT OF TOLERANCE: ${check.checks.join('; ')}`}`);
     }
-    const sizes = fileSizes(profile).map((m) => (quick ? m / 4 : m) * MIB);
+    const fileCount = profile.files ? Math.ceil(profile.files / (quick ? 4 : 1)) : 0;
+    const sizes = profile.files
+      ? [fileCount * profile.file_kib * 1024]
+      : fileSizes(profile).map((m) => (quick ? m / 4 : m) * MIB);
     const servers = { droppr: await startDroppr(ctx.request, ctx.pkg.dir, shaped) };
     children.push(servers.droppr.child);
     if (ctx.havePeers) {
-      servers.rustus = await startRustus(ctx.work, Math.max(...sizes), shaped);
+      servers.rustus = await startRustus(ctx.work, profile.files ? profile.file_kib * 1024 : Math.max(...sizes), shaped);
       children.push(servers.rustus.child);
     }
     const executablePath = shaped ? chromiumInClientNamespace(ctx.work) : '/usr/bin/chromium';
@@ -321,9 +406,10 @@ async function runProfile(profile, clients, ctx) {
       const ideal = profile.rate_mbit ? (bytes * 8) / (profile.rate_mbit * 1e6) : 1;
       // Short runs are noisy on a shared machine: median of three (lossy paths run far below the
       // link rate, so their runs are long anyway).
-      const repeats = quick || profile.loss_pct ? 1 : (ideal < 8 ? 3 : 1);
-      for (const client of clients) {
-        ctx.results.push(await measure(browser, profile, client, servers[client.server], bytes, repeats, capS, ctx.work));
+      const repeats = quick || profile.loss_pct || profile.files ? 1 : (ideal < 8 ? 3 : 1);
+      const input = profile.files ? benchFiles(ctx.work, fileCount, profile.file_kib * 1024) : null;
+      for (const client of profile.files ? clients.files : clients.single) {
+        ctx.results.push(await measure(browser, profile, client, servers[client.server], bytes, repeats, capS, ctx.work, input));
         // Finished uploads are not needed again: a full run would otherwise keep tens of GiB.
         dropUploads(ctx);
       }
@@ -349,11 +435,11 @@ function dropUploads(ctx) {
   unlinkFiles(join(ctx.work, 'rustus'));
 }
 
-async function measure(browser, profile, client, server, bytes, repeats, capS, work) {
+async function measure(browser, profile, client, server, bytes, repeats, capS, work, input) {
   try {
     const samples = [];
     for (let i = 0; i < repeats; i++) {
-      const r = await runOnce(browser, client, server.addr, server, bytes, capS, benchFile(work, bytes));
+      const r = await runOnce(browser, client, server.addr, server, bytes, capS, input ?? benchFile(work, bytes));
       // A capped run counts what it had sent by the cap.
       r.goodBytes = r.capped ? r.sent : bytes;
       samples.push(r);
@@ -380,10 +466,12 @@ async function measure(browser, profile, client, server, bytes, repeats, capS, w
 async function main() {
   const profiles = JSON.parse(readFileSync(join(root, 'bench/profiles.json'), 'utf8'))
     .filter((p) => !args.profiles || args.profiles.split(',').includes(p.name));
-  const wantedClients = CLIENTS.filter((c) => !args.clients || args.clients.split(',').includes(c.id));
   const havePeers = Boolean(args['rustus-bin']);
-  const clients = wantedClients.filter((c) => c.server === 'droppr' || havePeers);
-  if (clients.length < wantedClients.length) log('no rustus (run with --with-peers to install it): tus-js-client runs skipped');
+  const pick = (list) => list
+    .filter((c) => !args.clients || args.clients.split(',').includes(c.id))
+    .filter((c) => c.server === 'droppr' || havePeers);
+  const clients = { single: pick(CLIENTS), files: pick(FILE_CLIENTS) };
+  if (!havePeers) log('no rustus (run with --with-peers to install it): tus-js-client and Uppy runs skipped');
 
   const work = mkdtempSync(join(tmpdir(), 'droppr-bench-browser-'));
   const ctx = { work, havePeers, results: [], pathChecks: [], chromiumVersion: null, pkg: null, request: null };
@@ -398,7 +486,7 @@ async function main() {
   const { pkg } = ctx;
   const out = {
     quick, chromium: ctx.chromiumVersion, package: pkg && { bytes: pkg.bytes, gzip_bytes: pkg.gzip_bytes, built: pkg.built },
-    profiles, clients: CLIENTS.map(({ id, label }) => ({ id, label })), path_checks: ctx.pathChecks, results: ctx.results,
+    profiles, clients: [...CLIENTS, ...FILE_CLIENTS].map(({ id, label }) => ({ id, label })), path_checks: ctx.pathChecks, results: ctx.results,
   };
   if (args['path-check-out']) writeFileSync(args['path-check-out'], JSON.stringify(ctx.pathChecks, null, 2) + '\n');
   if (args.out) { mkdirSync(dirname(args.out), { recursive: true }); writeFileSync(args.out, JSON.stringify(out, null, 2) + '\n'); } else console.log(JSON.stringify(out, null, 2));

@@ -11,7 +11,7 @@ import { BasePlugin } from '@uppy/core';
 import init, { ParallelUploader } from 'droppr-uploader';
 
 /** ParallelUploader options passed through as they are. */
-const FORWARDED = ['chunkSize', 'maxParallelChunks', 'maxRetries', 'adaptiveChunkSizing', 'minChunkSize', 'maxChunkSize'];
+const FORWARDED = ['chunkSize', 'maxParallelChunks', 'connectionLimit', 'maxRetries', 'adaptiveChunkSizing', 'minChunkSize', 'maxChunkSize'];
 
 let wasmReady = null;
 
@@ -47,7 +47,8 @@ export default class DropprUploader extends BasePlugin {
    * `/api/droppr/requests/{hash}/upload-chunk`), `headers` (object or `(file) => object`, e.g.
    * `X-Request-Password`), `limit` (files uploaded at once, default 2; each file already sends
    * several chunks at once), `wasmUrl` (where `droppr_uploader_bg.wasm` is, if not beside the
-   * package's JS), and ParallelUploader's `chunkSize`, `maxParallelChunks`, `maxRetries`,
+   * package's JS), and ParallelUploader's `chunkSize`, `maxParallelChunks`, `connectionLimit` (the files'
+   * chunk requests share it), `maxRetries`,
    * `adaptiveChunkSizing`, `minChunkSize`, `maxChunkSize`.
    */
   constructor(uppy, opts = {}) {

@@ -13,6 +13,7 @@
 //! - [`scheduler`]: the uploader's state machine, driven by the wasm glue.
 //! - [`spread`]: the file spread over the connections the path rewards (few-chunk files, long
 //!   paths, the tail, the connection ramp).
+//! - [`pool`]: one connection budget for every uploader on a page sending to one origin.
 //! - [`multipart`]: the alignment unit and part numbers of an S3 multipart byte store.
 //! - [`js_number`]: checked `u64` <-> JS number conversions.
 //! - [`text`]: messages built without `core::fmt` (kilobytes of wasm).
@@ -24,6 +25,7 @@ pub mod js_number;
 pub mod multipart;
 pub mod network;
 pub mod plan;
+pub mod pool;
 pub mod ranges;
 pub mod resume;
 pub mod retry;

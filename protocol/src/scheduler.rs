@@ -353,6 +353,18 @@ impl ChunkScheduler {
         self.queue.next_index()
     }
 
+    /// Whether [`Self::next_chunk`] would give a chunk now (the glue asks before it takes a slot
+    /// of the page-wide connection pool, so that it never queues for a slot it cannot use).
+    pub fn has_chunk_ready(&self, now_ms: f64) -> bool {
+        let slots = usize::try_from(self.tuning.parallelism()).unwrap_or(usize::MAX);
+        self.phase == Phase::Running
+            && !self.paused
+            && self.in_flight.len() < slots
+            && (!self.ready.is_empty()
+                || self.waiting.first().is_some_and(|w| w.due_ms <= now_ms)
+                || self.queue.remaining_bytes() > 0)
+    }
+
     /// The next chunk to send now, if a slot is free and one is ready.
     pub fn next_chunk(&mut self, now_ms: f64) -> Option<Chunk> {
         if self.phase != Phase::Running || self.paused {

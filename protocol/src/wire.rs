@@ -10,6 +10,9 @@ use crate::text::decimal;
 /// Header names, lower case as HTTP/2 and `fetch` present them.
 pub mod header {
     pub const UPLOAD_ID: &str = "x-upload-id";
+    /// An open (or a first chunk) under an id the client chose ([`super::is_valid_new_upload_id`]):
+    /// repeating it finds the same session instead of opening another.
+    pub const UPLOAD_NEW_ID: &str = "x-upload-new-id";
     pub const UPLOAD_LENGTH: &str = "x-upload-length";
     pub const UPLOAD_NAME: &str = "x-upload-name";
     pub const UPLOAD_PATH: &str = "x-upload-path";
@@ -41,6 +44,13 @@ pub fn is_valid_upload_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// An id a client may choose for a new upload (`X-Upload-New-Id`): the upload id rule, and at least
+/// 22 characters, so that it can carry the 128 random bits of the ids the server makes (16 bytes
+/// in base64url) and nobody can guess another client's.
+pub fn is_valid_new_upload_id(id: &str) -> bool {
+    id.len() >= 22 && is_valid_upload_id(id)
 }
 
 /// A request ("file-request link") hash: `^[A-Za-z0-9_-]{1,64}$`.
@@ -314,6 +324,7 @@ error_codes! {
     NotFound = "not-found", 404, false;
     MethodNotAllowed = "method-not-allowed", 405, false;
     SessionNotInitialised = "session-not-initialised", 409, false;
+    UploadIdTaken = "upload-id-taken", 409, false;
     SessionConflict = "session-conflict", 409, true;
     PathConflict = "path-conflict", 409, false;
     UploadFailed = "upload-failed", 409, false;

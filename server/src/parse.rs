@@ -5,7 +5,7 @@
 
 use actix_web::http::Method;
 use actix_web::HttpRequest;
-use droppr_protocol::wire::{header as h, parse_u64, ErrorCode};
+use droppr_protocol::wire::{header as h, is_valid_new_upload_id, parse_u64, ErrorCode};
 use droppr_protocol::ContentRange;
 
 use crate::error::{Error, Result};
@@ -18,6 +18,7 @@ const SINGLE_VALUED: &[&str] = &[
     "content-type",
     h::CONTENT_RANGE,
     h::UPLOAD_ID,
+    h::UPLOAD_NEW_ID,
     h::UPLOAD_OFFSET,
     h::UPLOAD_END,
     h::UPLOAD_LENGTH,
@@ -40,18 +41,21 @@ pub struct ChunkHeaders {
 /// What a POST/PUT/PATCH on the upload URL asks for.
 #[derive(Debug, Clone)]
 pub enum UploadCall {
-    /// No body, no id: open a session.
+    /// No body, no id: open a session (under `new_id` when the client chose one).
     Open {
         open: OpenUpload,
         password: Option<String>,
+        new_id: Option<String>,
     },
     /// A chunk of an open session.
     Chunk { id: String, chunk: ChunkHeaders },
-    /// The original protocol: a chunk at offset 0 without an id opens the session.
+    /// The original protocol: a chunk at offset 0 without an id opens the session (under
+    /// `new_id` when the client chose one).
     FirstChunk {
         open: OpenUpload,
         password: Option<String>,
         chunk: ChunkHeaders,
+        new_id: Option<String>,
     },
 }
 
@@ -61,6 +65,7 @@ impl UploadCall {
         let range = chunk_range(req)?;
         let id = header_str(req, h::UPLOAD_ID).map(str::to_owned);
         let password = header_text(req, h::REQUEST_PASSWORD)?;
+        let new_id = new_upload_id(req, id.is_some())?;
         match (id, range) {
             (Some(id), Some(range)) => Ok(UploadCall::Chunk {
                 id,
@@ -88,6 +93,7 @@ impl UploadCall {
                 Ok(UploadCall::Open {
                     open: open_fields(req, size)?,
                     password,
+                    new_id,
                 })
             }
             (None, Some(r)) if r.start != 0 => Err(Error::client(
@@ -98,9 +104,30 @@ impl UploadCall {
                 open: open_fields(req, range.total)?,
                 password,
                 chunk: chunk_headers(req, range)?,
+                new_id,
             }),
         }
     }
+}
+
+/// `X-Upload-New-Id`: the id a client chose for the upload it opens; never beside `X-Upload-Id`.
+fn new_upload_id(req: &HttpRequest, has_id: bool) -> Result<Option<String>> {
+    let Some(new_id) = header_str(req, h::UPLOAD_NEW_ID) else {
+        return Ok(None);
+    };
+    if has_id {
+        return Err(Error::client(
+            ErrorCode::BadUploadId,
+            "X-Upload-New-Id opens an upload and X-Upload-Id names an open one: send only one of them.",
+        ));
+    }
+    if !is_valid_new_upload_id(new_id) {
+        return Err(Error::client(
+            ErrorCode::BadUploadId,
+            "X-Upload-New-Id must be 22 to 64 characters of A-Z, a-z, 0-9, - and _ (16 random bytes in base64url).",
+        ));
+    }
+    Ok(Some(new_id.to_owned()))
 }
 
 /// The session id of a GET/HEAD/DELETE: `X-Upload-Id`, or `?upload_id=`.

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::meta::{UploadRequest, UploadSession};
 use crate::parse::{self, ChunkHeaders, UploadCall};
 use crate::requests;
-use crate::uploads::{log_tag, BodyError, Uploads};
+use crate::uploads::{log_tag, BodyError, Opened, Uploads};
 
 /// Shared state of the app.
 #[derive(Debug, Clone)]
@@ -150,10 +150,14 @@ async fn upload(
     let request = uploads.request(&hash).await?;
     let body = payload.map(|piece| piece.map_err(|e| BodyError(e.to_string())));
     match UploadCall::parse(&req)? {
-        UploadCall::Open { open, password } => {
+        UploadCall::Open {
+            open,
+            password,
+            new_id,
+        } => {
             admit_open(&state, &req, &request, &client_id, password).await?;
-            let session = uploads.open(&request, open, &client).await?;
-            Ok(answer(HttpResponse::Created(), uploads, &session))
+            let (session, opened) = uploads.open_as(&request, open, &client, new_id).await?;
+            Ok(answer(created_or_found(opened), uploads, &session))
         }
         UploadCall::Chunk { id, chunk } => {
             state
@@ -170,10 +174,20 @@ async fn upload(
             open,
             password,
             chunk,
+            new_id,
         } => {
             admit_open(&state, &req, &request, &client_id, password).await?;
-            let id = uploads.open(&request, open, &client).await?.id;
-            first_chunk(uploads, &request, &id, chunk, body).await
+            // Only an id the server made is known to nobody else if this chunk is refused.
+            let forget_on_refusal = new_id.is_none();
+            let (session, opened) = uploads.open_as(&request, open, &client, new_id).await?;
+            let id = &session.id;
+            let answered = first_chunk(uploads, &request, id, opened, chunk, body).await;
+            if answered.is_err() && forget_on_refusal {
+                if let Err(abort) = uploads.abort(&request, id).await {
+                    tracing::debug!(error = %abort, "session opened by a refused chunk already gone");
+                }
+            }
+            answered
         }
     }
 }
@@ -186,13 +200,15 @@ fn answer(
     status_response(builder, &uploads.status(session), true)
 }
 
-/// The original protocol's first chunk, which opened session `id`: if the chunk is refused,
-/// nobody knows the id and the session holds nothing, so its reserved space is freed now
-/// instead of when it expires.
+/// The original protocol's first chunk, in the session it opened (201) or found again under an
+/// id the client chose (200). When it is refused in a session whose id only the server knows,
+/// the caller drops the session: nobody could resume it, and it would hold its reserved space
+/// until it expired.
 async fn first_chunk<S>(
     uploads: &Uploads,
     request: &UploadRequest,
     id: &str,
+    opened: Opened,
     chunk: ChunkHeaders,
     body: S,
 ) -> Result<HttpResponse>
@@ -200,17 +216,17 @@ where
     S: futures_util::Stream<Item = std::result::Result<web::Bytes, BodyError>> + Unpin,
 {
     tracing::Span::current().record("upload", log_tag(id).as_str());
-    match uploads
+    let session = uploads
         .write_chunk(request, id, chunk.range, body, chunk.sha256)
-        .await
-    {
-        Ok(session) => Ok(answer(HttpResponse::Created(), uploads, &session)),
-        Err(e) => {
-            if let Err(abort) = uploads.abort(request, id).await {
-                tracing::debug!(error = %abort, "session opened by a refused chunk already gone");
-            }
-            Err(e)
-        }
+        .await?;
+    Ok(answer(created_or_found(opened), uploads, &session))
+}
+
+/// 201 for a session this request made, 200 for one an earlier copy of it made.
+fn created_or_found(opened: Opened) -> actix_web::HttpResponseBuilder {
+    match opened {
+        Opened::Created => HttpResponse::Created(),
+        Opened::Found => HttpResponse::Ok(),
     }
 }
 

@@ -25,6 +25,9 @@ use crate::store::{ByteStore, RangeWriter};
 use crate::validate::{self, RelPath, SNIFF_LEN};
 use crate::{auth, now_secs, rfc3339};
 
+mod new_id;
+pub use new_id::Opened;
+
 /// Bytes gathered from the socket before one positioned write. Two buffers per chunk in flight
 /// (one being written while the next fills), so 64 chunks in flight hold 16 MiB at most.
 const WRITE_BUF: usize = 128 * 1024;
@@ -36,6 +39,21 @@ pub struct OpenUpload {
     pub size: u64,
     pub content_type: Option<String>,
     pub last_modified: Option<String>,
+}
+
+/// 409 when a file (or link) stands where the upload's folders would go.
+fn target_free(store: &dyn ByteStore, folder: &str, path: &RelPath) -> Result<()> {
+    if let Err(blocked) = store.check_target(folder, path)? {
+        tracing::info!(
+            ?blocked,
+            "upload refused: its folder is taken by a file or link"
+        );
+        return Err(client_error(
+            ErrorCode::PathConflict,
+            "A file (or link) of that name already stands where this upload's folder would be.",
+        ));
+    }
+    Ok(())
 }
 
 /// A short, non-reversible tag for an upload id, for logs: the id is a capability (whoever holds
@@ -218,22 +236,7 @@ impl Uploads {
         client: &str,
         preallocate: bool,
     ) -> Result<UploadSession> {
-        validate::check_extension(&open.path, &request.allowed_extensions)?;
-        self.check_size(request, open.size)?;
-        validate::check_name(&open.path, self.config.resources.allow_unportable_names)?;
-        let now = now_secs();
-        let session = UploadSession {
-            content_type: open.content_type,
-            last_modified: open.last_modified,
-            ..UploadSession::open(
-                auth::random_token(16)?,
-                &request.hash,
-                open.path.as_str(),
-                open.size,
-                client,
-                now,
-            )
-        };
+        let session = self.new_session(request, &open, client, auth::random_token(16)?)?;
         let (store, meta, space, s) = (
             self.store.clone(),
             self.meta.clone(),
@@ -243,13 +246,7 @@ impl Uploads {
         let (folder, path) = (request.folder.clone(), open.path);
         let caps = self.config.resources.reserve;
         blocking(move || {
-            if let Err(blocked) = store.check_target(&folder, &path)? {
-                tracing::info!(?blocked, "upload refused: its folder is taken by a file or link");
-                return Err(client_error(
-                    ErrorCode::PathConflict,
-                    "A file (or link) of that name already stands where this upload's folder would be.",
-                ));
-            }
+            target_free(&*store, &folder, &path)?;
             let prealloc = if preallocate { s.size() } else { 0 };
             space.check_room(prealloc)?;
             store.create(&s.id, prealloc)?;
@@ -260,6 +257,41 @@ impl Uploads {
             Ok(())
         })
         .await?;
+        self.after_open(request, session).await
+    }
+
+    /// The checks of an open that need nothing stored, and the session they admit.
+    fn new_session(
+        &self,
+        request: &UploadRequest,
+        open: &OpenUpload,
+        client: &str,
+        id: String,
+    ) -> Result<UploadSession> {
+        validate::check_extension(&open.path, &request.allowed_extensions)?;
+        self.check_size(request, open.size)?;
+        validate::check_name(&open.path, self.config.resources.allow_unportable_names)?;
+        let now = now_secs();
+        Ok(UploadSession {
+            content_type: open.content_type.clone(),
+            last_modified: open.last_modified.clone(),
+            ..UploadSession::open(
+                id,
+                &request.hash,
+                open.path.as_str(),
+                open.size,
+                client,
+                now,
+            )
+        })
+    }
+
+    /// A session just stored: counted, logged, and finished at once when the file is empty.
+    async fn after_open(
+        &self,
+        request: &UploadRequest,
+        session: UploadSession,
+    ) -> Result<UploadSession> {
         self.events.opened();
         tracing::info!(upload = %log_tag(&session.id), request = %request.hash, path = %session.rel_path, size = session.size(), "upload opened");
         if session.size() == 0 {

@@ -28,6 +28,7 @@ use crate::callbacks::{self, RequestInfo};
 use crate::checksum;
 use crate::events::{self, Event, EventReceiver};
 use crate::js_error::{self, ClientCode};
+use crate::pool;
 use crate::records;
 use crate::state::{Glue, Shared};
 use crate::wire::{self, Headers};
@@ -125,11 +126,14 @@ struct Request {
     /// The chunk's range and SHA-256, when checksums are on.
     part: Option<PartDigest>,
     _guard: XhrGuard,
+    /// Its place in the page's connection pool (none when the uploader does not share).
+    _slot: Option<pool::Slot>,
 }
 
 /// What the task holds while chunks are being sent.
-#[derive(Default)]
 struct Run {
+    /// This uploader's place in its origin's connection pool.
+    pool: Option<pool::Member>,
     requests: Vec<Request>,
     /// The wake-up armed for the scheduler's next deadline.
     timer: Option<(f64, TimeoutFuture)>,
@@ -138,6 +142,36 @@ struct Run {
 }
 
 impl Run {
+    fn new(shared: &Shared) -> Self {
+        let options = &shared.options;
+        Self {
+            pool: pool::Member::join(
+                &options.upload_url,
+                options.connection_limit,
+                shared.events.clone(),
+            ),
+            requests: Vec::new(),
+            timer: None,
+            offline: None,
+        }
+    }
+
+    /// A place in the connection pool for one more chunk, if the scheduler has one to send now
+    /// and the pool a free slot for this uploader (else it waits its turn, woken by a freed slot).
+    fn slot_for_next_chunk(&self, shared: &Shared) -> Option<Option<pool::Slot>> {
+        let ready = shared.with_scheduler(|s| s.has_chunk_ready(browser::now_ms())) == Some(true);
+        if !ready {
+            if let Some(member) = &self.pool {
+                member.step_aside();
+            }
+            return None;
+        }
+        match &self.pool {
+            None => Some(None),
+            Some(member) => member.try_acquire().map(Some),
+        }
+    }
+
     fn take(&mut self, index: u64) -> Option<Request> {
         let pos = self.requests.iter().position(|r| r.index == index)?;
         Some(self.requests.swap_remove(pos))
@@ -207,7 +241,7 @@ async fn drive(shared: Rc<Shared>, mut events: EventReceiver) -> Result<UploadRe
     if status.complete {
         return result(&shared, &status, &record).await;
     }
-    let mut run = Run::default();
+    let mut run = Run::new(&shared);
     loop {
         run.reconcile(&shared);
         launch(&shared, &mut run, &status.upload_id).await?;
@@ -322,12 +356,20 @@ async fn recorded_parts(shared: &Shared, upload_id: &str) -> Result<Vec<PartDige
 async fn launch(shared: &Shared, run: &mut Run, upload_id: &str) -> Result<(), Stop> {
     if run.offline.is_some() {
         if !browser::is_online() {
+            // Waiting for `online`, not for a slot: uploaders to other paths may go on.
+            if let Some(member) = &run.pool {
+                member.step_aside();
+            }
             return Ok(());
         }
         run.offline = None;
     }
     let options = &shared.options;
-    while let Some(Some(chunk)) = shared.with_scheduler(|s| s.next_chunk(browser::now_ms())) {
+    while let Some(slot) = run.slot_for_next_chunk(shared) {
+        // Ready was just asked; without a chunk after all, the slot goes back as it drops.
+        let Some(Some(chunk)) = shared.with_scheduler(|s| s.next_chunk(browser::now_ms())) else {
+            break;
+        };
         let blob = options
             .file
             .slice_with_f64_and_f64(f64_saturating(chunk.start), f64_saturating(chunk.end + 1))
@@ -376,6 +418,7 @@ async fn launch(shared: &Shared, run: &mut Run, upload_id: &str) -> Result<(), S
             len: chunk.len(),
             part,
             _guard: guard,
+            _slot: slot,
         });
     }
     Ok(())

@@ -23,6 +23,7 @@ mod events;
 mod js_error;
 mod js_object;
 mod options;
+mod pool;
 mod records;
 mod state;
 mod wire;
@@ -65,6 +66,13 @@ export interface ParallelUploaderOptions {
   chunkSize?: number;
   /** Most requests in flight (default: `getOptimalParallelChunks()`, then adapted to measurements). */
   maxParallelChunks?: number;
+  /**
+   * Most chunk requests in flight to the upload URL's origin across every uploader of this page
+   * (default 6, the browser's HTTP/1.1 connection limit per host; 0: this uploader does not
+   * share). Uploaders started together take turns for a freed slot, so several small files go
+   * at once and a large one keeps sending between them.
+   */
+  connectionLimit?: number;
   /** Retries per chunk after its first attempt (default 5; backoff 1 s, 2 s, 4 s, ... with jitter). */
   maxRetries?: number;
   /** Extra request headers, e.g. `X-Request-Password`, `X-Captcha-Token`; undefined values are skipped. */
@@ -190,7 +198,7 @@ export type ServerErrorCode =
   | 'bad-body' | 'duplicate-header' | 'body-cut-short' | 'password-required' | 'wrong-password'
   | 'unauthorized' | 'captcha-required' | 'captcha-invalid' | 'admin-disabled' | 'request-not-found'
   | 'session-not-found' | 'not-found' | 'method-not-allowed' | 'session-not-initialised'
-  | 'session-conflict' | 'path-conflict' | 'upload-failed' | 'body-timeout' | 'request-expired'
+  | 'upload-id-taken' | 'session-conflict' | 'path-conflict' | 'upload-failed' | 'body-timeout' | 'request-expired'
   | 'length-required' | 'file-too-large' | 'chunk-too-large' | 'body-too-large' | 'type-not-allowed'
   | 'content-mismatch' | 'locked-out' | 'rate-limited' | 'internal' | 'unavailable'
   | 'insufficient-storage' | 'quota-exceeded' | 'bad-head' | 'head-timeout' | 'head-too-large'

@@ -3,6 +3,7 @@
 
 use droppr_protocol::js_number::{u64_from_f64, MAX_SAFE_INTEGER};
 use droppr_protocol::plan::DEFAULT_CHUNK_SIZE;
+use droppr_protocol::pool::DEFAULT_CONNECTION_LIMIT;
 use droppr_protocol::resume::FileIdentity;
 use droppr_protocol::retry::RetryPolicy;
 use droppr_protocol::text::decimal;
@@ -30,6 +31,7 @@ struct RawOptions {
     rel_path: Option<String>,
     chunk_size: Option<f64>,
     max_parallel_chunks: Option<f64>,
+    connection_limit: Option<f64>,
     max_retries: Option<f64>,
     min_chunk_size: Option<f64>,
     max_chunk_size: Option<f64>,
@@ -89,6 +91,9 @@ pub struct Options {
     /// `metadata`, already in its header form.
     pub metadata: Option<String>,
     pub with_credentials: bool,
+    /// Chunk requests in flight to the upload URL's origin across every uploader of the page
+    /// (`connectionLimit`; 0: this uploader does not share a pool).
+    pub connection_limit: u32,
     /// Send `X-Chunk-Sha256` with every chunk.
     pub chunk_checksums: bool,
     pub signal: Option<AbortSignal>,
@@ -209,6 +214,15 @@ impl Options {
             headers,
             metadata: (!metadata.is_empty()).then(|| metadata_header(&metadata)),
             with_credentials: raw.with_credentials.unwrap_or(false),
+            connection_limit: whole_number(
+                raw.connection_limit,
+                "connectionLimit",
+                0,
+                u64::from(MAX_PARALLEL),
+            )?
+            .map_or(DEFAULT_CONNECTION_LIMIT, |n| {
+                u32::try_from(n).unwrap_or(MAX_PARALLEL)
+            }),
             chunk_checksums: raw.chunk_checksums.unwrap_or(true),
             signal,
             tuning: TuningConfig {

@@ -37,6 +37,7 @@ async function upload(file: File, blob: Blob, uploadUrl: string): Promise<Upload
     minChunkSize: 1024 * 1024,
     maxChunkSize: 64 * 1024 * 1024,
     maxParallelChunks: getOptimalParallelChunks(),
+    connectionLimit: 5,
     maxRetries: 5,
     adaptiveChunkSizing: true,
     chunkChecksums: true,

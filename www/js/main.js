@@ -164,7 +164,7 @@ function updateDropZone() {
   let hint;
   if (!state.uploader) hint = 'Loading the uploader…';
   else if (!state.info) hint = 'Open an upload link first.';
-  else hint = 'Files upload one after another. You can add more at any time.';
+  else hint = 'Several files upload at once. You can add more at any time.';
   el.dropHint.textContent = hint;
   const locked = Boolean(state.queue?.busy);
   el.linkInput.readOnly = locked;

@@ -1,14 +1,20 @@
-// The upload queue: files go one after another (the design document's best practice 5), each
-// with its own ParallelUploader sending several chunks at once. The queue owns the item states
-// and tells people, at every moment, why an upload is or is not moving.
+// The upload queue: several files at once, each with its own ParallelUploader; their chunk
+// requests share one connection pool (the uploader's `connectionLimit`), so small files go side
+// by side and a large one keeps sending between them. The queue owns the item states and tells
+// people, at every moment, why an upload is or is not moving.
 
 import { explainFailure } from './messages.js';
 import { formatBytes, formatDuration, formatSpeed } from './format.js';
 
 /** How often the active upload's stats are read and its message reconsidered. */
 const TICK_MS = 250;
-/** Requests one upload may have in flight (see run()). */
+/** Chunk requests in flight, one file's and all files' together (see run()). */
 const MAX_PARALLEL = 5;
+/**
+ * Files uploading at once, once the link has accepted one (its password or captcha): before
+ * that, one file tries alone, so a wrong password costs one attempt, not one per file.
+ */
+const FILES_AT_ONCE = 4;
 /** No new byte for this long, and the page says so. */
 const STALL_MS = 5000;
 
@@ -82,7 +88,10 @@ export class UploadQueue extends EventTarget {
     this.items = [];
     /** Why the queue waits (a link or network failure), or null. */
     this.hold = null;
-    this.running = null;
+    /** @type {Set<UploadItem>} the files uploading now */
+    this.running = new Set();
+    /** A session opened on this link since the last link failure: more files may go at once. */
+    this.linkAccepted = false;
     this.ticker = 0;
   }
 
@@ -120,17 +129,20 @@ export class UploadQueue extends EventTarget {
     };
   }
 
-  /** Starts the next queued file when nothing runs and nothing holds the queue. */
+  /** Starts queued files while there is room and nothing holds the queue. */
   pump() {
-    if (this.running || this.hold) return;
-    const next = this.items.find((item) => item.state === 'queued');
-    if (!next) return;
-    this.running = next;
-    this.run(next).finally(() => {
-      this.running = null;
-      this.dispatchEvent(new CustomEvent('settled', { detail: next }));
-      this.pump();
-    });
+    const room = () => this.running.size < (this.linkAccepted ? FILES_AT_ONCE : 1);
+    while (!this.hold && room()) {
+      const next = this.items.find((item) => item.state === 'queued');
+      if (!next) return;
+      this.running.add(next);
+      // run() marks the item as uploading before its first await.
+      this.run(next).finally(() => {
+        this.running.delete(next);
+        this.dispatchEvent(new CustomEvent('settled', { detail: next }));
+        this.pump();
+      });
+    }
   }
 
   async run(item) {
@@ -160,8 +172,13 @@ export class UploadQueue extends EventTarget {
         // Chromium opens at most 6 HTTP/1.1 connections per host. With all 6 carrying chunks, a
         // reload or any other request to this server waits for a chunk to finish; keep one free.
         maxParallelChunks: Math.max(1, Math.min(MAX_PARALLEL, getOptimalParallelChunks())),
+        // Every file's chunks together, too.
+        connectionLimit: MAX_PARALLEL,
         onProgress: (loaded) => this.onProgress(item, loaded),
         onRetry: (retry) => this.onRetry(item, retry),
+        onAfterResponse: (_request, response) => {
+          if (response.status >= 200 && response.status < 300) this.accepted();
+        },
       });
     } catch (error) {
       this.fail(item, { code: 'client-error', message: error?.message ?? String(error) });
@@ -187,6 +204,13 @@ export class UploadQueue extends EventTarget {
     }
   }
 
+  /** The link answered a request of this page: its password (or captcha) holds, more files may go. */
+  accepted() {
+    if (this.linkAccepted) return;
+    this.linkAccepted = true;
+    this.pump();
+  }
+
   doneText(item) {
     const stored = item.result?.path || item.result?.name || item.name;
     const seconds = (item.finishedAt - item.startedAt) / 1000;
@@ -210,6 +234,8 @@ export class UploadQueue extends EventTarget {
     }
     item.state = 'failed';
     item.failureScope = explained.scope;
+    // The link refused (a password changed, a captcha needed): one file tries alone again.
+    if (explained.scope === 'link') this.linkAccepted = false;
     item.outcome = { text: explained.text, tone: 'error' };
     if (explained.scope !== 'file' && this.items.some((other) => other.state === 'queued')) {
       // Every other file would fail the same way: wait for the person instead.

@@ -111,8 +111,21 @@ fn simulate(
         if !s.is_running() {
             break;
         }
-        while let Some(c) = s.next_chunk(now) {
-            sending.push(c);
+        // The glue asks `has_chunk_ready` before it takes a slot of the page's connection pool:
+        // it must predict `next_chunk` exactly.
+        loop {
+            let ready = s.has_chunk_ready(now);
+            let next = s.next_chunk(now);
+            prop_assert_eq!(
+                ready,
+                next.is_some(),
+                "has_chunk_ready disagrees at {}",
+                now
+            );
+            match next {
+                Some(c) => sending.push(c),
+                None => break,
+            }
         }
         prop_assert!(sending.len() <= usize::try_from(parallel.max(1)).unwrap());
         prop_assert_eq!(sending.len(), s.stats().active_uploads as usize);
@@ -281,7 +294,12 @@ fn pause_takes_requests_back_and_resume_sends_them_first() {
     assert_eq!(cancelled, vec![0, 1, 2]);
     assert_eq!(s.loaded(), 5, "progress does not go back on pause");
     assert_eq!(s.next_chunk(2.0), None);
+    assert!(
+        !s.has_chunk_ready(2.0),
+        "a paused upload wants no connection"
+    );
     s.resume();
+    assert!(s.has_chunk_ready(3.0));
     let again: Vec<_> = std::iter::from_fn(|| s.next_chunk(3.0)).collect();
     assert_eq!(again, sent);
 }
