@@ -8,7 +8,7 @@
 //!
 //! Usage: `DROPPR_TEST_DATABASE=postgres://... shared_limits_cost SERVER-BINARY`.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -44,6 +44,11 @@ fn client(i: usize) -> ClientId {
         .parse()
         .expect("an address");
     ClientId::from_parts(ip, &HeaderMap::new(), &Default::default())
+}
+
+/// One line of figures on standard output.
+fn say(line: std::fmt::Arguments<'_>) {
+    writeln!(std::io::stdout().lock(), "{line}").expect("write to stdout");
 }
 
 fn micros(d: Duration) -> f64 {
@@ -99,9 +104,9 @@ async fn checks(database: &str) {
     for (name, limits) in [("instance only", &local), ("shared (PostgreSQL)", &shared)] {
         let (mean, p50, p99) = one_at_a_time(limits).await;
         let rate = sixteen_at_once(limits.clone()).await;
-        println!(
+        say(format_args!(
             "check_chunk, {name:<20}: mean {mean:8.1} us, p50 {p50:8.1} us, p99 {p99:8.1} us; 16 at once: {rate:9.0} checks/s"
-        );
+        ));
     }
     // The blocking client's connections close on a thread that drives no runtime.
     tokio::task::spawn_blocking(move || drop((shared, meta)))
@@ -234,9 +239,9 @@ fn http(bin: &str, database: &str) {
             let data = tmp.join(format!("{round}-{}", rates[1]));
             let served = serve(bin, database, &data, &rates[..]);
             let rate = chunks_per_second(&served, &hash);
-            println!(
+            say(format_args!(
                 "HTTP round {round}, {name:<19}: {rate:7.0} chunk requests/s ({CLIENTS} clients, {CHUNK} B chunks)"
-            );
+            ));
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);
@@ -245,12 +250,12 @@ fn http(bin: &str, database: &str) {
 fn main() {
     let database = std::env::var("DROPPR_TEST_DATABASE").expect("DROPPR_TEST_DATABASE");
     let bin = std::env::args().nth(1).expect("the server binary");
-    println!(
+    say(format_args!(
         "load average: {}",
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .trim()
-    );
+    ));
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

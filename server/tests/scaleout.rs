@@ -301,7 +301,7 @@ fn rate_limits_count_requests_on_every_instance() {
             .header("X-Forwarded-For", client)
             .send()
     };
-    let either = |i: usize| if i % 2 == 0 { &a } else { &b };
+    let either = |i: usize| if i.is_multiple_of(2) { &a } else { &b };
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(id_of(&open(either(i), "203.0.113.20").ok_json(201)));
