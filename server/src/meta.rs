@@ -650,9 +650,7 @@ impl MetadataStore for SqliteMetadata {
                 return Ok(None);
             };
             for part in parts {
-                session.ranges.add(part.start, part.end).map_err(|e| {
-                    Error::Task(format!("range checked before writing was refused: {e}"))
-                })?;
+                add_part(&mut session, part)?;
                 // Claims hand out only bytes not yet received, so parts never overlap; a second
                 // part at one offset is a fault and fails the whole record.
                 tx.execute(
@@ -826,6 +824,30 @@ impl MetadataStore for SqliteMetadata {
             Ok(())
         })
     }
+}
+
+/// Adds a part about to be recorded to the session's ranges. A part with bytes the session has
+/// already received is refused with a retryable 409 `session-conflict`, and its whole record with
+/// it: claims keep one instance's chunks off each other's bytes, but a chunk in flight on another
+/// instance (a client that retried elsewhere) may have recorded them first; the client asks the
+/// status and sends what is still missing.
+pub(crate) fn add_part(session: &mut UploadSession, part: &PartDigest) -> Result<()> {
+    let taken = session
+        .ranges
+        .ranges()
+        .iter()
+        .any(|&(start, end)| start <= part.end && part.start <= end);
+    if taken {
+        return Err(Error::client(
+            ErrorCode::SessionConflict,
+            "Another request recorded some of these bytes meanwhile; ask the upload's status and send what is missing.",
+        )
+        .with_retry_after(1));
+    }
+    session
+        .ranges
+        .add(part.start, part.end)
+        .map_err(|e| Error::Task(format!("range checked before writing was refused: {e}")))
 }
 
 /// Failures on a link since `since`, of one client or of all.

@@ -541,3 +541,47 @@ fn a_chunk_cut_by_sigkill_records_nothing_and_the_other_instance_finishes() {
     );
     assert!(bucket.open_multipart_keys().is_empty());
 }
+
+/// A chunk in flight on one instance while a chunk of the same bytes (the same range, or its
+/// first unit) is taken by the other (a client that retried elsewhere): the one that records
+/// second is refused with a retryable 409 `session-conflict` and records nothing (before, a 500),
+/// and the upload completes byte for byte.
+#[test]
+fn overlapping_chunks_in_flight_on_two_instances_record_once() {
+    let services = Services::start(Needs::Both);
+    let bucket = Bucket::new(&services);
+    let (a, b) = (
+        shared_instance(&services, "overlap", &[]),
+        shared_instance(&services, "overlap", &[]),
+    );
+    let hash =
+        hash_of(&a.create_request(&["--database", services.database(), "--extensions", "*"]));
+    let u = 5 * MIB;
+    for (name, units) in [("same-range.bin", 1), ("longer-first.bin", 2)] {
+        let data = pseudo_random(61 + units as u64, 11 * MIB);
+        let id = id_of(&a.open(&hash, name, data.len()));
+        let mut slow = a
+            .chunk_req(&hash, &id, &data, 0, units * u - 1)
+            .start(u / 2)
+            .expect("start the chunk");
+        a.wait_counters(&id, "the chunk in flight on a", |c| c["in_flight"] == 1);
+        let first = b.chunk(&hash, &id, &data, 0, u - 1).ok_json(200);
+        assert_eq!(first["received_bytes"], u, "{first}");
+        let second = slow.finish().expect("an answer");
+        second.assert_error(409, "session-conflict");
+        assert_eq!(second.header("retry-after"), Some("1"));
+        let status = a.status_json(&hash, &id);
+        assert_eq!(
+            status["missing_ranges"],
+            serde_json::json!([[u, data.len() - 1]])
+        );
+        let done = a.chunk(&hash, &id, &data, u, data.len() - 1).ok_json(200);
+        assert_eq!(done["complete"], true, "{done}");
+        let parts = [(0, u - 1), (u, data.len() - 1)];
+        assert_eq!(done["checksum"], composite(&data, &parts), "{done}");
+        assert!(
+            bucket.object(&format!("overlap/files/inbox/{name}")) == data,
+            "{name}: the object differs from the file"
+        );
+    }
+}

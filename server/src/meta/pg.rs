@@ -24,8 +24,8 @@ use postgres::{GenericClient, NoTls, Row};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
-    refusal, refuse_over_caps, retry_after, AttemptVerdict, BucketDraw, MetadataStore, NameGuard,
-    PasswordAttempt, ReserveCaps, SessionState, UploadRequest, UploadSession,
+    add_part, refusal, refuse_over_caps, retry_after, AttemptVerdict, BucketDraw, MetadataStore,
+    NameGuard, PasswordAttempt, ReserveCaps, SessionState, UploadRequest, UploadSession,
 };
 use crate::error::{Error, Result};
 
@@ -467,9 +467,7 @@ impl MetadataStore for PgMetadata {
             return Ok(None);
         };
         for part in parts {
-            session.ranges.add(part.start, part.end).map_err(|e| {
-                Error::Task(format!("range checked before writing was refused: {e}"))
-            })?;
+            add_part(&mut session, part)?;
             // Claims hand out only bytes not yet received, so parts never overlap; a second part
             // at one offset is a fault and fails the whole record.
             tx.execute(
