@@ -430,37 +430,44 @@ fn hook_events_are_delivered_once_by_any_live_instance() {
     );
 }
 
-/// Two uploads of one name finishing on two instances at the same moment never both take it:
-/// one gets the name, the other the " (1)" name, and each object holds its own upload's bytes.
-/// Repeated over many rounds (each round's pair finishes within the same instant).
+/// Two instances on one PostgreSQL and one SeaweedFS, three races in turn (one set of services, to
+/// keep the tier short): [`one_name_at_once`], [`overlapping_chunks_at_once`] and
+/// [`a_chunk_cut_by_sigkill`] (which kills instance a, so it comes last).
 #[test]
-fn one_name_finished_on_two_instances_at_once_is_taken_once() {
+fn races_between_two_instances_on_s3() {
     let services = Services::start(Needs::Both);
     let bucket = Bucket::new(&services);
-    let (a, b) = (
-        shared_instance(&services, "names", &[]),
-        shared_instance(&services, "names", &[]),
+    let (mut a, b) = (
+        shared_instance(&services, "races", &[]),
+        shared_instance(&services, "races", &[]),
     );
     let hash =
         hash_of(&a.create_request(&["--database", services.database(), "--extensions", "*"]));
-    for round in 0..16u64 {
+    one_name_at_once(&bucket, [&a, &b], &hash);
+    overlapping_chunks_at_once(&bucket, [&a, &b], &hash);
+    a_chunk_cut_by_sigkill(&bucket, &mut a, &b, &hash);
+}
+
+/// Two uploads of one name finishing on two instances at the same moment never both take it:
+/// one gets the name, the other the " (1)" name, and each object holds its own upload's bytes.
+/// Repeated over many rounds (each round's pair finishes within the same instant).
+fn one_name_at_once(bucket: &Bucket, servers: [&Server; 2], hash: &str) {
+    for round in 0..24u64 {
         let name = format!("race-{round}.bin");
         let datas = [
             pseudo_random(100 + 2 * round, 3000),
             pseudo_random(101 + 2 * round, 3000),
         ];
-        let servers = [&a, &b];
         let ids: Vec<String> = servers
             .iter()
             .zip(&datas)
-            .map(|(on, data)| id_of(&on.open(&hash, &name, data.len())))
+            .map(|(on, data)| id_of(&on.open(hash, &name, data.len())))
             .collect();
         let barrier = std::sync::Barrier::new(2);
         let answers: Vec<serde_json::Value> = std::thread::scope(|scope| {
             let threads: Vec<_> = (0..2)
                 .map(|i| {
-                    let (on, data, id, barrier, hash) =
-                        (servers[i], &datas[i], &ids[i], &barrier, &hash);
+                    let (on, data, id, barrier) = (servers[i], &datas[i], &ids[i], &barrier);
                     scope.spawn(move || {
                         let req = on.chunk_req(hash, id, data, 0, data.len() - 1);
                         barrier.wait();
@@ -486,32 +493,57 @@ fn one_name_finished_on_two_instances_at_once_is_taken_once() {
         assert_eq!(names, [format!("race-{round} (1).bin"), name.clone()]);
         for (path, data) in paths.iter().zip(&datas) {
             assert!(
-                bucket.object(&format!("names/files/inbox/{path}")) == *data,
+                bucket.object(&format!("races/files/inbox/{path}")) == *data,
                 "round {round}: {path} holds another upload's bytes"
             );
         }
     }
 }
 
+/// The same chunk in flight on one instance while the other takes it too (a client that
+/// retried elsewhere): the one that records second is refused with a retryable 409
+/// `session-conflict` and records nothing (it was a 500), and the upload completes byte for
+/// byte. Each instance keeps its own chunks off each other's bytes; across instances the record
+/// decides.
+fn overlapping_chunks_at_once(bucket: &Bucket, [a, b]: [&Server; 2], hash: &str) {
+    let u = 5 * MIB;
+    let data = pseudo_random(61, 11 * MIB);
+    let id = id_of(&a.open(hash, "twice.bin", data.len()));
+    let mut slow = a
+        .chunk_req(hash, &id, &data, 0, u - 1)
+        .start(u / 2)
+        .expect("start the chunk");
+    a.wait_counters(&id, "the chunk in flight on a", |c| c["in_flight"] == 1);
+    let first = b.chunk(hash, &id, &data, 0, u - 1).ok_json(200);
+    assert_eq!(first["received_bytes"], u, "{first}");
+    let second = slow.finish().expect("an answer");
+    second.assert_error(409, "session-conflict");
+    assert_eq!(second.header("retry-after"), Some("1"));
+    let status = a.status_json(hash, &id);
+    assert_eq!(
+        status["missing_ranges"],
+        serde_json::json!([[u, data.len() - 1]])
+    );
+    let done = a.chunk(hash, &id, &data, u, data.len() - 1).ok_json(200);
+    assert_eq!(done["complete"], true, "{done}");
+    let parts = [(0, u - 1), (u, data.len() - 1)];
+    assert_eq!(done["checksum"], composite(&data, &parts), "{done}");
+    assert!(
+        bucket.object("races/files/inbox/twice.bin") == data,
+        "the object differs from the file"
+    );
+}
+
 /// An instance killed with SIGKILL while a chunk's body is streaming into it records nothing of
 /// that chunk (no range, no part in the bucket); the other instance takes the whole upload,
 /// including that chunk again, and the object is the file byte for byte.
-#[test]
-fn a_chunk_cut_by_sigkill_records_nothing_and_the_other_instance_finishes() {
-    let services = Services::start(Needs::Both);
-    let bucket = Bucket::new(&services);
-    let (mut a, b) = (
-        shared_instance(&services, "cut", &[]),
-        shared_instance(&services, "cut", &[]),
-    );
-    let hash =
-        hash_of(&a.create_request(&["--database", services.database(), "--extensions", "*"]));
+fn a_chunk_cut_by_sigkill(bucket: &Bucket, a: &mut Server, b: &Server, hash: &str) {
     let u = 5 * MIB;
     let data = pseudo_random(51, 11 * MIB + 17);
-    let id = id_of(&b.open(&hash, "cut.bin", data.len()));
+    let id = id_of(&b.open(hash, "cut.bin", data.len()));
     // The first unit, 3 MiB of its 5 on the wire, into a.
     let mut streaming = a
-        .chunk_req(&hash, &id, &data, 0, u - 1)
+        .chunk_req(hash, &id, &data, 0, u - 1)
         .start(3 * MIB)
         .expect("start the chunk");
     a.wait_counters(&id, "the chunk in flight on a", |c| c["in_flight"] == 1);
@@ -521,67 +553,23 @@ fn a_chunk_cut_by_sigkill_records_nothing_and_the_other_instance_finishes() {
         streaming.answer().is_err(),
         "no answer from a killed instance"
     );
-    let status = b.status_json(&hash, &id);
+    let status = b.status_json(hash, &id);
     assert_eq!(status["received_bytes"], 0, "{status}");
     assert!(
         bucket.part_numbers().is_empty(),
         "no part reached the bucket"
     );
     // b takes every chunk, the cut one last.
-    b.chunk(&hash, &id, &data, 2 * u, data.len() - 1)
+    b.chunk(hash, &id, &data, 2 * u, data.len() - 1)
         .ok_json(200);
-    b.chunk(&hash, &id, &data, u, 2 * u - 1).ok_json(200);
-    let done = b.chunk(&hash, &id, &data, 0, u - 1).ok_json(200);
+    b.chunk(hash, &id, &data, u, 2 * u - 1).ok_json(200);
+    let done = b.chunk(hash, &id, &data, 0, u - 1).ok_json(200);
     assert_eq!(done["complete"], true, "{done}");
     let parts = [(0, u - 1), (u, 2 * u - 1), (2 * u, data.len() - 1)];
     assert_eq!(done["checksum"], composite(&data, &parts), "{done}");
     assert!(
-        bucket.object("cut/files/inbox/cut.bin") == data,
+        bucket.object("races/files/inbox/cut.bin") == data,
         "the object differs from the file"
     );
     assert!(bucket.open_multipart_keys().is_empty());
-}
-
-/// A chunk in flight on one instance while a chunk of the same bytes (the same range, or its
-/// first unit) is taken by the other (a client that retried elsewhere): the one that records
-/// second is refused with a retryable 409 `session-conflict` and records nothing (before, a 500),
-/// and the upload completes byte for byte.
-#[test]
-fn overlapping_chunks_in_flight_on_two_instances_record_once() {
-    let services = Services::start(Needs::Both);
-    let bucket = Bucket::new(&services);
-    let (a, b) = (
-        shared_instance(&services, "overlap", &[]),
-        shared_instance(&services, "overlap", &[]),
-    );
-    let hash =
-        hash_of(&a.create_request(&["--database", services.database(), "--extensions", "*"]));
-    let u = 5 * MIB;
-    for (name, units) in [("same-range.bin", 1), ("longer-first.bin", 2)] {
-        let data = pseudo_random(61 + units as u64, 11 * MIB);
-        let id = id_of(&a.open(&hash, name, data.len()));
-        let mut slow = a
-            .chunk_req(&hash, &id, &data, 0, units * u - 1)
-            .start(u / 2)
-            .expect("start the chunk");
-        a.wait_counters(&id, "the chunk in flight on a", |c| c["in_flight"] == 1);
-        let first = b.chunk(&hash, &id, &data, 0, u - 1).ok_json(200);
-        assert_eq!(first["received_bytes"], u, "{first}");
-        let second = slow.finish().expect("an answer");
-        second.assert_error(409, "session-conflict");
-        assert_eq!(second.header("retry-after"), Some("1"));
-        let status = a.status_json(&hash, &id);
-        assert_eq!(
-            status["missing_ranges"],
-            serde_json::json!([[u, data.len() - 1]])
-        );
-        let done = a.chunk(&hash, &id, &data, u, data.len() - 1).ok_json(200);
-        assert_eq!(done["complete"], true, "{done}");
-        let parts = [(0, u - 1), (u, data.len() - 1)];
-        assert_eq!(done["checksum"], composite(&data, &parts), "{done}");
-        assert!(
-            bucket.object(&format!("overlap/files/inbox/{name}")) == data,
-            "{name}: the object differs from the file"
-        );
-    }
 }
