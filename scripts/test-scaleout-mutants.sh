@@ -5,6 +5,7 @@
 #   mutant-local-rate-limits  rate limits in each instance's memory only (no shared buckets in PostgreSQL)
 #   mutant-no-name-lock       no lock across instances while a finished upload takes its name
 #   mutant-local-outbox       each instance's hook events in its own droppr.db (no shared outbox)
+#   mutant-local-part-claims  no claims of parts across instances (two may store one part number at once)
 # Starts PostgreSQL and SeaweedFS through scripts/services.sh like the tier itself. Prints one line per
 # mutant; exits 1 if any survives. About 1 minute per mutant (a rebuild of droppr-server, then its test).
 set -euo pipefail
@@ -16,7 +17,8 @@ bash scripts/services.sh install
 survived=0
 for pair in mutant-local-rate-limits:rate_limits_count_requests_on_every_instance \
   mutant-no-name-lock:races_between_two_instances_on_s3 \
-  mutant-local-outbox:hook_events_are_delivered_once_by_any_live_instance; do
+  mutant-local-outbox:hook_events_are_delivered_once_by_any_live_instance \
+  mutant-local-part-claims:races_between_two_instances_on_s3; do
   mutant=${pair%%:*} test=${pair#*:}
   printf '\n=== %s (%s)\n' "$mutant" "$test"
   # A build failure must not pass for a killed mutant: build first, then run.

@@ -241,6 +241,24 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
         let _ = key;
         Ok(Box::new(()))
     }
+
+    /// Claims for `lease`, across every instance using this store, the parts of upload `id`
+    /// that start at `starts` (the segments one chunk is about to put into a byte store every
+    /// instance shares, where a part is named by where it starts): false, claiming nothing, when
+    /// another holds one of them. Each instance keeps its own chunks off each other's bytes;
+    /// this keeps two instances from storing two different parts under one name at once (the
+    /// later would silently replace the recorded one). A claim left by an instance that died
+    /// ends with its lease. A store only one instance uses claims nothing and refuses nothing.
+    fn claim_parts(&self, id: &str, starts: &[u64], lease: Duration) -> Result<bool> {
+        let _ = (id, starts, lease);
+        Ok(true)
+    }
+
+    /// Ends claims made by [`claim_parts`](Self::claim_parts).
+    fn release_parts(&self, id: &str, starts: &[u64]) -> Result<()> {
+        let _ = (id, starts);
+        Ok(())
+    }
 }
 
 /// Held while a name is locked (see [`MetadataStore::lock_name`]); dropping it unlocks.
@@ -838,16 +856,22 @@ pub(crate) fn add_part(session: &mut UploadSession, part: &PartDigest) -> Result
         .iter()
         .any(|&(start, end)| start <= part.end && part.start <= end);
     if taken {
-        return Err(Error::client(
-            ErrorCode::SessionConflict,
-            "Another request recorded some of these bytes meanwhile; ask the upload's status and send what is missing.",
-        )
-        .with_retry_after(1));
+        return Err(recorded_meanwhile());
     }
     session
         .ranges
         .add(part.start, part.end)
         .map_err(|e| Error::Task(format!("range checked before writing was refused: {e}")))
+}
+
+/// The retryable 409 of a chunk whose bytes another request (on another instance) recorded or
+/// is storing meanwhile.
+pub(crate) fn recorded_meanwhile() -> Error {
+    Error::client(
+        ErrorCode::SessionConflict,
+        "Another request recorded some of these bytes meanwhile, or is storing them; ask the upload's status and send what is missing.",
+    )
+    .with_retry_after(1)
 }
 
 /// Failures on a link since `since`, of one client or of all.

@@ -500,38 +500,42 @@ fn one_name_at_once(bucket: &Bucket, servers: [&Server; 2], hash: &str) {
     }
 }
 
-/// The same chunk in flight on one instance while the other takes it too (a client that
-/// retried elsewhere): the one that records second is refused with a retryable 409
-/// `session-conflict` and records nothing (it was a 500), and the upload completes byte for
-/// byte. Each instance keeps its own chunks off each other's bytes; across instances the record
-/// decides.
+/// A chunk in flight on one instance while the other takes its first unit (a client that
+/// retried elsewhere, with the same range or a shorter one): the one that comes second is
+/// refused with a retryable 409 `session-conflict` and stores and records nothing, and the upload
+/// completes byte for byte. Each instance keeps its own chunks off each other's bytes; across
+/// instances the claims of parts in PostgreSQL do: without them the longer chunk's part replaced
+/// the recorded shorter one under the same part number and the completion failed
+/// (`upload-failed`, the upload discarded), and the same range was a 500.
 fn overlapping_chunks_at_once(bucket: &Bucket, [a, b]: [&Server; 2], hash: &str) {
     let u = 5 * MIB;
-    let data = pseudo_random(61, 11 * MIB);
-    let id = id_of(&a.open(hash, "twice.bin", data.len()));
-    let mut slow = a
-        .chunk_req(hash, &id, &data, 0, u - 1)
-        .start(u / 2)
-        .expect("start the chunk");
-    a.wait_counters(&id, "the chunk in flight on a", |c| c["in_flight"] == 1);
-    let first = b.chunk(hash, &id, &data, 0, u - 1).ok_json(200);
-    assert_eq!(first["received_bytes"], u, "{first}");
-    let second = slow.finish().expect("an answer");
-    second.assert_error(409, "session-conflict");
-    assert_eq!(second.header("retry-after"), Some("1"));
-    let status = a.status_json(hash, &id);
-    assert_eq!(
-        status["missing_ranges"],
-        serde_json::json!([[u, data.len() - 1]])
-    );
-    let done = a.chunk(hash, &id, &data, u, data.len() - 1).ok_json(200);
-    assert_eq!(done["complete"], true, "{done}");
-    let parts = [(0, u - 1), (u, data.len() - 1)];
-    assert_eq!(done["checksum"], composite(&data, &parts), "{done}");
-    assert!(
-        bucket.object("races/files/inbox/twice.bin") == data,
-        "the object differs from the file"
-    );
+    for (name, units) in [("twice.bin", 1), ("longer.bin", 2)] {
+        let data = pseudo_random(60 + units as u64, 11 * MIB);
+        let id = id_of(&a.open(hash, name, data.len()));
+        let mut slow = a
+            .chunk_req(hash, &id, &data, 0, units * u - 1)
+            .start(u / 2)
+            .expect("start the chunk");
+        a.wait_counters(&id, "the chunk in flight on a", |c| c["in_flight"] == 1);
+        let first = b.chunk(hash, &id, &data, 0, u - 1).ok_json(200);
+        assert_eq!(first["received_bytes"], u, "{first}");
+        let second = slow.finish().expect("an answer");
+        second.assert_error(409, "session-conflict");
+        assert_eq!(second.header("retry-after"), Some("1"));
+        let status = a.status_json(hash, &id);
+        assert_eq!(
+            status["missing_ranges"],
+            serde_json::json!([[u, data.len() - 1]])
+        );
+        let done = a.chunk(hash, &id, &data, u, data.len() - 1).ok_json(200);
+        assert_eq!(done["complete"], true, "{name}: {done}");
+        let parts = [(0, u - 1), (u, data.len() - 1)];
+        assert_eq!(done["checksum"], composite(&data, &parts), "{done}");
+        assert!(
+            bucket.object(&format!("races/files/inbox/{name}")) == data,
+            "{name}: the object differs from the file"
+        );
+    }
 }
 
 /// An instance killed with SIGKILL while a chunk's body is streaming into it records nothing of

@@ -603,6 +603,37 @@ fn name_locks(open: Open<'_>) {
     });
 }
 
+/// Parts claimed through one handle are refused to another until released or until their lease
+/// runs out; a claim of several parts takes all or none. A store one instance uses refuses none.
+fn part_claims(open: Open<'_>) {
+    let (db, other) = (open(), open());
+    let long = Duration::from_secs(60);
+    assert!(db.claim_parts("s", &[0, 10], long).expect("claim"));
+    let shared = db.shares_buckets();
+    assert_eq!(other.claim_parts("s", &[10], long).expect("claim"), !shared);
+    assert_eq!(
+        other.claim_parts("s", &[20, 0], long).expect("claim"),
+        !shared
+    );
+    // All or none: 20 was not kept by the refused claim.
+    assert!(db.claim_parts("s", &[20], long).expect("claim"));
+    assert!(
+        other.claim_parts("t", &[0], long).expect("claim"),
+        "another upload"
+    );
+    db.release_parts("s", &[0, 10, 20]).expect("release");
+    assert!(other
+        .claim_parts("s", &[10], Duration::from_millis(50))
+        .expect("claim"));
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(
+        db.claim_parts("s", &[10], long).expect("claim"),
+        "the lease ran out"
+    );
+    db.prune_buckets().expect("prune");
+    assert_eq!(other.claim_parts("s", &[10], long).expect("claim"), !shared);
+}
+
 /// One step of the suite: its name and its body.
 type Step = (&'static str, fn(Open<'_>));
 
@@ -621,6 +652,7 @@ const SUITE: &[Step] = &[
     ("password_attempts", password_attempts),
     ("shared_buckets", shared_buckets),
     ("name_locks", name_locks),
+    ("part_claims", part_claims),
 ];
 
 #[test]

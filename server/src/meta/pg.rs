@@ -146,6 +146,17 @@ const MIGRATIONS: &[(i32, &str)] = &[
     );
     CREATE INDEX hook_outbox_due ON hook_outbox (next_attempt_at) WHERE done_at IS NULL;",
     ),
+    (
+        4,
+        // Parts of an upload that one instance is putting into the shared byte store (see
+        // `claim_parts`); `until` on the database's clock.
+        "CREATE UNLOGGED TABLE part_claims (
+        session_id TEXT NOT NULL,
+        start BIGINT NOT NULL,
+        until DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (session_id, start)
+    );",
+    ),
 ];
 
 /// Advisory lock key of the migrations (any constant that no other lock uses).
@@ -658,9 +669,48 @@ impl MetadataStore for PgMetadata {
     }
 
     fn prune_buckets(&self) -> Result<()> {
-        self.client()?.execute(
+        let mut client = self.client()?;
+        client.execute(
             "DELETE FROM rate_buckets WHERE tat < extract(epoch FROM clock_timestamp())",
             &[],
+        )?;
+        // Claims whose instance died before releasing them.
+        client.execute(
+            "DELETE FROM part_claims WHERE until < extract(epoch FROM clock_timestamp())",
+            &[],
+        )?;
+        Ok(())
+    }
+
+    fn claim_parts(&self, id: &str, starts: &[u64], lease: Duration) -> Result<bool> {
+        let mut starts: Vec<i64> = starts.iter().map(|&s| to_i64(s)).collect::<Result<_>>()?;
+        // In one order everywhere, so two claims never wait on each other in a cycle.
+        starts.sort_unstable();
+        let mut client = self.client()?;
+        let mut tx = client.transaction()?;
+        for start in &starts {
+            // A new claim, or one whose lease ran out, is taken; a live one is not.
+            let taken = tx.query_opt(
+                "INSERT INTO part_claims AS c (session_id, start, until)
+                 VALUES ($1, $2, extract(epoch FROM clock_timestamp()) + $3::DOUBLE PRECISION)
+                 ON CONFLICT (session_id, start) DO UPDATE SET until = EXCLUDED.until
+                     WHERE c.until < extract(epoch FROM clock_timestamp())
+                 RETURNING 1",
+                &[&id, start, &lease.as_secs_f64()],
+            )?;
+            if taken.is_none() {
+                return Ok(false);
+            }
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn release_parts(&self, id: &str, starts: &[u64]) -> Result<()> {
+        let starts: Vec<i64> = starts.iter().map(|&s| to_i64(s)).collect::<Result<_>>()?;
+        self.client()?.execute(
+            "DELETE FROM part_claims WHERE session_id = $1 AND start = ANY($2::BIGINT[])",
+            &[&id, &starts],
         )?;
         Ok(())
     }
