@@ -2,6 +2,8 @@
 // within one shared connection budget.
 
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
 
 import { launch, newPage, unexpectedProblems } from './support/browser.mjs';
@@ -113,5 +115,62 @@ test('three files upload side by side, their chunks within one shared connection
     assert.equal(await sha256File(storedPath('open', file.name)), file.sha256, `${file.name}: stored bytes differ`);
   }
   assert.deepEqual(unexpectedProblems(problems), []);
+  await context.close();
+});
+
+test('a small file goes whole in the request that opens it; a lost answer does not store it twice', async () => {
+  const once = await makeFile('small-once.bin', 300 * 1024);
+  const lost = await makeFile('small-lost.bin', 700 * 1024 + 3);
+  const { context, page, problems } = await newPage(browser);
+  // Every request to the upload URL, as the browser sends it; the first one carrying
+  // small-lost.bin reaches the server (Playwright sends it on) but its answer never reaches the
+  // page: the connection is reset instead.
+  const seen = [];
+  let lostAnswer = null;
+  await page.route((url) => url.pathname.endsWith('/upload-chunk'), async (route) => {
+    const request = route.request();
+    const headers = request.headers();
+    const name = decodeURIComponent(headers['x-upload-name'] ?? '');
+    seen.push({
+      method: request.method(), name, newId: headers['x-upload-new-id'] ?? null,
+      id: headers['x-upload-id'] ?? null, range: headers['content-range'] ?? null,
+    });
+    if (name === lost.name && request.method() === 'PUT' && lostAnswer === null) {
+      // The same request from here (interception does not hand over a File body): the server
+      // gets it whole, the page gets a reset connection.
+      const sent = Object.fromEntries(Object.entries(headers).filter(([k]) => k.startsWith('x-') || k === 'content-range' || k === 'content-type'));
+      const response = await fetch(request.url(), { method: 'PUT', headers: sent, body: await readFile(lost.path) });
+      lostAnswer = { status: response.status, body: await response.json() };
+      await route.abort('connectionreset');
+      return;
+    }
+    await route.continue();
+  });
+  await openLink(page, 'open');
+  await pickFiles(page, [once.path]);
+  const first = await waitForState(page, once.name, 'done');
+  // One request: the file itself opened its session.
+  const ofOnce = seen.filter((r) => r.name === once.name || (r.id !== null && r.id === first.uploadId));
+  assert.equal(ofOnce.length, 1, JSON.stringify(seen));
+  assert.equal(ofOnce[0].method, 'PUT');
+  assert.equal(ofOnce[0].range, `bytes 0-${once.size - 1}/${once.size}`);
+  assert.match(ofOnce[0].newId ?? '', /^[A-Za-z0-9_-]{22}$/);
+  assert.equal(first.uploadId, ofOnce[0].newId, 'the session has the id the uploader chose');
+  assert.equal(await sha256File(storedPath('open', once.name)), once.sha256);
+
+  await pickFiles(page, [lost.path]);
+  const done = await waitForState(page, lost.name, 'done');
+  assert.equal(lostAnswer?.status, 201, `the server stored the file before its answer was lost: ${JSON.stringify(lostAnswer)}`);
+  assert.equal(lostAnswer.body.complete, true);
+  assert.equal(done.uploadId, lostAnswer.body.upload_id, 'the uploader found the session the lost answer was about');
+  assert.equal(await sha256File(storedPath('open', lost.name)), lost.sha256);
+  const twin = storedPath('open', 'small-lost (1).bin');
+  assert.equal(existsSync(twin), false, 'the file was stored twice');
+  // After the lost answer: the usual open under the same id, which found the finished session,
+  // and the part list (the uploader cannot know whether its digest was recorded); no second PUT.
+  const after = seen.filter((r) => r.newId === lostAnswer.body.upload_id || r.id === lostAnswer.body.upload_id);
+  assert.deepEqual(after.map((r) => r.method), ['PUT', 'POST', 'GET'], JSON.stringify(after));
+  assert.equal(done.checksum, lostAnswer.body.checksum);
+  assert.deepEqual(unexpectedProblems(problems, { networkErrors: true }), []);
   await context.close();
 });

@@ -353,6 +353,12 @@ impl ChunkScheduler {
         self.queue.next_index()
     }
 
+    /// Attempts that failed before the scheduler existed (a small file's request that also
+    /// opened the session): they count in the statistics like any chunk's.
+    pub fn count_failed_attempts(&mut self, attempts: u64) {
+        self.failed_attempts += attempts;
+    }
+
     /// Whether [`Self::next_chunk`] would give a chunk now (the glue asks before it takes a slot
     /// of the page-wide connection pool, so that it never queues for a slot it cannot use).
     pub fn has_chunk_ready(&self, now_ms: f64) -> bool {

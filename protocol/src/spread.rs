@@ -23,6 +23,14 @@ pub const MAX_CONNECTIONS: u32 = 6;
 /// The smallest chunk the spreading rules cut (the file's own end aside): 1 MiB, so a request's
 /// headers and its answer's round trip stay small next to its body.
 pub const MIN_SPREAD_CHUNK: u64 = 1024 * 1024;
+
+/// Whether a file goes whole in the request that opens its session (the original protocol's
+/// first chunk, under an id the client chose): a file of one chunk under the spreading floor, so
+/// that it costs one round trip instead of two (an open, then its chunk). Larger files open
+/// first: the server's answer tells them its chunk limits and alignment.
+pub fn sent_with_the_open(size: u64, chunk_size: u64) -> bool {
+    size > 0 && size <= MIN_SPREAD_CHUNK.min(chunk_size)
+}
 /// A chunk should keep its connection busy for this many round trips (its answer costs one).
 pub const ROUND_TRIPS_PER_CHUNK: f64 = 8.0;
 /// ... and for at least this long, so short paths do not cut tiny chunks.
@@ -177,6 +185,30 @@ impl ConnectionRamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_small_one_chunk_files_go_with_the_open() {
+        assert!(sent_with_the_open(1, crate::plan::DEFAULT_CHUNK_SIZE));
+        assert!(sent_with_the_open(
+            512 * 1024,
+            crate::plan::DEFAULT_CHUNK_SIZE
+        ));
+        assert!(sent_with_the_open(
+            MIN_SPREAD_CHUNK,
+            crate::plan::DEFAULT_CHUNK_SIZE
+        ));
+        assert!(!sent_with_the_open(
+            MIN_SPREAD_CHUNK + 1,
+            crate::plan::DEFAULT_CHUNK_SIZE
+        ));
+        assert!(
+            !sent_with_the_open(0, crate::plan::DEFAULT_CHUNK_SIZE),
+            "an empty file is complete when opened"
+        );
+        // A file bigger than the caller's chunk size is more than one chunk.
+        assert!(!sent_with_the_open(300_000, 256 * 1024));
+        assert!(sent_with_the_open(200_000, 256 * 1024));
+    }
     use proptest::prelude::*;
 
     const MIB: u64 = 1024 * 1024;

@@ -53,6 +53,27 @@ pub fn is_valid_new_upload_id(id: &str) -> bool {
     id.len() >= 22 && is_valid_upload_id(id)
 }
 
+/// The upload id a client proposes from 16 random bytes: base64url without padding (22
+/// characters, [`is_valid_new_upload_id`]).
+pub fn new_upload_id(random: &[u8; 16]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits: u32 = 0;
+    let mut held = 0;
+    let mut out = String::with_capacity(22);
+    for byte in random {
+        bits = (bits << 8) | u32::from(*byte);
+        held += 8;
+        while held >= 6 {
+            held -= 6;
+            out.push(char::from(ALPHABET[((bits >> held) & 63) as usize]));
+        }
+    }
+    if held > 0 {
+        out.push(char::from(ALPHABET[((bits << (6 - held)) & 63) as usize]));
+    }
+    out
+}
+
 /// A request ("file-request link") hash: `^[A-Za-z0-9_-]{1,64}$`.
 pub fn is_valid_request_hash(hash: &str) -> bool {
     (1..=64).contains(&hash.len())
@@ -363,6 +384,23 @@ impl std::fmt::Display for ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_upload_ids_are_base64url_of_the_random_bytes() {
+        assert_eq!(new_upload_id(&[0; 16]), "AAAAAAAAAAAAAAAAAAAAAA");
+        assert_eq!(new_upload_id(&[255; 16]), "_____________________w");
+        // RFC 4648 test vector "foobar" as the first six bytes, zeros after.
+        let mut bytes = [0u8; 16];
+        bytes[..6].copy_from_slice(b"foobar");
+        assert!(new_upload_id(&bytes).starts_with("Zm9vYmFy"));
+        for seed in 0..=255u8 {
+            let id = new_upload_id(&[seed.wrapping_mul(37); 16]);
+            assert_eq!(id.len(), 22);
+            assert!(is_valid_new_upload_id(&id), "{id}");
+        }
+        assert!(!is_valid_new_upload_id("short-but-valid-id"));
+        assert!(is_valid_upload_id("short-but-valid-id"));
+    }
 
     #[test]
     fn content_range_round_trips_and_refuses_nonsense() {

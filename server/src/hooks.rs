@@ -144,7 +144,7 @@ async fn set_faults(faults: web::Json<Faults>, hooks: web::Data<TestHooks>) -> H
     HttpResponse::NoContent().finish()
 }
 
-/// Counts chunk requests (those with an upload id and a body) per upload and injects the armed
+/// Counts chunk requests (those with an upload id, or a chosen one and a range) per upload and injects the armed
 /// faults into them.
 pub async fn middleware(
     req: ServiceRequest,
@@ -152,11 +152,20 @@ pub async fn middleware(
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let is_chunk = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
         && req.path().ends_with("/upload-chunk");
-    let id = req
-        .headers()
-        .get(h::UPLOAD_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    // A chunk names its upload by id, or (a small file sent whole with its open) by the id the
+    // client chose for it.
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let id = header(h::UPLOAD_ID).or_else(|| {
+        header(h::CONTENT_RANGE)
+            .is_some()
+            .then(|| header(h::UPLOAD_NEW_ID))
+            .flatten()
+    });
     let hooks = req.app_data::<web::Data<TestHooks>>().cloned();
     let (Some(hooks), Some(id), true) = (hooks, id, is_chunk) else {
         return Ok(next.call(req).await?.map_into_left_body());

@@ -79,6 +79,14 @@ pub fn subtle_crypto() -> Option<web_sys::SubtleCrypto> {
     get(&crypto, "subtle").map(JsCast::unchecked_into)
 }
 
+/// 16 bytes from `crypto.getRandomValues` (present in every context, secure or not).
+pub fn random_16() -> Option<[u8; 16]> {
+    let crypto: web_sys::Crypto = global("crypto")?.unchecked_into();
+    let mut bytes = [0u8; 16];
+    crypto.get_random_values_with_u8_array(&mut bytes).ok()?;
+    Some(bytes)
+}
+
 /// `navigator.onLine`; true when unknown.
 pub fn is_online() -> bool {
     navigator()

@@ -14,8 +14,9 @@ use droppr_protocol::js_number::{f64_saturating, u64_from_f64};
 use droppr_protocol::resume::SessionRecord;
 use droppr_protocol::retry::{Failure, RetryNotice};
 use droppr_protocol::scheduler::{Acknowledged, AfterFailure, ChunkScheduler, UploadError};
+use droppr_protocol::spread::sent_with_the_open;
 use droppr_protocol::text::decimal;
-use droppr_protocol::wire::{SessionStatus, UploadResult};
+use droppr_protocol::wire::{new_upload_id, SessionStatus, UploadResult};
 use futures::future::{abortable, select, Abortable, Either};
 use futures::StreamExt;
 use gloo_timers::future::TimeoutFuture;
@@ -33,6 +34,9 @@ use crate::records;
 use crate::state::{Glue, Shared};
 use crate::wire::{self, Headers};
 use crate::xhr::{self, HttpAnswer, RequestSpec, XhrEvent, XhrGuard};
+
+mod whole_file;
+use whole_file::Sent;
 
 /// How long an abort waits for the server to confirm it dropped the session.
 const ABORT_GRACE_MS: u32 = 5_000;
@@ -211,7 +215,12 @@ impl Run {
 async fn drive(shared: Rc<Shared>, mut events: EventReceiver) -> Result<UploadResult, Stop> {
     let options = &shared.options;
     let key = options.identity().record_key();
-    let (status, mut record, rtt) = open_or_resume(&shared, &key).await?;
+    let Opened {
+        status,
+        mut record,
+        rtt,
+        failed_attempts,
+    } = open_or_resume(&shared, &key).await?;
     if status.size != options.size {
         return Err(Stop::Failed(UploadError::ServerInconsistent(
             [
@@ -235,6 +244,7 @@ async fn drive(shared: Rc<Shared>, mut events: EventReceiver) -> Result<UploadRe
     )
     .map_err(Stop::Failed)?;
     scheduler.set_rtt_ms(rtt);
+    scheduler.count_failed_attempts(failed_attempts);
     if !shared.begin_running(scheduler, &status.upload_id) {
         return Err(Stop::Aborted);
     }
@@ -639,30 +649,51 @@ async fn control_request(
             None => Failure::Network,
         };
         retries += 1;
-        let Some(delay) = options.retry.delay_ms(retries, &failure, browser::jitter()) else {
-            let cause = droppr_protocol::scheduler::describe(&failure);
-            return Err(Stop::Failed(UploadError::Unreachable {
-                retries: retries - 1,
-                cause,
-            }));
-        };
-        if !callbacks::should_retry(callbacks, &failure, retries) {
-            return Err(Stop::Failed(UploadError::from_failure(&failure)));
-        }
-        callbacks::notify_with(
-            callbacks.on_retry.as_ref(),
-            &RetryNotice::new(&failure, delay, retries, None),
-        );
-        TimeoutFuture::new(u32::try_from(delay).unwrap_or(u32::MAX)).await;
+        wait_to_retry(shared, &failure, retries, None).await?;
     }
+}
+
+/// Before retry number `retries` of a request that failed with `failure`: asks `onShouldRetry`,
+/// tells `onRetry`, and waits the backoff; an error when the retries are spent or refused.
+async fn wait_to_retry(
+    shared: &Shared,
+    failure: &Failure,
+    retries: u32,
+    chunk: Option<u64>,
+) -> Result<(), Stop> {
+    let options = &shared.options;
+    let callbacks = &options.callbacks;
+    let Some(delay) = options.retry.delay_ms(retries, failure, browser::jitter()) else {
+        let cause = droppr_protocol::scheduler::describe(failure);
+        return Err(Stop::Failed(UploadError::Unreachable {
+            retries: retries - 1,
+            cause,
+        }));
+    };
+    if !callbacks::should_retry(callbacks, failure, retries) {
+        return Err(Stop::Failed(UploadError::from_failure(failure)));
+    }
+    callbacks::notify_with(
+        callbacks.on_retry.as_ref(),
+        &RetryNotice::new(failure, delay, retries, chunk),
+    );
+    TimeoutFuture::new(u32::try_from(delay).unwrap_or(u32::MAX)).await;
+    Ok(())
 }
 
 /// The session to upload into: the one of a valid resume record that the server still has,
 /// else a new one. Also returns the record to keep and the measured round trip.
-async fn open_or_resume(
-    shared: &Shared,
-    key: &str,
-) -> Result<(SessionStatus, SessionRecord, f64), Stop> {
+/// The session an upload goes into, and what it took to get it.
+struct Opened {
+    status: SessionStatus,
+    record: SessionRecord,
+    /// The round trip measured on the way (ms).
+    rtt: f64,
+    /// Failed attempts of a small file's request that opened the session.
+    failed_attempts: u64,
+}
+
+async fn open_or_resume(shared: &Shared, key: &str) -> Result<Opened, Stop> {
     let options = &shared.options;
     let identity = options.identity();
     if let Some(record) = records::load(key, &identity) {
@@ -675,11 +706,54 @@ async fn open_or_resume(
             .flatten()
             .filter(|s| s.upload_id == record.upload_id && s.size == options.size);
         if let Some(status) = usable {
-            return Ok((status, record, rtt));
+            return Ok(Opened {
+                status,
+                record,
+                rtt,
+                failed_attempts: 0,
+            });
         }
         storage::remove(key);
     }
-    let headers = wire::open_headers(options);
+    open_new(shared, key).await
+}
+
+/// A new session, under an id this uploader chose when the browser gives random bytes (then a
+/// lost answer, a retry or a reload finds the same session): a small file goes whole in the
+/// request that opens it; otherwise, or when that request does not settle it, an open.
+async fn open_new(shared: &Shared, key: &str) -> Result<Opened, Stop> {
+    let options = &shared.options;
+    let identity = options.identity();
+    let new_id = browser::random_16().map(|bytes| new_upload_id(&bytes));
+    let mut record = None;
+    if let Some(id) = &new_id {
+        let chosen = record.insert(SessionRecord::new(&identity, id, browser::unix_ms()));
+        // Kept before any answer: a reload from here on resumes this id.
+        records::save(key, chosen);
+        shared.choose_id(id);
+        let small = sent_with_the_open(options.size, options.tuning.chunk_size);
+        if small && !shared.paused_before_running() {
+            let started = browser::now_ms();
+            match whole_file::send(shared, id, chosen).await? {
+                Sent::Done(status, failed) => {
+                    return Ok(Opened {
+                        status,
+                        record: chosen.clone(),
+                        rtt: browser::now_ms() - started,
+                        failed_attempts: u64::from(failed),
+                    })
+                }
+                Sent::Refused(failure) => {
+                    return Err(Stop::Failed(UploadError::from_failure(&failure)))
+                }
+                Sent::NotYet => {}
+            }
+        }
+    }
+    let headers = match &new_id {
+        Some(id) => wire::open_headers_as(options, id),
+        None => wire::open_headers(options),
+    };
     let (answer, rtt) =
         control_request(shared, "POST", &options.upload_url, &headers, true).await?;
     if !answer.is_success() {
@@ -693,8 +767,15 @@ async fn open_or_resume(
             ClientCode::ClientError,
         ))
     })?;
-    let record = SessionRecord::new(&identity, &status.upload_id, browser::unix_ms());
-    Ok((status, record, rtt))
+    let record = record
+        .filter(|r| r.upload_id == status.upload_id)
+        .unwrap_or_else(|| SessionRecord::new(&identity, &status.upload_id, browser::unix_ms()));
+    Ok(Opened {
+        status,
+        record,
+        rtt,
+        failed_attempts: 0,
+    })
 }
 
 /// Tells the server to drop the session; gives up quietly after [`ABORT_GRACE_MS`].

@@ -22,6 +22,8 @@ use crate::options::Options;
 pub struct Pending {
     pub tuning: Tuning,
     pub paused: bool,
+    /// The id this uploader chose for its new session (`X-Upload-New-Id`), once chosen.
+    pub chosen_id: Option<String>,
 }
 
 #[derive(Debug)]
@@ -72,6 +74,7 @@ impl Shared {
             state: RefCell::new(Glue::Idle(Pending {
                 tuning,
                 paused: false,
+                chosen_id: None,
             })),
             events,
         }
@@ -108,6 +111,14 @@ impl Shared {
         true
     }
 
+    /// `pause()` was called before the scheduler exists (nothing may be sent yet).
+    pub fn paused_before_running(&self) -> bool {
+        match &*self.state.borrow() {
+            Glue::Idle(p) | Glue::Opening { pending: p, .. } => p.paused,
+            _ => false,
+        }
+    }
+
     /// The tuning the scheduler will start from.
     pub fn pending_tuning(&self) -> Option<Tuning> {
         match &*self.state.borrow() {
@@ -116,10 +127,12 @@ impl Shared {
         }
     }
 
-    /// Ends the upload: `Done`, keeping the id and the last numbers.
+    /// Ends the upload: `Done`, keeping the id and the last numbers. Returns the id of the session
+    /// the server may hold (also one still being opened under a chosen id: an abort deletes it).
     pub fn finish(&self) -> Option<String> {
         let now = browser::now_ms();
         let mut state = self.state.borrow_mut();
+        let mut chosen = None;
         let (upload_id, stats) = match &mut *state {
             Glue::Running {
                 scheduler,
@@ -130,20 +143,32 @@ impl Shared {
                 (Some(upload_id.clone()), Some(scheduler.stats_at(now)))
             }
             Glue::Done { upload_id, stats } => (upload_id.clone(), stats.clone()),
-            Glue::Idle(_) | Glue::Opening { .. } => (None, None),
+            Glue::Opening { pending, .. } => {
+                chosen = pending.chosen_id.take();
+                (None, None)
+            }
+            Glue::Idle(_) => (None, None),
         };
         *state = Glue::Done {
             upload_id: upload_id.clone(),
             stats,
         };
-        upload_id
+        upload_id.or(chosen)
     }
 
     pub fn upload_id(&self) -> Option<String> {
         match &*self.state.borrow() {
             Glue::Running { upload_id, .. } => Some(upload_id.clone()),
             Glue::Done { upload_id, .. } => upload_id.clone(),
+            // `uploadId` names an open session; a chosen id is not one until the server says so.
             Glue::Idle(_) | Glue::Opening { .. } => None,
+        }
+    }
+
+    /// The id chosen for the session being opened (an abort from now on deletes that session).
+    pub fn choose_id(&self, id: &str) {
+        if let Glue::Opening { pending, .. } = &mut *self.state.borrow_mut() {
+            pending.chosen_id = Some(id.to_owned());
         }
     }
 

@@ -44,6 +44,31 @@ pub fn open_headers(options: &Options) -> Headers {
     with_protocol(options, &protocol)
 }
 
+/// Headers of an open under the id the uploader chose.
+pub fn open_headers_as(options: &Options, new_id: &str) -> Headers {
+    let mut headers = open_headers(options);
+    headers.push((header::UPLOAD_NEW_ID.to_owned(), new_id.to_owned()));
+    headers
+}
+
+/// Headers of a whole (small) file sent in the request that opens its session.
+pub fn whole_file_headers(options: &Options, new_id: &str, sha256: Option<String>) -> Headers {
+    // The size is the range's total.
+    let mut headers = open_headers_as(options, new_id);
+    headers.retain(|(name, _)| name != header::UPLOAD_LENGTH);
+    let whole = droppr_protocol::ContentRange {
+        start: 0,
+        end: options.size.saturating_sub(1),
+        total: options.size,
+    };
+    headers.push((header::CONTENT_RANGE.to_owned(), whole.header_value()));
+    headers.push((header::CHUNK_INDEX.to_owned(), decimal(0)));
+    if let Some(sha256) = sha256 {
+        headers.push((header::CHUNK_SHA256.to_owned(), sha256));
+    }
+    headers
+}
+
 /// Headers of a status query or an abort.
 pub fn session_headers(options: &Options, upload_id: &str) -> Headers {
     with_protocol(options, &[(header::UPLOAD_ID, upload_id.to_owned())])

@@ -379,3 +379,50 @@ async fn pause_stops_sending_and_resume_finishes() {
     let loaded = progress_values(&progress, f64::from(size));
     assert_eq!(loaded.last().copied(), Some(f64::from(size)));
 }
+
+/// A file of at most 1 MiB opens its session with its bytes: one request in all, under the id
+/// the uploader chose, with the usual progress and chunk events.
+#[wasm_bindgen_test]
+async fn a_small_file_goes_whole_in_the_request_that_opens_it() {
+    let size = 500 * KIB + 7;
+    let progress = Recorder::new();
+    let chunks = Recorder::new();
+    let requests = Recorder::new();
+    let up = uploader(&[
+        ("file", checked_file("whole", size, 31).into()),
+        ("uploadUrl", open_url().into()),
+        ("onProgress", progress.function.clone().into()),
+        ("onChunkComplete", chunks.function.clone().into()),
+        ("onBeforeRequest", requests.function.clone().into()),
+    ]);
+    let result = settle_promise(up.start()).await.expect("completes");
+    let id = up.upload_id().expect("an id");
+    assert_eq!(get(&result, "uploadId").as_string(), Some(id.clone()));
+    assert_eq!(id.len(), 22, "an id the uploader chose: {id}");
+    let (at_server, _, _) = counters(&id).await;
+    assert_eq!(at_server, 1.0, "one chunk request reached the server");
+    let calls = requests.calls.borrow();
+    assert_eq!(calls.len(), 1, "one request in all (no separate open)");
+    assert_eq!(
+        get(&calls[0][0], "method").as_string().as_deref(),
+        Some("PUT")
+    );
+    assert_eq!(get_f64(&calls[0][0], "chunkIndex"), 0.0);
+    let headers = get(&calls[0][0], "headers");
+    assert_eq!(get(&headers, "x-upload-new-id").as_string(), Some(id));
+    assert_eq!(
+        progress_values(&progress, f64::from(size)).last().copied(),
+        Some(f64::from(size))
+    );
+    let chunk_calls = chunks.calls.borrow();
+    assert_eq!(chunk_calls.len(), 1);
+    assert_eq!(chunk_calls[0][0].as_f64(), Some(f64::from(size)));
+    assert_eq!(chunk_calls[0][1].as_f64(), Some(f64::from(size)));
+    assert!(get(&result, "checksum")
+        .as_string()
+        .is_some_and(|c| c.starts_with("sha256:") && c.ends_with("-1")));
+    let stats = up.get_stats();
+    assert_eq!(get_f64(&stats, "completedChunks"), 1.0);
+    assert_eq!(get_f64(&stats, "totalChunks"), 1.0);
+    assert_eq!(get_f64(&stats, "loaded"), f64::from(size));
+}
