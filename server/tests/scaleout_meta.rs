@@ -522,7 +522,9 @@ fn shared_buckets(open: Open<'_>) {
     assert_eq!(refused.iter().filter(|r| r.is_none()).count(), 7);
     for r in refused.iter().flatten() {
         assert!(
-            r.0 == 0 && r.1 > Duration::from_secs(99) && r.1 <= Duration::from_secs(100),
+            // (The wait counts from the bucket's last refill: a loaded machine takes seconds
+            // between the first draw and the last.)
+            r.0 == 0 && r.1 > Duration::from_secs(80) && r.1 <= Duration::from_secs(100),
             "{r:?}"
         );
     }
