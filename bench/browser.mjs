@@ -19,7 +19,7 @@
 // Profiles with `files` upload that many files of `file_kib` each instead (FILE_CLIENTS).
 //
 // Usage: node bench/browser.mjs --bench-bin B --server-bin S [--rustus-bin R] [--quick] [--out F]
-//        [--profiles P0,P1] [--clients droppr-auto,tus-4] [--path-check-out F]
+//        [--profiles P0,P1] [--clients droppr-auto,tus-4] [--path-check-out F] [--pkg DIR]
 import { spawn } from 'node:child_process';
 import { closeSync, cpSync, createWriteStream, existsSync, openSync, readdirSync, writeSync, mkdtempSync, rmSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
@@ -128,17 +128,21 @@ async function stop(child) {
   clearTimeout(t);
 }
 
-/** A copy of the wasm package, so a rebuild during the run cannot mix two builds. */
+/**
+ * A copy of the wasm package, so a rebuild during the run cannot mix two builds: the repository's
+ * build, or `--pkg DIR` (another build, e.g. an older commit's, for a before/after comparison).
+ */
 function snapshotPackage(work) {
   const pkg = join(work, 'pkg');
-  cpSync(join(root, 'uploader-wasm/pkg'), pkg, { recursive: true });
+  const source = args.pkg ? resolve(args.pkg) : join(root, 'uploader-wasm/pkg');
+  cpSync(source, pkg, { recursive: true });
   const wasm = readFileSync(join(pkg, 'droppr_uploader_bg.wasm'));
   const js = readFileSync(join(pkg, 'droppr_uploader.js'));
   return {
     dir: pkg,
     bytes: wasm.length + js.length,
     gzip_bytes: gzipSync(wasm, { level: 9 }).length + gzipSync(js, { level: 9 }).length,
-    built: statSync(join(root, 'uploader-wasm/pkg/droppr_uploader_bg.wasm')).mtime.toISOString(),
+    built: statSync(join(source, 'droppr_uploader_bg.wasm')).mtime.toISOString(),
   };
 }
 

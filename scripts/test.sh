@@ -27,8 +27,14 @@ step "unit, property and server tests (host)"
 # The power-cut tier runs as its own step below, with its figures.
 # Also the scale-out tier (issue 11): server/tests/scaleout_meta.rs (one metadata suite on SQLite and a real
 # PostgreSQL, ~10 s), server/tests/scaleout_s3.rs (the S3 store on SeaweedFS, ~6 s) and server/tests/scaleout.rs
-# (two instances on one PostgreSQL and one SeaweedFS, ~11 s); each starts its own services through
-# scripts/services.sh (installed by the bootstrap) and stops them.
+# (two instances on one PostgreSQL and one SeaweedFS, ~11 s; with the limits that hold across instances --
+# shared rate limits, the shared hook outbox with its writer SIGKILLed, one name finished on both at once, one
+# chunk on both at once, SIGKILL mid-chunk -- ~22 s); each starts its own services through
+# scripts/services.sh (installed by the bootstrap) and stops them. scripts/test-scaleout-mutants.sh (optional,
+# ~1 min per mutant) shows each of those defences' tests failing without it. tus on the S3 store (issue 12):
+# server/tests/scaleout_tus.rs (concatenation joined by UploadPartCopy, unfinished partials into place, the
+# full-object CRC64NVME, a deferred length, through the real binary, ~10 s); scaleout_s3.rs also joins, pages
+# and checks a tampered part (three tests in parallel, ~12 s).
 cargo test --workspace --exclude droppr-uploader -- --skip power_cut 2>&1 | tee target/test-host.log
 
 step "power cut: data directory on droppr-faultfs; SIGKILL, forget unsynced writes, restart (root, /dev/fuse)"
@@ -49,7 +55,8 @@ if [ -f scripts/test-types.sh ]; then
   bash scripts/test-types.sh
 fi
 if [ -f scripts/test-e2e.sh ]; then
-  # Includes e2e/faulty-network.test.mjs (~10 s) and e2e/kill-loop.test.mjs (20 SIGKILLs, ~40 s).
+  # Includes e2e/faulty-network.test.mjs (~10 s) and e2e/kill-loop.test.mjs (20 SIGKILLs, ~40 s), and
+  # e2e/tus-s3.test.mjs (tus-js-client parallelUploads 4 on the S3 store, its own SeaweedFS, ~5 s).
   # And e2e/scaleout.test.mjs (issue 11, ~13 s): the page's wasm uploader through a balancer alternating two
   # instances on one PostgreSQL and one SeaweedFS (started by the test through scripts/services.sh and stopped by
   # PID, even on failure), every chunk on the announced alignment; then the file store with an odd unit.

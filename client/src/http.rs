@@ -45,11 +45,13 @@ impl Transport {
         &self.upload_url
     }
 
-    /// `POST` with no body: opens a session (201).
-    pub fn open(&self, file: &FileSpec) -> Result<SessionStatus, Failure> {
+    /// `POST` with no body: opens a session under `new_id` (201), or finds the one an earlier
+    /// copy of this open made (200), so that retrying it never opens a second.
+    pub fn open(&self, file: &FileSpec, new_id: &str) -> Result<SessionStatus, Failure> {
         let mut request = self
             .agent
             .post(&self.upload_url)
+            .header(h::UPLOAD_NEW_ID, new_id)
             .header(h::UPLOAD_LENGTH, file.size.to_string())
             .header(h::UPLOAD_PATH, percent_encode(&file.path));
         if let Some(kind) = &file.content_type {

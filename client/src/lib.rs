@@ -147,6 +147,14 @@ pub struct Outcome {
     pub checksum: Option<String>,
 }
 
+/// A fresh upload id from the system's random source (`X-Upload-New-Id`).
+fn new_upload_id() -> Result<String, ClientError> {
+    let mut random = [0u8; 16];
+    getrandom::getrandom(&mut random)
+        .map_err(|e| ClientError::Protocol(format!("no random bytes for an upload id: {e}")))?;
+    Ok(droppr_protocol::wire::new_upload_id(&random))
+}
+
 /// Uploads `source` as `file`: opens a session, or resumes `resume_id` from its missing ranges.
 pub fn upload(
     transport: &Transport,
@@ -159,7 +167,12 @@ pub fn upload(
     let mut rng = fastrand::Rng::with_seed(options.seed);
     let mut status = match resume_id {
         Some(id) => with_retries("status", &options.retry, &mut rng, || transport.status(id))?,
-        None => with_retries("open", &options.retry, &mut rng, || transport.open(file))?,
+        None => {
+            let id = new_upload_id()?;
+            with_retries("open", &options.retry, &mut rng, || {
+                transport.open(file, &id)
+            })?
+        }
     };
     let mut next_index = 0;
     let parts = Mutex::new(Vec::new());

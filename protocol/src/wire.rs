@@ -53,14 +53,14 @@ pub fn is_valid_new_upload_id(id: &str) -> bool {
     id.len() >= 22 && is_valid_upload_id(id)
 }
 
-/// The upload id a client proposes from 16 random bytes: base64url without padding (22
-/// characters, [`is_valid_new_upload_id`]).
-pub fn new_upload_id(random: &[u8; 16]) -> String {
+/// `bytes` in base64url without padding (RFC 4648 section 5): the alphabet of upload ids,
+/// request hashes and tokens.
+pub fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut bits: u32 = 0;
     let mut held = 0;
-    let mut out = String::with_capacity(22);
-    for byte in random {
+    let mut out = String::with_capacity(bytes.len() * 4 / 3 + 1);
+    for byte in bytes {
         bits = (bits << 8) | u32::from(*byte);
         held += 8;
         while held >= 6 {
@@ -72,6 +72,12 @@ pub fn new_upload_id(random: &[u8; 16]) -> String {
         out.push(char::from(ALPHABET[((bits << (6 - held)) & 63) as usize]));
     }
     out
+}
+
+/// The upload id a client proposes from 16 random bytes: 22 characters of base64url
+/// ([`is_valid_new_upload_id`]).
+pub fn new_upload_id(random: &[u8; 16]) -> String {
+    base64url(random)
 }
 
 /// A request ("file-request link") hash: `^[A-Za-z0-9_-]{1,64}$`.

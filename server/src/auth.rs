@@ -241,25 +241,9 @@ pub fn check_admin(configured: Option<&str>, authorization: Option<&str>) -> Res
 
 /// A random URL-safe token of `bytes` random bytes (22 characters for 16 bytes).
 pub fn random_token(bytes: usize) -> Result<String> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut raw = vec![0u8; bytes];
     getrandom::getrandom(&mut raw).map_err(|e| Error::Task(e.to_string()))?;
-    // 6 bits per character; the leftover bits of the last byte are simply not used.
-    let mut out = String::with_capacity(bytes * 4 / 3 + 1);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for b in raw {
-        acc = (acc << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 6 {
-            bits -= 6;
-            out.push(char::from(ALPHABET[((acc >> bits) & 63) as usize]));
-        }
-    }
-    if bits > 0 {
-        out.push(char::from(ALPHABET[((acc << (6 - bits)) & 63) as usize]));
-    }
-    Ok(out)
+    Ok(droppr_protocol::wire::base64url(&raw))
 }
 
 #[cfg(test)]

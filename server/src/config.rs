@@ -203,6 +203,15 @@ pub struct ServeArgs {
         default_value_t = 1
     )]
     pub test_chunk_alignment: u64,
+    /// Test-only: on the S3 store, objects larger than this many bytes are copied in parts of
+    /// this size (UploadPartCopy) instead of one CopyObject (S3's limit: 5 GiB, the default).
+    #[arg(
+        long,
+        env = "DROPPR_TEST_S3_COPY_PART",
+        hide = true,
+        default_value_t = crate::store::s3::MAX_COPY_PART
+    )]
+    pub test_s3_copy_part: u64,
     #[command(flatten)]
     pub defences: DefenceArgs,
     #[command(flatten)]
@@ -457,6 +466,11 @@ impl ServeArgs {
         if self.test_chunk_alignment == 0 || self.test_chunk_alignment > self.max_chunk_size {
             return bad("--test-chunk-alignment must be between 1 and --max-chunk-size");
         }
+        if !(droppr_protocol::multipart::MIN_PART..=crate::store::s3::MAX_COPY_PART)
+            .contains(&self.test_s3_copy_part)
+        {
+            return bad("--test-s3-copy-part must be between 5 MiB and 5 GiB");
+        }
         if self.sweep_secs == 0 {
             return bad("--sweep-secs must be positive");
         }
@@ -480,7 +494,11 @@ impl ServeArgs {
             .as_deref()
             .map(crate::store::s3::S3Location::parse)
             .transpose()
-            .map_err(ConfigError)?;
+            .map_err(ConfigError)?
+            .map(|location| crate::store::s3::S3Location {
+                copy_part: self.test_s3_copy_part,
+                ..location
+            });
         Ok(ServerConfig {
             database: common.database.clone(),
             store,

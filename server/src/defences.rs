@@ -43,10 +43,12 @@ pub struct Defences {
 }
 
 impl Defences {
-    pub fn new(config: &DefenceConfig) -> Self {
+    /// The defences of one instance; with a metadata store every instance shares, its rate
+    /// limits hold across instances (see [`RateLimits::shared`]).
+    pub fn new(config: &DefenceConfig, meta: Arc<dyn MetadataStore>) -> Self {
         Self {
             clients: config.clients.clone(),
-            limits: RateLimits::new(&config.rates),
+            limits: RateLimits::shared(&config.rates, meta),
             passwords: PasswordGate::new(config.passwords),
             captcha: config.captcha.clone().map(Captcha::new),
         }
@@ -58,13 +60,13 @@ impl Defences {
     }
 
     /// Rate limit on opening sessions: 429 `rate-limited` with `Retry-After`.
-    pub fn check_open(&self, client: &ClientId, link: &str) -> Result<()> {
-        self.limits.check_open(client, link)
+    pub async fn check_open(&self, client: &ClientId, link: &str) -> Result<()> {
+        self.limits.check_open(client, link).await
     }
 
     /// Rate limit on chunks: 429 `rate-limited` with `Retry-After`.
-    pub fn check_chunk(&self, client: &ClientId, link: &str) -> Result<()> {
-        self.limits.check_chunk(client, link)
+    pub async fn check_chunk(&self, client: &ClientId, link: &str) -> Result<()> {
+        self.limits.check_chunk(client, link).await
     }
 
     /// Before a session opens: the link's captcha if it has one, then its password (with the

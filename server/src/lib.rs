@@ -164,15 +164,21 @@ pub fn open_uploads(config: ServerConfig) -> Result<Uploads, StartError> {
         source,
     };
     let space = Space::open(&config.data_dir, config.resources.min_free_space);
-    let meta: Arc<dyn MetadataStore> = match &config.database {
-        Some(url) => Arc::new(
-            PgMetadata::connect(url).map_err(|source| StartError::SharedDatabase { source })?,
-        ),
+    let (meta, shared): (Arc<dyn MetadataStore>, _) = match &config.database {
+        Some(url) => {
+            let pg =
+                PgMetadata::connect(url).map_err(|source| StartError::SharedDatabase { source })?;
+            let pool = pg.pool();
+            (Arc::new(pg), Some(pool))
+        }
         // On a full disk even opening the database needs the reserve's room (its shared memory file).
-        None => Arc::new(
-            space
-                .freeing(|| SqliteMetadata::open(&db))
-                .map_err(database)?,
+        None => (
+            Arc::new(
+                space
+                    .freeing(|| SqliteMetadata::open(&db))
+                    .map_err(database)?,
+            ),
+            None,
         ),
     };
     let mut targets = Vec::new();
@@ -182,11 +188,19 @@ pub fn open_uploads(config: ServerConfig) -> Result<Uploads, StartError> {
     if config.hooks.command.is_some() {
         targets.push(Target::Command);
     }
-    let outbox = if targets.is_empty() {
-        None
-    } else {
-        let outbox = Outbox::open(&db, targets).map_err(|e| database(e.into()))?;
-        Some(Arc::new(outbox))
+    // The mutant keeps each instance's events in its own file (tests/scaleout.rs must catch it).
+    let shared = shared.filter(|_| !cfg!(feature = "mutant-local-outbox"));
+    let outbox = match (targets.is_empty(), shared) {
+        (true, _) => None,
+        // Every instance delivers what any of them recorded; a claim lasts one attempt and some.
+        (false, Some(pool)) => Some(Arc::new(Outbox::shared(
+            pool,
+            targets,
+            config.hooks.timeout * 2 + std::time::Duration::from_secs(10),
+        ))),
+        (false, None) => Some(Arc::new(
+            Outbox::open(&db, targets).map_err(|e| database(e.into()))?,
+        )),
     };
     let mut uploads = Uploads::new(Arc::new(config), store, meta, Arc::new(space));
     uploads.events = UploadEvents {
@@ -302,7 +316,10 @@ pub async fn start(config: ServerConfig) -> Result<(Server, SocketAddr), StartEr
         .map_err(|source| StartError::Database { path: db, source })?;
     let state = AppState {
         tus: Arc::new(tus),
-        defences: Arc::new(defences::Defences::new(&uploads.config.defences)),
+        defences: Arc::new(defences::Defences::new(
+            &uploads.config.defences,
+            uploads.meta.clone(),
+        )),
         uploads,
         hooks: test_hooks.then(hooks::TestHooks::default),
     };

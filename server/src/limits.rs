@@ -1,5 +1,6 @@
 //! Rate limits on session opens and on chunks, per client and per link (token buckets from
-//! `governor`): 429 `rate-limited` with `Retry-After` when a bucket is empty.
+//! `governor`, and with `--database postgres://...` the same buckets in PostgreSQL, shared by
+//! every instance): 429 `rate-limited` with `Retry-After` when a bucket is empty.
 //!
 //! The defaults are set above what an honest uploader can reach (docs/SECURITY.md has the
 //! figures): a client never waits because of them unless it sends far more requests than the
@@ -11,6 +12,7 @@ use std::hash::Hash;
 use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use droppr_protocol::wire::ErrorCode;
@@ -19,6 +21,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::client::{ClientId, ClientKey};
 use crate::error::{Error, Result};
+use crate::meta::{BucketDraw, MetadataStore};
 
 /// A token bucket: `RATE:BURST` on the command line (`50:200` = 50 a second on average, 200 at
 /// once); `0` or `off` turns the limit off.
@@ -26,6 +29,13 @@ use crate::error::{Error, Result};
 pub struct Rate {
     pub per_second: f64,
     pub burst: NonZeroU32,
+}
+
+impl Rate {
+    /// The time one token takes to come back.
+    pub fn period(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.per_second)
+    }
 }
 
 /// A limit that may be off.
@@ -78,8 +88,7 @@ struct Bucket<K: Hash + Eq + Clone>(Option<DefaultKeyedRateLimiter<K>>);
 impl<K: Hash + Eq + Clone> Bucket<K> {
     fn new(setting: RateSetting) -> Self {
         Self(setting.0.map(|rate| {
-            let period = Duration::from_secs_f64(1.0 / rate.per_second);
-            let quota = Quota::with_period(period)
+            let quota = Quota::with_period(rate.period())
                 .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
                 .allow_burst(rate.burst);
             RateLimiter::keyed(quota)
@@ -104,13 +113,39 @@ impl<K: Hash + Eq + Clone> Bucket<K> {
     }
 }
 
-/// The server's rate limits.
+/// What a bucket limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Open,
+    Chunk,
+}
+
+impl Kind {
+    /// The noun of the refusal and the prefix of the shared buckets' keys.
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Open => "uploads",
+            Kind::Chunk => "chunks",
+        }
+    }
+}
+
+/// The server's rate limits: the instance's own token buckets, and with a metadata store that
+/// every instance shares (PostgreSQL) the same buckets in that store as well.
+///
+/// The instance's buckets stay in front as a cheap first line: a request they refuse never
+/// reaches the database, so a flood at one instance costs it no more database work than the
+/// limit's own rate. Behind them the shared buckets are exact: a client spreading its requests
+/// over several instances gets the limit once, not once per instance.
 #[derive(Debug)]
 pub struct RateLimits {
     open_client: Bucket<ClientKey>,
     open_link: Bucket<String>,
     chunk_client: Bucket<ClientKey>,
     chunk_link: Bucket<String>,
+    config: RateConfig,
+    /// The store holding the shared buckets, when it shares them.
+    shared: Option<Arc<dyn MetadataStore>>,
     checks: AtomicU32,
 }
 
@@ -118,63 +153,163 @@ pub struct RateLimits {
 const PRUNE_EVERY: u32 = 4096;
 
 impl RateLimits {
+    /// Limits kept by this instance alone.
     pub fn new(config: &RateConfig) -> Self {
         Self {
             open_client: Bucket::new(config.open_per_client),
             open_link: Bucket::new(config.open_per_link),
             chunk_client: Bucket::new(config.chunk_per_client),
             chunk_link: Bucket::new(config.chunk_per_link),
+            config: *config,
+            shared: None,
             checks: AtomicU32::new(0),
         }
     }
 
+    /// Limits that hold across every instance using `meta`, when it shares buckets.
+    pub fn shared(config: &RateConfig, meta: Arc<dyn MetadataStore>) -> Self {
+        let mut limits = Self::new(config);
+        // The mutant keeps every instance's limits to itself (tests/scaleout.rs must catch it).
+        if meta.shares_buckets() && !cfg!(feature = "mutant-local-rate-limits") {
+            limits.shared = Some(meta);
+        }
+        limits
+    }
+
     /// Before a session is opened (with or without a first chunk).
-    pub fn check_open(&self, client: &ClientId, link: &str) -> Result<()> {
-        self.check(&self.open_client, &self.open_link, client, link, "uploads")
+    pub async fn check_open(&self, client: &ClientId, link: &str) -> Result<()> {
+        self.check(Kind::Open, client, link).await
     }
 
     /// Before a chunk's body is read.
-    pub fn check_chunk(&self, client: &ClientId, link: &str) -> Result<()> {
-        self.check(&self.chunk_client, &self.chunk_link, client, link, "chunks")
+    pub async fn check_chunk(&self, client: &ClientId, link: &str) -> Result<()> {
+        self.check(Kind::Chunk, client, link).await
     }
 
-    fn check(
-        &self,
-        per_client: &Bucket<ClientKey>,
-        per_link: &Bucket<String>,
-        client: &ClientId,
-        link: &str,
-        what: &str,
-    ) -> Result<()> {
+    async fn check(&self, kind: Kind, client: &ClientId, link: &str) -> Result<()> {
         if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
-            for bucket in [&self.open_client, &self.chunk_client] {
-                bucket.prune();
-            }
-            for bucket in [&self.open_link, &self.chunk_link] {
-                bucket.prune();
-            }
+            self.prune();
         }
+        let (per_client, per_link, settings) = match kind {
+            Kind::Open => (
+                &self.open_client,
+                &self.open_link,
+                (self.config.open_per_client, self.config.open_per_link),
+            ),
+            Kind::Chunk => (
+                &self.chunk_client,
+                &self.chunk_link,
+                (self.config.chunk_per_client, self.config.chunk_per_link),
+            ),
+        };
         // The link's bucket is only drawn from by clients within their own limit, so one client
         // flooding a link cannot spend more of the link's budget than its own rate.
-        let wait = per_client
+        let local = per_client
             .take(&client.key())
-            .map(|wait| (wait, "from your address"))
+            .map(|wait| (wait, Whose::Client))
             .or_else(|| {
                 per_link
                     .take(&link.to_owned())
-                    .map(|wait| (wait, "on this link"))
+                    .map(|wait| (wait, Whose::Link))
             });
-        match wait {
+        let refused = match (local, &self.shared) {
+            (Some(refused), _) => Some(refused),
+            (None, None) => None,
+            (None, Some(meta)) => {
+                draw_shared(
+                    meta.clone(),
+                    kind,
+                    &client.key().to_string(),
+                    link,
+                    settings,
+                )
+                .await?
+            }
+        };
+        match refused {
             None => Ok(()),
             Some((wait, whose)) => Err(Error::client(
                 ErrorCode::RateLimited,
                 format!(
-                    "Too many {what} {whose}: slow down and retry after the Retry-After seconds."
+                    "Too many {} {}: slow down and retry after the Retry-After seconds.",
+                    kind.as_str(),
+                    whose.as_str()
                 ),
             )
             .with_retry_after(retry_after_secs(wait))),
         }
     }
+
+    fn prune(&self) {
+        for bucket in [&self.open_client, &self.chunk_client] {
+            bucket.prune();
+        }
+        for bucket in [&self.open_link, &self.chunk_link] {
+            bucket.prune();
+        }
+        if let Some(meta) = self.shared.clone() {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = meta.prune_buckets() {
+                    tracing::warn!(error = %e, "shared rate-limit buckets not pruned");
+                }
+            });
+        }
+    }
+}
+
+/// Whose bucket was empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Whose {
+    Client,
+    Link,
+}
+
+impl Whose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Whose::Client => "from your address",
+            Whose::Link => "on this link",
+        }
+    }
+}
+
+/// Draws from the shared buckets of the limits that are on: the client's, then the link's (one
+/// round trip to the store).
+async fn draw_shared(
+    meta: Arc<dyn MetadataStore>,
+    kind: Kind,
+    client: &str,
+    link: &str,
+    (per_client, per_link): (RateSetting, RateSetting),
+) -> Result<Option<(Duration, Whose)>> {
+    let mut draws: Vec<(String, Rate, Whose)> = Vec::with_capacity(2);
+    if let Some(rate) = per_client.0 {
+        draws.push((
+            format!("{}:client:{client}", kind.as_str()),
+            rate,
+            Whose::Client,
+        ));
+    }
+    if let Some(rate) = per_link.0 {
+        draws.push((format!("{}:link:{link}", kind.as_str()), rate, Whose::Link));
+    }
+    if draws.is_empty() {
+        return Ok(None);
+    }
+    let refused = tokio::task::spawn_blocking(move || {
+        let buckets: Vec<BucketDraw<'_>> = draws
+            .iter()
+            .map(|(key, rate, _)| BucketDraw {
+                key,
+                period: rate.period(),
+                burst: rate.burst.get(),
+            })
+            .collect();
+        let refused = meta.draw_tokens(&buckets)?;
+        Ok::<_, Error>(refused.and_then(|(i, wait)| Some((wait, draws.get(i)?.2))))
+    })
+    .await??;
+    Ok(refused)
 }
 
 /// `Retry-After` is in whole seconds: round up, so a client that waits that long finds a token.
@@ -208,8 +343,8 @@ mod tests {
         assert_eq!(setting("50:200").to_string(), "50:200");
     }
 
-    #[test]
-    fn a_client_over_its_burst_waits_and_others_do_not() {
+    #[actix_web::test]
+    async fn a_client_over_its_burst_waits_and_others_do_not() {
         let limits = RateLimits::new(&RateConfig {
             open_per_client: setting("1:2"),
             open_per_link: setting("1:3"),
@@ -217,9 +352,9 @@ mod tests {
             chunk_per_link: setting("off"),
         });
         let (a, b) = (client("192.0.2.1"), client("192.0.2.2"));
-        limits.check_open(&a, "L").unwrap();
-        limits.check_open(&a, "L").unwrap();
-        let refused = limits.check_open(&a, "L").unwrap_err();
+        limits.check_open(&a, "L").await.unwrap();
+        limits.check_open(&a, "L").await.unwrap();
+        let refused = limits.check_open(&a, "L").await.unwrap_err();
         assert_eq!(refused.code(), ErrorCode::RateLimited);
         assert!(matches!(
             refused,
@@ -229,13 +364,13 @@ mod tests {
             }
         ));
         // Refused by its own bucket, `a` took nothing from the link's: `b` still gets one.
-        limits.check_open(&b, "L").unwrap();
-        let link = limits.check_open(&b, "L").unwrap_err();
+        limits.check_open(&b, "L").await.unwrap();
+        let link = limits.check_open(&b, "L").await.unwrap_err();
         assert!(link.to_string().contains("on this link"), "{link}");
         // Another link is untouched; chunks are not limited at all here.
-        limits.check_open(&client("192.0.2.3"), "M").unwrap();
+        limits.check_open(&client("192.0.2.3"), "M").await.unwrap();
         for _ in 0..100 {
-            limits.check_chunk(&a, "L").unwrap();
+            limits.check_chunk(&a, "L").await.unwrap();
         }
     }
 

@@ -11,6 +11,7 @@
 
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use droppr_protocol::composite::{PartDigest, Sha256Digest};
 use droppr_protocol::wire::ErrorCode;
@@ -208,6 +209,103 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     fn password_failures(&self, hash: &str, client: &str, since: i64) -> Result<u32>;
     /// A right password clears the client's failures (including its own pending attempt).
     fn clear_password_failures(&self, hash: &str, client: &str) -> Result<()>;
+
+    /// Whether rate-limit buckets live in this store, shared by every instance that uses it
+    /// (PostgreSQL). A store only one instance uses keeps none: the instance's own buckets are
+    /// exact there.
+    fn shares_buckets(&self) -> bool {
+        false
+    }
+
+    /// Draws one token from each bucket in `draws`, in order, stopping at the first that has
+    /// none: its index and the wait until it has one. Each draw is one atomic step, whichever
+    /// instance makes it. A store that [does not share buckets](Self::shares_buckets) draws
+    /// nothing and refuses nothing.
+    fn draw_tokens(&self, draws: &[BucketDraw<'_>]) -> Result<Option<(usize, Duration)>> {
+        let _ = draws;
+        Ok(None)
+    }
+
+    /// Forgets shared buckets that are full again (they behave the same as absent ones).
+    fn prune_buckets(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Locks a name for a finished upload's placement across every instance using this store,
+    /// until the returned guard is dropped: two uploads whose names could collide (same folder,
+    /// same name up to a ` (n)` suffix, see [`name_lock_key`]) take their names one after the
+    /// other, so the store's look for a free name and its write of that name are never
+    /// interleaved with another instance's. A store only one instance uses locks nothing (the
+    /// instance serializes its own completions).
+    fn lock_name(&self, key: &str) -> Result<NameGuard> {
+        let _ = key;
+        Ok(Box::new(()))
+    }
+
+    /// Claims for `lease`, across every instance using this store, the parts of upload `id`
+    /// that start at `starts` (the segments one chunk is about to put into a byte store every
+    /// instance shares, where a part is named by where it starts): false, claiming nothing, when
+    /// another holds one of them. Each instance keeps its own chunks off each other's bytes;
+    /// this keeps two instances from storing two different parts under one name at once (the
+    /// later would silently replace the recorded one). A claim left by an instance that died
+    /// ends with its lease. A store only one instance uses claims nothing and refuses nothing.
+    fn claim_parts(&self, id: &str, starts: &[u64], lease: Duration) -> Result<bool> {
+        let _ = (id, starts, lease);
+        Ok(true)
+    }
+
+    /// Ends claims made by [`claim_parts`](Self::claim_parts).
+    fn release_parts(&self, id: &str, starts: &[u64]) -> Result<()> {
+        let _ = (id, starts);
+        Ok(())
+    }
+}
+
+/// Held while a name is locked (see [`MetadataStore::lock_name`]); dropping it unlocks.
+pub type NameGuard = Box<dyn Send>;
+
+/// One draw from a token bucket every instance shares (a GCRA: one token every `period`, at most
+/// `burst` at once).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BucketDraw<'a> {
+    pub key: &'a str,
+    pub period: Duration,
+    pub burst: u32,
+}
+
+/// The key under which finished uploads that could end up with one name lock it: the folder,
+/// the path's folders (joined into one place in the files tree) and the file name with every ` (n)` suffix of its stem removed (the rule
+/// that gives `a (1).txt` to the second `a.txt` then also locks the upload asking for
+/// `a (1).txt` itself).
+pub fn name_lock_key(folder: &str, rel_path: &str) -> String {
+    let (dir, name) = rel_path.rsplit_once('/').unwrap_or(("", rel_path));
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => (stem, Some(ext)),
+        _ => (name, None),
+    };
+    let mut base = stem;
+    while let Some(shorter) = strip_number_suffix(base) {
+        base = shorter;
+    }
+    let name = match ext {
+        Some(ext) => format!("{base}.{ext}"),
+        None => base.to_owned(),
+    };
+    // Joined as the store joins them: one place in the files tree, one key.
+    [folder, dir, &name]
+        .iter()
+        .filter(|part| !part.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `stem` without a trailing ` (digits)`, if it has one.
+fn strip_number_suffix(stem: &str) -> Option<&str> {
+    let inner = stem.strip_suffix(')')?;
+    let open = inner.rfind(" (")?;
+    let digits = &inner[open + 2..];
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| &stem[..open])
 }
 
 /// Limits on wrong passwords over a sliding window.
@@ -300,7 +398,7 @@ impl SqliteMetadata {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
         migrate_requests(&conn)?;
@@ -570,9 +668,7 @@ impl MetadataStore for SqliteMetadata {
                 return Ok(None);
             };
             for part in parts {
-                session.ranges.add(part.start, part.end).map_err(|e| {
-                    Error::Task(format!("range checked before writing was refused: {e}"))
-                })?;
+                add_part(&mut session, part)?;
                 // Claims hand out only bytes not yet received, so parts never overlap; a second
                 // part at one offset is a fault and fails the whole record.
                 tx.execute(
@@ -748,6 +844,36 @@ impl MetadataStore for SqliteMetadata {
     }
 }
 
+/// Adds a part about to be recorded to the session's ranges. A part with bytes the session has
+/// already received is refused with a retryable 409 `session-conflict`, and its whole record with
+/// it: claims keep one instance's chunks off each other's bytes, but a chunk in flight on another
+/// instance (a client that retried elsewhere) may have recorded them first; the client asks the
+/// status and sends what is still missing.
+pub(crate) fn add_part(session: &mut UploadSession, part: &PartDigest) -> Result<()> {
+    let taken = session
+        .ranges
+        .ranges()
+        .iter()
+        .any(|&(start, end)| start <= part.end && part.start <= end);
+    if taken {
+        return Err(recorded_meanwhile());
+    }
+    session
+        .ranges
+        .add(part.start, part.end)
+        .map_err(|e| Error::Task(format!("range checked before writing was refused: {e}")))
+}
+
+/// The retryable 409 of a chunk whose bytes another request (on another instance) recorded or
+/// is storing meanwhile.
+pub(crate) fn recorded_meanwhile() -> Error {
+    Error::client(
+        ErrorCode::SessionConflict,
+        "Another request recorded some of these bytes meanwhile, or is storing them; ask the upload's status and send what is missing.",
+    )
+    .with_retry_after(1)
+}
+
 /// Failures on a link since `since`, of one client or of all.
 /// The verdict on a password attempt that is refused before it is verified, given the failures
 /// counted in its window: the client's budget, then the link's, then the captcha rule. `time_left`
@@ -863,6 +989,24 @@ mod tests {
         db.clear_password_failures("h", "a").unwrap();
         assert_eq!(attempt("c").join().unwrap(), AttemptVerdict::Verify);
         assert_eq!(db.password_failures("h", "a", 0).unwrap(), 0);
+    }
+
+    #[test]
+    fn names_that_can_collide_share_a_lock_key() {
+        let key = |folder: &str, path: &str| name_lock_key(folder, path);
+        assert_eq!(key("in", "a.txt"), "in/a.txt");
+        for same in ["a (1).txt", "a (12) (3).txt", "a.txt"] {
+            assert_eq!(key("in", same), "in/a.txt", "{same}");
+        }
+        assert_eq!(key("in", "d/x (2)"), "in/d/x");
+        assert_eq!(key("in/d", "x"), key("in", "d/x"));
+        assert_eq!(key("", ".bashrc (1)"), ".bashrc");
+        assert_eq!(key("in", "a.tar (1).gz"), "in/a.tar.gz");
+        // Not a number suffix: kept.
+        for kept in ["a (x).txt", "a ().txt", "a(1).txt"] {
+            assert_eq!(key("in", kept), format!("in/{kept}"));
+        }
+        assert_ne!(key("in", "a.txt"), key("in", "a.jpg"));
     }
 
     fn part(start: u64, end: u64) -> PartDigest {

@@ -104,7 +104,7 @@ pub(crate) async fn admit_open(
     client: &ClientId,
     password: Option<String>,
 ) -> Result<()> {
-    state.defences.check_open(client, &request.hash)?;
+    state.defences.check_open(client, &request.hash).await?;
     let captcha = parse::header_str(req, h::CAPTCHA_TOKEN).map(str::to_owned);
     let meta = state.uploads.meta.clone();
     state
@@ -160,7 +160,10 @@ async fn upload(
             Ok(answer(created_or_found(opened), uploads, &session))
         }
         UploadCall::Chunk { id, chunk } => {
-            state.defences.check_chunk(&client_id, &request.hash)?;
+            state
+                .defences
+                .check_chunk(&client_id, &request.hash)
+                .await?;
             tracing::Span::current().record("upload", log_tag(&id).as_str());
             let session = uploads
                 .write_chunk(&request, &id, chunk.range, body, chunk.sha256)

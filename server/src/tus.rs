@@ -388,7 +388,10 @@ async fn patch_upload(
     let client_id = state.defences.client(req);
     let _slot = uploads.client_slot(&client_id.key().to_string())?;
     let request = uploads.request(hash).await?;
-    state.defences.check_chunk(&client_id, &request.hash)?;
+    state
+        .defences
+        .check_chunk(&client_id, &request.hash)
+        .await?;
     let mut upload = find(&state.tus, &request, id).await?;
     match (patch.length, upload.deferred) {
         (Some(length), true) => {

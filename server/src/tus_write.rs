@@ -94,7 +94,7 @@ where
     }
     let mut ticket = uploads.enter_chunk(&target.session)?;
     let start = target.base + offset;
-    let total = {
+    let (total, keep) = {
         let _held = uploads.lock_session(&target.session).await;
         let session = uploads.session(request, &target.session).await?;
         if let SessionState::Failed(_) = session.state {
@@ -113,9 +113,10 @@ where
         if len == 0 {
             return Ok(at);
         }
+        let keep = kept_end(uploads, &session, start, start + len)?;
         #[cfg(not(feature = "mutant-tus-no-lock"))]
         ticket
-            .claim(vec![(start, start + len - 1)])
+            .claim(vec![(start, keep - 1)])
             .map_err(|_| {
                 offset_mismatch(
                     at,
@@ -124,7 +125,7 @@ where
             })?;
         #[cfg(feature = "mutant-tus-no-lock")]
         ticket.claim(Vec::new())?;
-        session.size()
+        (session.size(), keep)
     };
     let range = ContentRange {
         start,
@@ -140,7 +141,7 @@ where
         .checksum
         .as_ref()
         .map(|c| BodyDigest::new(c.algorithm));
-    let segments = [(range.start, range.end)];
+    let segments = [(range.start, keep - 1)];
     let (writer, parts) = {
         let hashed = body.inspect(|piece| {
             if let (Some(d), Ok(piece)) = (digest.as_mut(), piece) {
@@ -170,6 +171,30 @@ where
     Ok(target.offset_in(&session))
 }
 
+/// Where the bytes a PATCH keeps end (exclusive), for a PATCH of session bytes `start..end`. On a
+/// store whose parts keep to a grid (S3 multipart: every part but the last a multiple of the
+/// unit), a PATCH keeps its bytes up to the last grid point it reaches, or all of them when it
+/// ends the upload; the rest is not recorded, the new `Upload-Offset` says so, and the client
+/// sends those bytes again with the next PATCH (as after an interrupted one). A PATCH that
+/// starts off the grid, or reaches no grid point, is refused before a byte is read.
+fn kept_end(uploads: &Uploads, session: &UploadSession, start: u64, end: u64) -> Result<u64> {
+    let size = session.size();
+    let unit = uploads.store.layout_for(size).alignment.max(1);
+    if unit == 1 || end == size {
+        return Ok(end);
+    }
+    let keep = end / unit * unit;
+    if !start.is_multiple_of(unit) || keep <= start {
+        return Err(Error::client(
+            ErrorCode::TusBadHeader,
+            format!(
+                "This server's store keeps bytes in parts of {unit} bytes: a PATCH must start on a multiple of {unit} bytes and carry at least {unit} bytes unless it ends the upload; nothing was recorded."
+            ),
+        ));
+    }
+    Ok(keep)
+}
+
 /// Tells an upload created with `Upload-Defer-Length` its length: within the link's limit, not
 /// less than it holds. Its file is sized (and its blocks reserved) now; if every byte is already
 /// in, it completes.
@@ -192,7 +217,14 @@ pub async fn declare_length(
         }
         let (store, meta, owned) = (uploads.store.clone(), uploads.meta.clone(), id.to_owned());
         blocking(move || {
-            store.set_size(&owned, length)?;
+            store.set_size(&owned, length).map_err(|e| match e.kind() {
+                // The S3 store: the told length would change the part unit of bytes already sent.
+                std::io::ErrorKind::Unsupported => Error::client(
+                    ErrorCode::TusUnsupported,
+                    format!("This server's store cannot take Upload-Length {length} after the first bytes: {e}."),
+                ),
+                _ => Error::from(e),
+            })?;
             meta.resize_session(&owned, length, now_secs())?
                 .ok_or_else(|| Error::client(ErrorCode::SessionNotFound, "The upload has expired."))
         })
@@ -258,6 +290,24 @@ pub async fn drop_partial(uploads: &Uploads, id: &str) -> Result<()> {
     .await
 }
 
+/// Whether an unfinished partial can write straight into its place, `base..base + length` of a
+/// final upload of `total` bytes, having received `received` bytes: on a store whose parts keep
+/// to a grid of `unit` bytes (S3 multipart), its place and its received prefix must start and end
+/// on the grid (or at the file's end), so that its copied prefix and its later PATCHes are whole
+/// parts of the final upload. Always on the file store (unit 1).
+fn fits_in_place(unit: u64, total: u64, base: u64, length: u64, received: u64) -> Result<()> {
+    let on_grid = |at: u64| at.is_multiple_of(unit) || at == total;
+    if on_grid(base) && on_grid(base + length) && on_grid(base + received) {
+        return Ok(());
+    }
+    Err(Error::client(
+        ErrorCode::TusUnsupported,
+        format!(
+            "This server's store keeps bytes in parts of {unit} bytes: an unfinished partial upload can be joined only if it starts and ends at a multiple of {unit} bytes of the final upload and has received a multiple of {unit} bytes; finish the partial uploads first, then create the final upload."
+        ),
+    ))
+}
+
 /// One partial of a final upload, as the final POST found it.
 #[derive(Debug, Clone)]
 pub struct Part {
@@ -292,6 +342,8 @@ pub async fn fill_final(
         guards.push(uploads.lock_session(&part.id).await);
     }
     let mut copies = Vec::new();
+    let total = parts.iter().map(|p| p.length).sum();
+    let unit = uploads.store.layout_for(total).alignment.max(1);
     let spent = || {
         Error::client(
             ErrorCode::SessionNotFound,
@@ -317,6 +369,7 @@ pub async fn fill_final(
         }
         .offset_in(session);
         if received < part.length {
+            fits_in_place(unit, total, base, part.length, received)?;
             let mut ticket = uploads.enter_chunk(&part.id)?;
             ticket.claim(session.ranges.missing()).map_err(|_| {
                 offset_mismatch(

@@ -19,7 +19,9 @@ use crate::claims::{Claims, ClientSlot, ClientSlots, InFlight, Segment};
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 use crate::events::{UploadEvent, UploadEvents, UploadOutcome};
-use crate::meta::{MetadataStore, SessionState, UploadRequest, UploadSession};
+use crate::meta::{
+    name_lock_key, recorded_meanwhile, MetadataStore, SessionState, UploadRequest, UploadSession,
+};
 use crate::space::Space;
 use crate::store::{ByteStore, RangeWriter};
 use crate::validate::{self, RelPath, SNIFF_LEN};
@@ -31,6 +33,11 @@ pub use new_id::Opened;
 /// Bytes gathered from the socket before one positioned write. Two buffers per chunk in flight
 /// (one being written while the next fills), so 64 chunks in flight hold 16 MiB at most.
 const WRITE_BUF: usize = 128 * 1024;
+
+/// How long a claim of parts across instances may last: longer than storing the largest chunk
+/// and recording it takes (it is released right after); a claim left by an instance that died
+/// keeps that part's bytes from other instances this long.
+const PART_CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// What the client asks for when it opens a session.
 #[derive(Debug, Clone)]
@@ -368,10 +375,9 @@ impl Uploads {
         let (writer, parts) = self
             .stream_segments(id, &mut body, range, ticket.segments(), sha256)
             .await?;
-        // Durable first, recorded second: a crash can lose a range, never claim one it lacks.
-        #[cfg(not(feature = "mutant-no-chunk-sync"))]
-        blocking(move || Ok(writer.sync()?)).await?;
-        let answer = self.after_range(request, id, &parts).await;
+        let shared = self.claim_shared_parts(id, ticket.segments()).await?;
+        let answer = self.store_and_record(request, id, writer, &parts).await;
+        self.release_shared_parts(id, shared).await;
         if answer.is_ok() {
             let stored = ticket.segments().iter().map(|(s, e)| e - s + 1).sum();
             self.events.chunk_stored(stored, started);
@@ -379,6 +385,66 @@ impl Uploads {
         // The claim goes only now that its bytes are recorded (or refused).
         drop(ticket);
         answer
+    }
+
+    /// Makes the chunk's bytes durable, then records them.
+    async fn store_and_record(
+        &self,
+        request: &UploadRequest,
+        id: &str,
+        writer: Arc<dyn RangeWriter>,
+        parts: &[PartDigest],
+    ) -> Result<UploadSession> {
+        // Durable first, recorded second: a crash can lose a range, never claim one it lacks.
+        #[cfg(not(feature = "mutant-no-chunk-sync"))]
+        blocking(move || Ok(writer.sync()?)).await?;
+        #[cfg(feature = "mutant-no-chunk-sync")]
+        drop(writer);
+        self.after_range(request, id, parts).await
+    }
+
+    /// With a byte store every instance shares (S3) and a metadata store every instance shares
+    /// (PostgreSQL): claims the chunk's parts across instances before they are stored, and
+    /// checks that no other instance recorded these bytes while they streamed in. Either way a
+    /// retryable 409, and nothing is stored: another instance storing a part under the same
+    /// name would replace the recorded one. Returns the claimed part starts (none otherwise).
+    async fn claim_shared_parts(&self, id: &str, segments: &[Segment]) -> Result<Vec<u64>> {
+        let shared = self.config.store.is_some() && self.meta.shares_buckets();
+        if !shared || cfg!(feature = "mutant-local-part-claims") || segments.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (meta, owned, segments) = (self.meta.clone(), id.to_owned(), segments.to_vec());
+        blocking(move || {
+            let starts: Vec<u64> = segments.iter().map(|&(start, _)| start).collect();
+            if !meta.claim_parts(&owned, &starts, PART_CLAIM_LEASE)? {
+                return Err(recorded_meanwhile());
+            }
+            let recorded = meta.session(&owned)?.is_some_and(|s| {
+                segments.iter().any(|&(start, end)| {
+                    s.ranges
+                        .ranges()
+                        .iter()
+                        .any(|&(from, to)| from <= end && start <= to)
+                })
+            });
+            if recorded {
+                meta.release_parts(&owned, &starts)?;
+                return Err(recorded_meanwhile());
+            }
+            Ok(starts)
+        })
+        .await
+    }
+
+    /// Ends the claims of [`Uploads::claim_shared_parts`]; one that cannot be ended runs out.
+    async fn release_shared_parts(&self, id: &str, starts: Vec<u64>) {
+        if starts.is_empty() {
+            return;
+        }
+        let (meta, owned) = (self.meta.clone(), id.to_owned());
+        if let Err(e) = blocking(move || meta.release_parts(&owned, &starts)).await {
+            tracing::warn!(upload = %log_tag(id), error = %e, "part claims not released; they run out");
+        }
     }
 
     /// Claims the parts of `range` not yet received. Bytes another chunk is writing right now
@@ -639,9 +705,25 @@ impl Uploads {
         );
         let started = std::time::Instant::now();
         let tag = log_tag(&session.id);
+        // Uploads that could end up with one name take their names one at a time: in this
+        // instance by this lock, across instances by the metadata store's (the store's look for
+        // a free name and its write of that name must not interleave with another's).
+        let name_key = name_lock_key(&request.folder, &session.rel_path);
+        let _this_instance = self
+            .locks
+            .get(&format!("name:{name_key}"))
+            .lock_owned()
+            .await;
         let done = blocking(move || {
             let path = RelPath::parse(&s.rel_path)?;
-            let final_path = match store.finalize(&s.id, &folder, &path) {
+            let every_instance = if cfg!(feature = "mutant-no-name-lock") {
+                None
+            } else {
+                Some(meta.lock_name(&name_key)?)
+            };
+            let placed = store.finalize(&s.id, &folder, &path);
+            drop(every_instance);
+            let final_path = match placed {
                 Ok(p) => p,
                 Err(e) if is_no_space(&e) => return Err(e.into()),
                 Err(e) => {

@@ -88,11 +88,14 @@ pub async fn deliver_forever(
             o.next_due()
         })
         .await;
+        // A shared outbox also holds what other instances record (and claims of instances that
+        // died): look at it again at least every poll.
+        let idle = outbox.poll().unwrap_or(IDLE);
         let wait = match next {
             Ok(Ok(Some(at))) => {
-                Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(IDLE)
+                Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(idle)
             }
-            _ => IDLE,
+            _ => idle,
         };
         if wait > Duration::ZERO {
             tokio::select! {

@@ -202,3 +202,45 @@ fn faults_on_opens_and_status_queries_too_still_complete() {
     assert!(f.bad_gateway + f.drop_mid_body + f.reset_before_answer + f.lose_answer > 0);
     assert!(server.panics().is_empty(), "{:?}", server.panics());
 }
+
+/// Opens whose answers are lost: the client sends them again under the same chosen id
+/// (`X-Upload-New-Id`) and finds its session, so no second session is left holding its reserved
+/// space (and its part file) until it expires.
+#[test]
+fn a_lost_answer_to_an_open_leaves_no_second_session() {
+    let dir = tempfile::Builder::new()
+        .prefix("proofnet-open-faults")
+        .tempdir()
+        .expect("tempdir");
+    let (server, hash) = start_server(dir.path());
+    // Mostly lost answers (after the server acted), a few of every other fault.
+    let plan = FaultPlan {
+        scope: Scope::UploadApi,
+        lose_answer: 0.2,
+        ..FaultPlan::every_fault(33, 0.02)
+    };
+    let proxy = FaultProxy::start(server.addr(), plan).expect("proxy");
+    let names: Vec<String> = (0..24).map(|i| format!("tiny-{i}.bin")).collect();
+    let files: Vec<(&str, u64, u64)> = names
+        .iter()
+        .zip(300u64..)
+        .map(|(name, seed)| (name.as_str(), 48 * KIB, seed))
+        .collect();
+    // Eight at a time, as a page would.
+    for batch in files.chunks(8) {
+        upload_all(&server, &proxy, &hash, batch);
+    }
+    let f = proxy.stats().figures();
+    println!(
+        "# lost answers on opens: {} requests, faults {f:?}",
+        f.requests
+    );
+    assert!(f.lose_answer > 0, "no answer was lost: {f:?}");
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("data/parts"))
+        .expect("parts dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "sessions left open: {left:?}");
+    assert!(server.panics().is_empty(), "{:?}", server.panics());
+}

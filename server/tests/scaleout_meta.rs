@@ -6,6 +6,7 @@
 mod services;
 
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 use droppr_protocol::composite::{PartDigest, Sha256Digest};
 use droppr_protocol::wire::ErrorCode;
@@ -13,8 +14,8 @@ use droppr_protocol::ReceivedRanges;
 use droppr_server::error::Error;
 use droppr_server::meta::pg::PgMetadata;
 use droppr_server::meta::{
-    AttemptBudget, AttemptVerdict, MetadataStore, PasswordAttempt, ReserveCaps, SessionState,
-    SqliteMetadata, UploadRequest, UploadSession,
+    AttemptBudget, AttemptVerdict, BucketDraw, MetadataStore, PasswordAttempt, ReserveCaps,
+    SessionState, SqliteMetadata, UploadRequest, UploadSession,
 };
 use services::{Needs, Services};
 
@@ -484,6 +485,157 @@ fn password_attempts(open: Open<'_>) {
     );
 }
 
+/// Token buckets every handle shares (PostgreSQL): 40 draws at once from two handles on a bucket
+/// of 7 (one more every 100 s) get exactly 7 tokens; the others learn the wait. A draw of two
+/// buckets stops at the first empty one and says which. A fast bucket refills. A store that does
+/// not share buckets (SQLite, one instance) refuses nothing here.
+fn shared_buckets(open: Open<'_>) {
+    let handles = [open(), open()];
+    let slow = |key| BucketDraw {
+        key,
+        period: Duration::from_secs(100),
+        burst: 7,
+    };
+    if !handles[0].shares_buckets() {
+        for _ in 0..10 {
+            assert_eq!(handles[0].draw_tokens(&[slow("k")]).expect("draw"), None);
+        }
+        return;
+    }
+    warm_up(&handles);
+    let barrier = Barrier::new(40);
+    let refused: Vec<_> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..40)
+            .map(|i| {
+                let (db, barrier) = (&handles[i % 2], &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    db.draw_tokens(&[slow("k")]).expect("draw")
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect()
+    });
+    assert_eq!(refused.iter().filter(|r| r.is_none()).count(), 7);
+    for r in refused.iter().flatten() {
+        assert!(
+            // (The wait counts from the bucket's last refill: a loaded machine takes seconds
+            // between the first draw and the last.)
+            r.0 == 0 && r.1 > Duration::from_secs(80) && r.1 <= Duration::from_secs(100),
+            "{r:?}"
+        );
+    }
+    // The client's bucket, then the link's: a refusal names the one that was empty.
+    let one = |key| BucketDraw {
+        key,
+        period: Duration::from_secs(100),
+        burst: 1,
+    };
+    assert_eq!(
+        handles[0]
+            .draw_tokens(&[one("c1"), one("l")])
+            .expect("draw"),
+        None
+    );
+    assert_eq!(
+        handles[1]
+            .draw_tokens(&[one("c1"), one("l")])
+            .expect("draw")
+            .map(|r| r.0),
+        Some(0)
+    );
+    assert_eq!(
+        handles[1]
+            .draw_tokens(&[one("c2"), one("l")])
+            .expect("draw")
+            .map(|r| r.0),
+        Some(1)
+    );
+    // 20 tokens a second: empty after one, full again 50 ms later; pruning forgets only full ones.
+    let fast = [BucketDraw {
+        key: "fast",
+        period: Duration::from_millis(50),
+        burst: 1,
+    }];
+    assert_eq!(handles[0].draw_tokens(&fast).expect("draw"), None);
+    let wait = handles[1]
+        .draw_tokens(&fast)
+        .expect("draw")
+        .expect("empty")
+        .1;
+    assert!(wait <= Duration::from_millis(50), "{wait:?}");
+    std::thread::sleep(Duration::from_millis(120));
+    handles[0].prune_buckets().expect("prune");
+    assert!(handles[1]
+        .draw_tokens(&[slow("k")])
+        .expect("draw")
+        .is_some());
+    assert_eq!(handles[1].draw_tokens(&fast).expect("draw"), None);
+}
+
+/// A name locked through one handle waits for it on another (another instance) until the guard
+/// is dropped; other names are free meanwhile. On a store one instance uses, nothing waits.
+fn name_locks(open: Open<'_>) {
+    let (db, other) = (open(), open());
+    let held = db.lock_name("inbox/a.txt").expect("lock");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let other = &other;
+        scope.spawn(move || {
+            let guard = other.lock_name("inbox/a.txt").expect("lock");
+            tx.send(()).expect("send");
+            drop(guard);
+        });
+        let waited = rx.recv_timeout(Duration::from_millis(300)).is_err();
+        assert_eq!(
+            waited,
+            db.shares_buckets(),
+            "a second holder waits only when shared"
+        );
+        let free = other.lock_name("inbox/b.txt").expect("lock");
+        drop(free);
+        drop(held);
+        if waited {
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("the name is free once the guard is dropped");
+        }
+    });
+}
+
+/// Parts claimed through one handle are refused to another until released or until their lease
+/// runs out; a claim of several parts takes all or none. A store one instance uses refuses none.
+fn part_claims(open: Open<'_>) {
+    let (db, other) = (open(), open());
+    let long = Duration::from_secs(60);
+    assert!(db.claim_parts("s", &[0, 10], long).expect("claim"));
+    let shared = db.shares_buckets();
+    assert_eq!(other.claim_parts("s", &[10], long).expect("claim"), !shared);
+    assert_eq!(
+        other.claim_parts("s", &[20, 0], long).expect("claim"),
+        !shared
+    );
+    // All or none: 20 was not kept by the refused claim.
+    assert!(db.claim_parts("s", &[20], long).expect("claim"));
+    assert!(
+        other.claim_parts("t", &[0], long).expect("claim"),
+        "another upload"
+    );
+    db.release_parts("s", &[0, 10, 20]).expect("release");
+    assert!(other
+        .claim_parts("s", &[10], Duration::from_millis(50))
+        .expect("claim"));
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(
+        db.claim_parts("s", &[10], long).expect("claim"),
+        "the lease ran out"
+    );
+    db.prune_buckets().expect("prune");
+    assert_eq!(other.claim_parts("s", &[10], long).expect("claim"), !shared);
+}
+
 /// One step of the suite: its name and its body.
 type Step = (&'static str, fn(Open<'_>));
 
@@ -500,6 +652,9 @@ const SUITE: &[Step] = &[
         parallel_ranges_are_never_lost,
     ),
     ("password_attempts", password_attempts),
+    ("shared_buckets", shared_buckets),
+    ("name_locks", name_locks),
+    ("part_claims", part_claims),
 ];
 
 #[test]

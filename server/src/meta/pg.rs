@@ -24,12 +24,12 @@ use postgres::{GenericClient, NoTls, Row};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
-    refusal, refuse_over_caps, retry_after, AttemptVerdict, MetadataStore, PasswordAttempt,
-    ReserveCaps, SessionState, UploadRequest, UploadSession,
+    add_part, refusal, refuse_over_caps, retry_after, AttemptVerdict, BucketDraw, MetadataStore,
+    NameGuard, PasswordAttempt, ReserveCaps, SessionState, UploadRequest, UploadSession,
 };
 use crate::error::{Error, Result};
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+pub type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
 /// Numbered schema changes, applied in order, each once.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -85,6 +85,78 @@ const MIGRATIONS: &[(i32, &str)] = &[
         PRIMARY KEY (session_id, start)
     );",
     ),
+    (
+        3,
+        // Rate limits every instance shares (GCRA: `tat` is the bucket's theoretical arrival
+        // time in seconds on the database's clock, so instances' clocks never matter). UNLOGGED:
+        // no WAL, so a draw costs no disk write; a crash of the database forgets the buckets,
+        // which only lets clients start full again.
+        "CREATE UNLOGGED TABLE rate_buckets (
+        key TEXT PRIMARY KEY,
+        tat DOUBLE PRECISION NOT NULL
+    );
+    CREATE FUNCTION droppr_draw(k TEXT, period DOUBLE PRECISION, burst INTEGER)
+    RETURNS DOUBLE PRECISION LANGUAGE plpgsql AS $$
+    DECLARE
+        t DOUBLE PRECISION := extract(epoch FROM clock_timestamp());
+        got DOUBLE PRECISION;
+    BEGIN
+        INSERT INTO rate_buckets AS b (key, tat) VALUES (k, t + period)
+        ON CONFLICT (key) DO UPDATE SET tat = GREATEST(b.tat, t) + period
+            WHERE GREATEST(b.tat, t) + period - t <= period * burst
+        RETURNING b.tat INTO got;
+        IF FOUND THEN
+            RETURN 0;
+        END IF;
+        SELECT GREATEST(b.tat, t) + period - t - period * burst INTO got
+            FROM rate_buckets b WHERE b.key = k;
+        RETURN GREATEST(COALESCE(got, 0), 0.000001);
+    END $$;
+    CREATE FUNCTION droppr_draw_all(keys TEXT[], periods DOUBLE PRECISION[], bursts INTEGER[],
+        OUT refused INTEGER, OUT wait DOUBLE PRECISION)
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        refused := 0;
+        wait := 0;
+        FOR i IN 1 .. COALESCE(array_length(keys, 1), 0) LOOP
+            wait := droppr_draw(keys[i], periods[i], bursts[i]);
+            IF wait > 0 THEN
+                refused := i;
+                RETURN;
+            END IF;
+        END LOOP;
+    END $$;
+    -- The hook outbox of every instance (see outbox.rs): an event any instance recorded is
+    -- delivered by whichever instance claims it first; a claim is a lease, so an event whose
+    -- deliverer died is taken again when the lease ends.
+    CREATE TABLE hook_outbox (
+        seq BIGSERIAL PRIMARY KEY,
+        event_id TEXT NOT NULL,
+        target TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        body TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT NOT NULL,
+        lease_until BIGINT,
+        last_error TEXT,
+        created_at BIGINT NOT NULL,
+        done_at BIGINT,
+        gave_up BOOLEAN NOT NULL DEFAULT FALSE,
+        UNIQUE (event_id, target)
+    );
+    CREATE INDEX hook_outbox_due ON hook_outbox (next_attempt_at) WHERE done_at IS NULL;",
+    ),
+    (
+        4,
+        // Parts of an upload that one instance is putting into the shared byte store (see
+        // `claim_parts`); `until` on the database's clock.
+        "CREATE UNLOGGED TABLE part_claims (
+        session_id TEXT NOT NULL,
+        start BIGINT NOT NULL,
+        until DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (session_id, start)
+    );",
+    ),
 ];
 
 /// Advisory lock key of the migrations (any constant that no other lock uses).
@@ -133,6 +205,11 @@ impl PgMetadata {
 
     fn client(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
         Ok(self.pool.get()?)
+    }
+
+    /// The connection pool, for the hook outbox's table in the same database.
+    pub fn pool(&self) -> Pool {
+        self.pool.clone()
     }
 }
 
@@ -285,6 +362,21 @@ fn query_sessions(
     .collect()
 }
 
+/// A name locked for a finished upload's placement: a session-level advisory lock held by one
+/// pooled connection, released when dropped (or by the database when the connection dies with
+/// its instance).
+struct NameLock(r2d2::PooledConnection<PostgresConnectionManager<NoTls>>);
+
+impl Drop for NameLock {
+    fn drop(&mut self) {
+        // A connection that cannot run this is broken: the database ends its session, and the
+        // lock with it.
+        if let Err(e) = self.0.execute("SELECT pg_advisory_unlock_all()", &[]) {
+            tracing::warn!(error = %e, "name lock not released by its connection");
+        }
+    }
+}
+
 impl MetadataStore for PgMetadata {
     fn insert_request(&self, r: &UploadRequest) -> Result<()> {
         let extensions = serde_json::to_string(&r.allowed_extensions)?;
@@ -386,9 +478,7 @@ impl MetadataStore for PgMetadata {
             return Ok(None);
         };
         for part in parts {
-            session.ranges.add(part.start, part.end).map_err(|e| {
-                Error::Task(format!("range checked before writing was refused: {e}"))
-            })?;
+            add_part(&mut session, part)?;
             // Claims hand out only bytes not yet received, so parts never overlap; a second part
             // at one offset is a fault and fails the whole record.
             tx.execute(
@@ -549,5 +639,88 @@ impl MetadataStore for PgMetadata {
             &[&hash, &client],
         )?;
         Ok(())
+    }
+
+    fn shares_buckets(&self) -> bool {
+        true
+    }
+
+    fn draw_tokens(&self, draws: &[BucketDraw<'_>]) -> Result<Option<(usize, Duration)>> {
+        if draws.is_empty() {
+            return Ok(None);
+        }
+        let keys: Vec<&str> = draws.iter().map(|d| d.key).collect();
+        let periods: Vec<f64> = draws.iter().map(|d| d.period.as_secs_f64()).collect();
+        let bursts: Vec<i32> = draws
+            .iter()
+            .map(|d| i32::try_from(d.burst).unwrap_or(i32::MAX))
+            .collect();
+        // One statement, one round trip: each bucket is updated by one atomic upsert.
+        let row = self.client()?.query_one(
+            "SELECT refused, wait FROM droppr_draw_all($1, $2, $3)",
+            &[&keys, &periods, &bursts],
+        )?;
+        let refused: i32 = row.try_get(0)?;
+        let wait: f64 = row.try_get(1)?;
+        Ok(usize::try_from(refused)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .map(|i| (i, Duration::from_secs_f64(wait.clamp(0.0, 1e9)))))
+    }
+
+    fn prune_buckets(&self) -> Result<()> {
+        let mut client = self.client()?;
+        client.execute(
+            "DELETE FROM rate_buckets WHERE tat < extract(epoch FROM clock_timestamp())",
+            &[],
+        )?;
+        // Claims whose instance died before releasing them.
+        client.execute(
+            "DELETE FROM part_claims WHERE until < extract(epoch FROM clock_timestamp())",
+            &[],
+        )?;
+        Ok(())
+    }
+
+    fn claim_parts(&self, id: &str, starts: &[u64], lease: Duration) -> Result<bool> {
+        let mut starts: Vec<i64> = starts.iter().map(|&s| to_i64(s)).collect::<Result<_>>()?;
+        // In one order everywhere, so two claims never wait on each other in a cycle.
+        starts.sort_unstable();
+        let mut client = self.client()?;
+        let mut tx = client.transaction()?;
+        for start in &starts {
+            // A new claim, or one whose lease ran out, is taken; a live one is not.
+            let taken = tx.query_opt(
+                "INSERT INTO part_claims AS c (session_id, start, until)
+                 VALUES ($1, $2, extract(epoch FROM clock_timestamp()) + $3::DOUBLE PRECISION)
+                 ON CONFLICT (session_id, start) DO UPDATE SET until = EXCLUDED.until
+                     WHERE c.until < extract(epoch FROM clock_timestamp())
+                 RETURNING 1",
+                &[&id, start, &lease.as_secs_f64()],
+            )?;
+            if taken.is_none() {
+                return Ok(false);
+            }
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn release_parts(&self, id: &str, starts: &[u64]) -> Result<()> {
+        let starts: Vec<i64> = starts.iter().map(|&s| to_i64(s)).collect::<Result<_>>()?;
+        self.client()?.execute(
+            "DELETE FROM part_claims WHERE session_id = $1 AND start = ANY($2::BIGINT[])",
+            &[&id, &starts],
+        )?;
+        Ok(())
+    }
+
+    fn lock_name(&self, key: &str) -> Result<NameGuard> {
+        let mut conn = self.client()?;
+        conn.execute(
+            "SELECT pg_advisory_lock(hashtextextended('name:' || $1, 0))",
+            &[&key],
+        )?;
+        Ok(Box::new(NameLock(conn)))
     }
 }

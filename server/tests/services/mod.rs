@@ -218,3 +218,80 @@ impl Bucket {
             .collect()
     }
 }
+
+impl Bucket {
+    /// The keys of every object under `prefix`.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        self.runtime.block_on(async {
+            let listed = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.name)
+                .prefix(prefix)
+                .send()
+                .await
+                .expect("ListObjectsV2");
+            listed
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned))
+                .collect()
+        })
+    }
+}
+
+impl Bucket {
+    /// The full-object CRC64NVME the store keeps for `key` (HeadObject with checksum mode).
+    pub fn crc64nvme(&self, key: &str) -> Option<u64> {
+        use base64::Engine;
+        self.runtime.block_on(async {
+            let head = self
+                .client
+                .head_object()
+                .bucket(&self.name)
+                .key(key)
+                .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("HeadObject {key}: {e:?}"));
+            let text = head.checksum_crc64_nvme()?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .expect("base64");
+            Some(u64::from_be_bytes(bytes.try_into().expect("8 bytes")))
+        })
+    }
+
+    /// Puts other bytes (with their own correct CRC64NVME) in place of part `number` of the open
+    /// multipart upload whose key starts with `prefix`: a part changed in the store behind the
+    /// server's back.
+    pub fn replace_part(&self, prefix: &str, number: i32, bytes: Vec<u8>) {
+        use base64::Engine;
+        let (key, id) = self
+            .open_multipart_uploads()
+            .into_iter()
+            .find(|(key, _)| key.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no multipart upload under {prefix}"));
+        let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, &bytes);
+        self.runtime.block_on(async {
+            self.client
+                .upload_part()
+                .bucket(&self.name)
+                .key(&key)
+                .upload_id(&id)
+                .part_number(number)
+                .checksum_crc64_nvme(
+                    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes()),
+                )
+                .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
+                .send()
+                .await
+                .expect("UploadPart");
+        });
+    }
+}
+
+/// The CRC64NVME of `data` (what S3 keeps as a full-object checksum).
+pub fn crc64nvme(data: &[u8]) -> u64 {
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, data)
+}
