@@ -373,11 +373,7 @@ impl ChunkScheduler {
 
     /// The next chunk to send now, if a slot is free and one is ready.
     pub fn next_chunk(&mut self, now_ms: f64) -> Option<Chunk> {
-        if self.phase != Phase::Running || self.paused {
-            return None;
-        }
-        let slots = usize::try_from(self.tuning.parallelism()).unwrap_or(usize::MAX);
-        if self.in_flight.len() >= slots {
+        if !self.has_chunk_ready(now_ms) {
             return None;
         }
         self.promote_due(now_ms);

@@ -644,19 +644,7 @@ impl Inner {
     /// The staging object of a completed upload (a finalize that crashed before its copy).
     fn completed(&self, upload_id: &str) -> io::Result<Option<String>> {
         let prefix = format!("{}{upload_id}/", self.uploads_prefix());
-        let listed = self
-            .block(
-                self.client
-                    .list_objects_v2()
-                    .bucket(&self.bucket)
-                    .prefix(&prefix)
-                    .send(),
-            )
-            .map_err(|e| s3_error("ListObjectsV2", e))?;
-        Ok(listed
-            .contents()
-            .iter()
-            .find_map(|o| o.key().map(str::to_owned)))
+        Ok(self.keys(&prefix)?.into_iter().next())
     }
 
     /// The age of a completed upload's staging object, if there is one.
