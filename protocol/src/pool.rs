@@ -14,15 +14,20 @@ pub const DEFAULT_CONNECTION_LIMIT: u32 = 6;
 /// `http(s)` URL, or `""` for a relative one (the page's own). Read as written: two spellings
 /// of one host (letter case, user info) make two pools, which only costs sharing.
 pub fn origin_of(url: &str) -> &str {
-    let Some(scheme_end) = url.find("://") else {
+    // Bytes, not `str::find` and a `str` slice: the wasm then carries no substring searcher and
+    // no char-boundary panic (with its `Debug` formatting), a few kilobytes.
+    let bytes = url.as_bytes();
+    let Some(scheme_end) = bytes.windows(3).position(|w| w == b"://") else {
         return "";
     };
     let host_start = scheme_end + 3;
-    let host_len = url.as_bytes()[host_start..]
+    let host_len = bytes
         .iter()
+        .skip(host_start)
         .position(|b| matches!(b, b'/' | b'?' | b'#'))
-        .unwrap_or(url.len() - host_start);
-    &url[..host_start + host_len]
+        .unwrap_or(bytes.len() - host_start);
+    // Cut before an ASCII byte (or at the end): always a char boundary.
+    url.get(..host_start + host_len).unwrap_or(url)
 }
 
 /// The slots of one origin: how many are taken, and who waits for one, oldest first.

@@ -56,13 +56,20 @@ pub struct Unfinished {
 /// The records of `upload_url` an uploader would still resume, newest first.
 pub fn find_unfinished(upload_url: &str) -> Vec<Unfinished> {
     let now = unix_ms();
-    let mut found: Vec<Unfinished> = storage::keys_with_prefix(RECORD_KEY_PREFIX)
-        .into_iter()
-        .filter_map(|key| {
-            let record = parse(&storage::get(&key)?)?
-                .validate_unfinished(upload_url, now)
-                .ok()?;
-            Some(Unfinished {
+    let mut found: Vec<Unfinished> = Vec::new();
+    for key in storage::keys_with_prefix(RECORD_KEY_PREFIX) {
+        let Some(record) = storage::get(&key)
+            .and_then(|text| parse(&text))
+            .and_then(|r| r.validate_unfinished(upload_url, now).ok())
+        else {
+            continue;
+        };
+        // Inserted in place, newest first: a handful of records, and no sort in the wasm (a
+        // slice sort is kilobytes of code).
+        let at = found.partition_point(|u| u.timestamp >= record.timestamp);
+        found.insert(
+            at,
+            Unfinished {
                 key,
                 completed_chunks: record.completed_chunks.len(),
                 upload_id: record.upload_id,
@@ -70,10 +77,9 @@ pub fn find_unfinished(upload_url: &str) -> Vec<Unfinished> {
                 size: record.size,
                 last_modified: record.last_modified,
                 timestamp: record.timestamp,
-            })
-        })
-        .collect();
-    found.sort_unstable_by_key(|u| std::cmp::Reverse(u.timestamp));
+            },
+        );
+    }
     found
 }
 
