@@ -12,7 +12,13 @@ export CARGO_PROFILE_RELEASE_DEBUG=false
 for registry in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do
   [ -d "$registry" ] && RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$registry="
 done
-export RUSTFLAGS="${RUSTFLAGS:-}"
+# Likewise the standard library's sources (rust-src) that generic code is instantiated from:
+# their panic locations then read as the precompiled std's own (`/rustc/<commit>/library/...`),
+# and the linker keeps one copy of each path.
+sysroot=$(rustc --print sysroot)
+commit=$(rustc -vV | sed -n 's/^commit-hash: //p')
+RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$sysroot/lib/rustlib/src/rust=/rustc/$commit"
+export RUSTFLAGS
 # wasm-opt (npm binaryen) strips the names afterwards; keeping them until then keeps the
 # target_features section wasm-bindgen reads.
 export CARGO_PROFILE_RELEASE_STRIP=false
