@@ -110,10 +110,19 @@ pub fn listen(
     event: &'static str,
     handler: impl FnMut() + 'static,
 ) -> Option<ListenerGuard> {
+    listen_with(target, event, Box::new(handler))
+}
+
+/// [`listen`] for any handler: one copy of this code in the wasm, not one per caller.
+fn listen_with(
+    target: JsValue,
+    event: &'static str,
+    handler: Box<dyn FnMut()>,
+) -> Option<ListenerGuard> {
     let add = get(&target, "addEventListener")?
         .dyn_into::<Function>()
         .ok()?;
-    let closure = Closure::<dyn FnMut()>::new(handler);
+    let closure = Closure::wrap(handler);
     add.call2(&target, &JsValue::from_str(event), closure.as_ref())
         .ok()?;
     Some(ListenerGuard {

@@ -140,12 +140,16 @@ fn function(value: JsValue, key: &str) -> Result<Option<Function>, JsValue> {
 /// `metadata` in its header form: `key=value` pairs joined by `&`, both percent-encoded UTF-8
 /// (`application/x-www-form-urlencoded` without the `+` for spaces), so any text fits a header.
 fn metadata_header(metadata: &[(String, String)]) -> String {
-    let encode = |s: &str| String::from(js_sys::encode_uri_component(s));
-    let pairs: Vec<String> = metadata
-        .iter()
-        .map(|(key, value)| [encode(key), "=".to_owned(), encode(value)].concat())
-        .collect();
-    pairs.join("&")
+    let mut header = String::new();
+    for (key, value) in metadata {
+        if !header.is_empty() {
+            header.push('&');
+        }
+        header.push_str(&String::from(js_sys::encode_uri_component(key)));
+        header.push('=');
+        header.push_str(&String::from(js_sys::encode_uri_component(value)));
+    }
+    header
 }
 
 impl Options {

@@ -66,6 +66,11 @@ pub fn send(
     spec: &RequestSpec<'_>,
     handler: impl Fn(XhrEvent) + 'static,
 ) -> Result<XhrGuard, JsValue> {
+    send_to(spec, Rc::new(handler))
+}
+
+/// [`send`] for any handler: one copy of this code in the wasm, not one per caller.
+fn send_to(spec: &RequestSpec<'_>, handler: Rc<dyn Fn(XhrEvent)>) -> Result<XhrGuard, JsValue> {
     let xhr = XmlHttpRequest::new()?;
     xhr.open_with_async(spec.method, spec.url, true)?;
     xhr.set_response_type(XmlHttpRequestResponseType::Json);
@@ -75,7 +80,6 @@ pub fn send(
     for (name, value) in spec.headers {
         xhr.set_request_header(name, value)?;
     }
-    let handler = Rc::new(handler);
     let finished = Rc::new(Cell::new(false));
     let on_progress = match spec.body {
         Some(_) => {
