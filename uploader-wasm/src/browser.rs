@@ -7,6 +7,7 @@
 
 use droppr_protocol::js_number::u64_from_f64;
 use droppr_protocol::network::{EffectiveType, NetworkHints};
+use futures::StreamExt;
 use js_sys::{Function, Reflect};
 use wasm_bindgen::prelude::*;
 
@@ -161,16 +162,14 @@ pub async fn online() {
     if is_online() {
         return;
     }
-    let (tx, rx) = futures::channel::oneshot::channel::<()>();
-    let tx = std::cell::Cell::new(Some(tx));
+    // The upload's own event channel type: one channel type less in the wasm than a oneshot.
+    let (tx, mut rx) = crate::events::channel();
     let _guard = listen_window("online", move || {
-        if let Some(tx) = tx.take() {
-            let _ = tx.send(());
-        }
+        crate::events::notify(&tx, crate::events::Event::Online);
     });
     // Without a global to listen on there is nothing to wait for.
     if _guard.is_some() {
-        let _ = rx.await;
+        let _ = rx.next().await;
     }
 }
 

@@ -4,14 +4,15 @@
 //! browser. The browser parses the answer's JSON itself (`responseType = "json"`), so an answer
 //! costs the glue one read of the status and one of the parsed body. This module knows nothing of
 //! the upload: it hands each [`XhrEvent`] to the caller's handler (the upload task forwards them
-//! to its channel; a control request to a oneshot). Dropping the guard first detaches the
+//! to its channel; a control request to a channel of its own). Dropping the guard first detaches the
 //! handlers and then aborts, so `abort()`'s synchronous events never reach anyone.
 
 use std::cell::Cell;
 use std::future::Future;
 use std::rc::Rc;
 
-use futures::channel::oneshot;
+use futures::channel::mpsc;
+use futures::StreamExt;
 use wasm_bindgen::prelude::*;
 use web_sys::{Blob, ProgressEvent, XmlHttpRequest, XmlHttpRequestResponseType};
 
@@ -133,15 +134,20 @@ fn answer_of(xhr: &XmlHttpRequest) -> Option<HttpAnswer> {
 /// Sends a request without a body and resolves with its outcome; dropping the future cancels
 /// the request.
 pub fn fetch(spec: &RequestSpec<'_>) -> Result<impl Future<Output = Option<HttpAnswer>>, JsValue> {
-    let (tx, rx) = oneshot::channel();
-    let tx = Cell::new(Some(tx));
+    // The same unbounded channel of `XhrEvent`s as a whole small file's request: one channel
+    // type less in the wasm than a oneshot of the answer.
+    let (tx, mut rx) = mpsc::unbounded();
     let guard = send(spec, move |event| {
-        if let (XhrEvent::Done(answer), Some(tx)) = (event, tx.take()) {
-            let _ = tx.send(answer);
-        }
+        let _ = tx.unbounded_send(event);
     })?;
     Ok(async move {
-        let answer = rx.await.ok().flatten();
+        let answer = loop {
+            match rx.next().await {
+                Some(XhrEvent::Done(answer)) => break answer,
+                Some(XhrEvent::Progress(_)) => {}
+                None => break None,
+            }
+        };
         drop(guard);
         answer
     })
