@@ -346,6 +346,9 @@ impl ChunkScheduler {
     /// The round trip measured when the session was opened.
     pub fn set_rtt_ms(&mut self, rtt_ms: f64) {
         self.rtt_ms = rtt_ms.is_finite().then_some(rtt_ms.max(0.0));
+        if let Some(rtt) = self.rtt_ms {
+            self.tuning.set_rtt_ms(rtt);
+        }
     }
 
     /// The index the next new chunk will get (saved for resumes).
@@ -461,6 +464,9 @@ impl ChunkScheduler {
     fn note_progress(&mut self, now_ms: f64) {
         let raw = self.raw_loaded();
         self.meter.sample(now_ms, raw);
+        // Bytes past everything reported so far are new goodput (a retry's resent bytes are not).
+        self.tuning
+            .on_bytes_sent(now_ms, raw.saturating_sub(self.reported));
         self.reported = self.reported.max(raw);
     }
 

@@ -452,3 +452,44 @@ fn a_file_of_two_chunks_is_spread_over_every_connection() {
     let first: Vec<Chunk> = std::iter::from_fn(|| s.next_chunk(0.0)).collect();
     assert!(first.iter().all(|c| c.len() == 8 * MIB), "{first:?}");
 }
+
+#[test]
+fn sent_bytes_raise_the_connections_while_goodput_rises() {
+    const MIB: u64 = 1 << 20;
+    let mut status = FakeServer::new(512 * MIB).status();
+    status.max_chunk_size = 64 * MIB;
+    let auto = Tuning::new(
+        TuningConfig {
+            max_parallel: None,
+            chunk_size: 8 * MIB,
+            adaptive: false,
+            min_chunk_size: None,
+            max_chunk_size: None,
+        },
+        NetworkHints::default(),
+    );
+    let mut s = ChunkScheduler::new(&status, auto, fast_retries(3), 0, 0).unwrap();
+    s.set_rtt_ms(50.0);
+    let mut now = 0.0;
+    let mut sending: Vec<Chunk> = std::iter::from_fn(|| s.next_chunk(now)).collect();
+    assert_eq!(sending.len(), 4, "no hints: the table's four");
+    // Every connection sends 1 MB/s: each one added raises the total, so the ramp climbs.
+    let mut seen = vec![];
+    for _ in 0..40 {
+        now += 250.0;
+        for c in &sending {
+            let sent = s
+                .in_flight
+                .iter()
+                .find(|f| f.chunk.index == c.index)
+                .unwrap()
+                .sent;
+            s.on_progress(c.index, (sent + 250_000).min(c.len()), now);
+        }
+        sending.extend(std::iter::from_fn(|| s.next_chunk(now)));
+        seen.push(s.stats().parallelism);
+    }
+    assert_eq!(seen.first(), Some(&4));
+    assert_eq!(seen.last(), Some(&6), "{seen:?}");
+    assert_eq!(sending.len(), 6);
+}
