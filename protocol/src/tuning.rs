@@ -21,7 +21,9 @@
 
 use crate::network::{adaptive_chunk_size, optimal_parallel_chunks, EffectiveType, NetworkHints};
 use crate::plan::ChunkLimits;
-use crate::spread::{chunk_size_for_goodput, ConnectionRamp, ROUND_TRIPS_PER_CHUNK};
+use crate::spread::{
+    chunk_size_for_goodput, ConnectionRamp, MIN_SPREAD_CHUNK, ROUND_TRIPS_PER_CHUNK,
+};
 
 /// The automatic parallelism never exceeds this: browsers open at most six HTTP/1.1
 /// connections per host, and more requests would only queue inside the browser.
@@ -58,6 +60,8 @@ pub struct Tuning {
     ramp: ConnectionRamp,
     /// The path's round trip, once measured.
     rtt_ms: Option<f64>,
+    /// One connection's goodput (bytes per second), from the chunks it finished.
+    connection_goodput: Option<f64>,
     /// Wanted chunk size before the server's limits are applied.
     chunk_size: u64,
     server: ChunkLimits,
@@ -73,6 +77,7 @@ impl Tuning {
             measured: None,
             congestion_cap: None,
             rtt_ms: None,
+            connection_goodput: None,
             chunk_size: config.chunk_size,
             server: ChunkLimits::default(),
         };
@@ -161,7 +166,18 @@ impl Tuning {
             .congestion_cap
             .map(|c| c.saturating_add(1))
             .filter(|&c| c < self.target_parallelism());
-        if !self.config.adaptive || !duration_ms.is_finite() || duration_ms <= 0.0 {
+        if !duration_ms.is_finite() || duration_ms <= 0.0 {
+            return;
+        }
+        if len >= MIN_SPREAD_CHUNK {
+            #[allow(clippy::cast_precision_loss)]
+            let goodput = len as f64 / (duration_ms / 1000.0);
+            let smoothed = self
+                .connection_goodput
+                .map_or(goodput, |g| (g + goodput) / 2.0);
+            self.connection_goodput = Some(smoothed);
+        }
+        if !self.config.adaptive {
             return;
         }
         let (lower, upper) = self.adaptive_bounds();
@@ -212,6 +228,20 @@ impl Tuning {
     pub fn parallelism(&self) -> u32 {
         let target = self.target_parallelism();
         self.congestion_cap.map_or(target, |c| c.min(target)).max(1)
+    }
+
+    /// The smallest chunk the spreading rules may cut ([`crate::spread`]): a chunk that lasts
+    /// [`ROUND_TRIPS_PER_CHUNK`] round trips (and a second) at one connection's measured goodput,
+    /// at least [`MIN_SPREAD_CHUNK`] and at most the chunk size. Before any chunk finished, the
+    /// 1 MiB floor. On a fast path this keeps chunks whole (each costs a round trip and a commit
+    /// on the server; spreading a file that moves in a second gains nothing), on a lossy one the
+    /// floor stays at 1 MiB so the slow connections can take small pieces.
+    pub fn spread_floor(&self) -> u64 {
+        let size = self.chunk_size();
+        let floor = MIN_SPREAD_CHUNK.min(size);
+        self.connection_goodput.map_or(floor, |g| {
+            chunk_size_for_goodput(g, self.rtt_ms.unwrap_or(0.0), floor, size)
+        })
     }
 
     /// The size to cut the next chunk at, within the server's limits.
@@ -398,6 +428,32 @@ mod tests {
         let mut t = Tuning::new(config(None, true), NetworkHints::default());
         t.on_chunk_done(8 * MIB, 900.0);
         assert_eq!(t.chunk_size(), 9_320_675);
+    }
+
+    #[test]
+    fn spreading_never_cuts_below_a_second_of_one_connections_goodput() {
+        let mut t = Tuning::new(config(None, false), NetworkHints::default());
+        assert_eq!(t.spread_floor(), MIB, "nothing measured yet");
+        t.set_rtt_ms(1.0);
+        // Loopback: 8 MiB in 100 ms (84 MB/s per connection): chunks stay whole.
+        t.on_chunk_done(8 * MIB, 100.0);
+        assert_eq!(t.spread_floor(), 8 * MIB);
+        // A lossy path: a connection moves 400 KB/s; a second of it is under the 1 MiB floor.
+        let mut t = Tuning::new(config(None, false), NetworkHints::default());
+        t.set_rtt_ms(50.0);
+        t.on_chunk_done(4 * MIB, 10_000.0);
+        assert_eq!(t.spread_floor(), MIB);
+        // 100 Mbit/s over six connections (2 MB/s each): 2 MB, a second's worth.
+        t.on_chunk_done(2 * MIB, 1_000.0); // smoothed with the 400 KB/s before
+        t.on_chunk_done(2 * MIB, 1_000.0);
+        t.on_chunk_done(2 * MIB, 1_000.0);
+        let floor = t.spread_floor();
+        assert!((1_800_000..=2_100_000).contains(&floor), "{floor}");
+        // A long path: eight round trips of 550 ms at 600 KB/s.
+        let mut t = Tuning::new(config(None, false), NetworkHints::default());
+        t.set_rtt_ms(550.0);
+        t.on_chunk_done(3 * MIB, 5_242.88);
+        assert_eq!(t.spread_floor(), 2_640_000);
     }
 
     #[test]

@@ -493,3 +493,33 @@ fn sent_bytes_raise_the_connections_while_goodput_rises() {
     assert_eq!(seen.last(), Some(&6), "{seen:?}");
     assert_eq!(sending.len(), 6);
 }
+
+#[test]
+fn on_a_fast_path_the_spreading_keeps_chunks_whole_once_measured() {
+    const MIB: u64 = 1 << 20;
+    let mut server = FakeServer::new(64 * MIB);
+    let mut status = server.status();
+    status.max_chunk_size = 64 * MIB;
+    let mut s = ChunkScheduler::new(&status, tuning(6, 8 * MIB), fast_retries(3), 0, 0).unwrap();
+    s.set_rtt_ms(1.0);
+    // Nothing measured: a 64 MiB file is cut in two chunks per connection.
+    let first: Vec<Chunk> = std::iter::from_fn(|| s.next_chunk(0.0)).collect();
+    assert!(first.iter().all(|c| c.len() < 8 * MIB), "{first:?}");
+    // Each took 60 ms on loopback (90 MB/s per connection): the rest goes in whole chunks.
+    let mut now = 60.0;
+    let mut later = vec![];
+    for c in first {
+        let mut st = server.store(c);
+        st.max_chunk_size = 64 * MIB;
+        s.on_success(c.index, &st, now).unwrap();
+        later.extend(std::iter::from_fn(|| s.next_chunk(now)));
+        now += 1.0;
+    }
+    let sizes: Vec<u64> = later.iter().map(Chunk::len).collect();
+    let whole = sizes.iter().filter(|&&l| l == 8 * MIB).count();
+    assert!(
+        whole + 1 >= sizes.len(),
+        "only the file's end may be shorter: {sizes:?}"
+    );
+    assert!(sizes.len() <= 5, "{sizes:?}");
+}
