@@ -32,8 +32,8 @@ size_after wasm-bindgen
 # --flatten --rereloop first: control flow rebuilt from scratch before -Oz (-0.5 KB gzipped, +10 s).
 # --one-caller-inline-max-function-size 15: a large function called from one place (an async
 # task's state machine, the options' parsing) stays a function instead of being inlined into its
-# caller; more bytes raw, but they compress better (-5.3 KB gzipped; 5 to 30 were measured, 15
-# and 20 are the best, unlimited, the default, is the worst).
+# caller; more bytes raw, but they compress better (-4.8 KB gzipped; 2 to 30 were measured, 15 is
+# the best, then 10 and 20; unlimited, the default, is the worst).
 "$wasm_opt" --low-memory-unused --flatten --rereloop -Oz -Oz --converge \
   --one-caller-inline-max-function-size 15 --strip-debug --strip-producers \
   --enable-bulk-memory --enable-bulk-memory-opt --enable-nontrapping-float-to-int \
