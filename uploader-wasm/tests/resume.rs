@@ -290,3 +290,46 @@ async fn a_chunk_digest_the_server_does_not_share_fails_the_upload() {
     assert_eq!(get(&status, "complete").as_bool(), Some(true));
     assert_eq!(asked, 1);
 }
+
+#[wasm_bindgen_test]
+fn unfinished_uploads_are_listed_newest_first() {
+    // Records of a link no other test uses, written out of order; one too old to resume.
+    let url = "https://size-order.test/api/droppr/requests/x/upload-chunk";
+    let now = u64_from_f64(js_sys::Date::now().floor()).expect("a date");
+    let ages = [
+        ("b", 3_000),
+        ("a", 1_000),
+        ("stale", RECORD_TTL_MS + 1),
+        ("c", 2_000),
+    ];
+    let keys: Vec<String> = ages
+        .iter()
+        .map(|(name, age)| {
+            let file = FileIdentity {
+                upload_url: url,
+                name,
+                size: 10,
+                last_modified: 1,
+            };
+            let id = ["order-test-", name].concat();
+            let record = SessionRecord::new(&file, &id, now - age);
+            let key = file.record_key();
+            let json = serde_json::to_string(&record).expect("a record");
+            storage().set_item(&key, &json).expect("stored");
+            key
+        })
+        .collect();
+    let list: js_sys::Array = droppr_uploader::find_unfinished_uploads(url).unchecked_into();
+    let names: Vec<String> = list
+        .iter()
+        .filter_map(|r| get(&r, "name").as_string())
+        .collect();
+    for key in &keys {
+        storage().remove_item(key).expect("removed");
+    }
+    assert_eq!(
+        names,
+        ["a", "c", "b"],
+        "newest first, the stale one left out"
+    );
+}
