@@ -20,6 +20,7 @@ mod callbacks;
 mod checksum;
 mod driver;
 mod events;
+mod float_text;
 mod js_error;
 mod js_object;
 mod options;
