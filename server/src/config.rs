@@ -249,9 +249,9 @@ pub struct ResourceArgs {
     #[arg(long, env = "DROPPR_MAX_CHUNKS_IN_FLIGHT", default_value_t = 16)]
     pub max_chunks_in_flight: u64,
     /// Bytes of chunk bodies that all chunks in flight may hold in memory between the socket and
-    /// the disk, together (at least 65536). Each chunk writes batches of up to 1 MiB (less when
+    /// the disk, together (at least 65536). Each chunk writes batches of up to 256 KiB (less when
     /// the budget is smaller); a chunk that finds the budget spent waits for room, it never fails.
-    #[arg(long, env = "DROPPR_WRITE_BUFFER_BUDGET", default_value_t = 32 * MIB)]
+    #[arg(long, env = "DROPPR_WRITE_BUFFER_BUDGET", default_value_t = 16 * MIB)]
     pub write_buffer_budget: u64,
     /// Upload requests (chunks, opens) one client may have in flight at once; more answer 429.
     #[arg(long, env = "DROPPR_MAX_REQUESTS_PER_CLIENT", default_value_t = 64)]

@@ -8,13 +8,11 @@
 
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, ErrorKind, IoSlice};
+use std::io::{self, ErrorKind};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use bytes::Bytes;
 
 pub mod s3;
 
@@ -36,13 +34,6 @@ pub struct ChunkLayout {
 pub trait RangeWriter: Send + Sync + Debug {
     /// Writes `data` at `offset`. Concurrent writers of disjoint (or identical) ranges are fine.
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
-    /// Writes each piece at its offset, in order. A store that can write many pieces in one call
-    /// (the file store: one vectored positioned write per run of adjacent pieces) overrides this.
-    fn write_pieces(&self, pieces: &[(u64, Bytes)]) -> io::Result<()> {
-        pieces
-            .iter()
-            .try_for_each(|(offset, data)| self.write_at(*offset, data))
-    }
     /// Makes every byte written so far durable.
     fn sync(&self) -> io::Result<()>;
 }
@@ -142,51 +133,9 @@ impl RangeWriter for PartWriter {
         self.0.write_all_at(data, offset)
     }
 
-    fn write_pieces(&self, pieces: &[(u64, Bytes)]) -> io::Result<()> {
-        let mut rest = pieces;
-        while let Some(&(start, _)) = rest.first() {
-            // The run of pieces that follow each other in the file, up to the kernel's IOV_MAX.
-            let mut end = start;
-            let run = rest
-                .iter()
-                .take(IOV_MAX)
-                .take_while(|(offset, data)| {
-                    let next = *offset == end;
-                    end += data.len() as u64;
-                    next
-                })
-                .count();
-            let (run, tail) = rest.split_at(run);
-            write_run(&self.0, start, run)?;
-            rest = tail;
-        }
-        Ok(())
-    }
-
     fn sync(&self) -> io::Result<()> {
         self.0.sync_data()
     }
-}
-
-/// Pieces a vectored write takes at most (Linux's `IOV_MAX`).
-const IOV_MAX: usize = 1024;
-
-/// Writes adjacent pieces from `offset` with positioned vectored writes until all are written.
-fn write_run(file: &File, mut offset: u64, run: &[(u64, Bytes)]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = run.iter().map(|(_, data)| IoSlice::new(data)).collect();
-    let mut left = &mut slices[..];
-    while !left.is_empty() {
-        match rustix::io::pwritev(file, left, offset) {
-            Ok(0) => return Err(io::Error::from(ErrorKind::WriteZero)),
-            Ok(n) => {
-                offset += n as u64;
-                IoSlice::advance_slices(&mut left, n);
-            }
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 impl ByteStore for FsByteStore {

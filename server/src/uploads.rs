@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use droppr_protocol::composite::{CompositeInput, PartDigest, Sha256Digest};
 use droppr_protocol::wire::{is_valid_request_hash, is_valid_upload_id, ErrorCode, SessionStatus};
 use droppr_protocol::{multipart, ContentRange};
@@ -543,9 +543,9 @@ impl Uploads {
                 // Time spent waiting for the budget is the server's, not the client's: the
                 // body's pace does not count it.
                 body.excluding(self.budget.ensure(&mut batch)).await;
-                let taken = rest.len();
-                rest = batch.take(at, rest, segments);
-                at += (taken - rest.len()) as u64;
+                let took = batch.take(at, &rest, segments);
+                rest.advance(took);
+                at += took as u64;
                 if batch.is_full() {
                     writes.hand_off(&mut batch, self.open_writer(id)).await?;
                 }

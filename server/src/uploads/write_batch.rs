@@ -1,15 +1,19 @@
-//! The memory of the chunk write path. Bytes taken off the socket wait, as the `Bytes` pieces
-//! they arrived in (never copied), in a batch of up to [`WRITE_BATCH`] bytes, written by one
-//! vectored positioned write on the blocking pool. A process-wide [`WriteBudget`] counts the
-//! bytes of every batch being filled or written: a chunk reserves a batch's worth before it reads
-//! the bytes to fill it, and waits (reading nothing, so TCP holds the sender back) while the
-//! budget is spent. Each chunk fills one batch while its previous one is written. A chunk holds
-//! at most two batches and one piece read before its reservation, and gives its reservation back
-//! when its client goes quiet.
+//! The memory of the chunk write path. A chunk's bytes are gathered into a batch buffer of up to
+//! [`WRITE_BATCH`] bytes, written by one positioned write on the blocking pool. The buffers come
+//! from a process-wide pool, the [`WriteBudget`]: `--write-buffer-budget` bytes in all, allocated
+//! once and reused, so the bytes held between the socket and the disk never exceed the budget
+//! and no batch costs an allocation. A chunk takes a buffer when the first piece of a batch
+//! arrives and waits (reading nothing more, so TCP holds the sender back) while none is free;
+//! it fills one buffer while its previous one is written, and gives its buffer back when its
+//! client goes quiet, so slow clients cannot sit on the pool.
+//!
+//! The pieces are copied into the buffer rather than kept as they came: a kept piece pins the
+//! HTTP layer's whole receive buffer, which must then allocate a new one for every read
+//! (measured: more CPU per GiB and 20 MiB more peak memory at 64 streams than copying).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -17,93 +21,148 @@ use crate::claims::Segment;
 use crate::error::Result;
 use crate::store::RangeWriter;
 
-/// Bytes gathered before one hand-off to the blocking pool (measured in docs/BENCHMARKS.md:
-/// 128 KiB hand-offs cost more CPU per GiB; larger batches gain little more and hold more).
-pub const WRITE_BATCH: usize = 1024 * 1024;
+/// Bytes gathered before one hand-off to the blocking pool (measured in docs/BENCHMARKS.md).
+pub const WRITE_BATCH: usize = 256 * 1024;
 
 /// The smallest budget the server accepts (`--write-buffer-budget`).
 pub const MIN_WRITE_BUFFER_BUDGET: u64 = 64 * 1024;
 
-/// Bytes of chunk bodies that all chunks in flight may hold between the socket and the store.
+/// The pool of batch buffers that all chunks in flight share.
 #[derive(Debug, Clone)]
 pub struct WriteBudget {
-    bytes: Arc<Semaphore>,
+    /// One permit per buffer.
+    free: Arc<Semaphore>,
+    /// Buffers given back, ready for reuse (fewer than the permits until all were first used).
+    spare: Arc<Mutex<Vec<BytesMut>>>,
     batch: usize,
 }
 
 impl WriteBudget {
-    /// A budget of `bytes` (validated by the configuration: at least the minimum).
+    /// A budget of `bytes` (validated by the configuration: at least the minimum): as many
+    /// buffers of [`WRITE_BATCH`] bytes as fit, or one buffer of the whole budget if it is smaller.
     pub fn new(bytes: u64) -> Self {
-        let bytes = usize::try_from(bytes)
-            .unwrap_or(usize::MAX)
-            .clamp(1, Semaphore::MAX_PERMITS);
+        let bytes = usize::try_from(bytes).unwrap_or(usize::MAX).max(1);
+        let batch = WRITE_BATCH.min(bytes);
+        let buffers = (bytes / batch).clamp(1, Semaphore::MAX_PERMITS);
         Self {
-            bytes: Arc::new(Semaphore::new(bytes)),
-            batch: WRITE_BATCH.min(bytes),
+            free: Arc::new(Semaphore::new(buffers)),
+            spare: Arc::default(),
+            batch,
         }
     }
 
-    /// Waits for one batch's worth of the budget; it goes back when the permit is dropped.
-    async fn reserve(&self) -> OwnedSemaphorePermit {
-        let batch = u32::try_from(self.batch).unwrap_or(u32::MAX);
-        match self.bytes.clone().acquire_many_owned(batch).await {
-            Ok(permit) => permit,
-            // The semaphore is never closed.
-            Err(_) => unreachable!("the write budget's semaphore was closed"),
-        }
-    }
-
-    /// Reserves a batch's worth for `batch` unless it holds one.
+    /// Gives `batch` a buffer unless it holds one, waiting while none is free.
     pub(super) async fn ensure(&self, batch: &mut Batch) {
-        if !batch.is_reserved() {
-            batch.reserve(self.reserve().await);
+        if batch.is_reserved() {
+            return;
         }
+        let permit = match self.free.clone().acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => unreachable!("the write budget's semaphore is never closed"),
+        };
+        let reused = self
+            .spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let buf = reused.unwrap_or_else(|| BytesMut::with_capacity(self.batch));
+        batch.held = Some(Held {
+            buf,
+            _permit: permit,
+            pool: self.spare.clone(),
+        });
     }
 
-    /// Bytes of the budget not reserved right now.
-    pub fn available(&self) -> usize {
-        self.bytes.available_permits()
+    /// Buffers not in use right now.
+    pub fn free_buffers(&self) -> usize {
+        self.free.available_permits()
+    }
+
+    /// Bytes one batch holds at most.
+    pub fn batch_len(&self) -> usize {
+        self.batch
     }
 }
 
-/// One batch being filled: pieces at their file offsets, under a reservation of the budget.
+/// A buffer taken from the pool; it goes back (emptied) when dropped.
+#[derive(Debug)]
+struct Held {
+    buf: BytesMut,
+    _permit: OwnedSemaphorePermit,
+    pool: Arc<Mutex<Vec<BytesMut>>>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        self.pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(buf);
+        // The permit is dropped after this, once the buffer is back: whoever gets the permit
+        // finds a buffer to reuse.
+    }
+}
+
+/// One batch being filled: the bytes of the claimed segments, and the file offset of each run.
 #[derive(Debug, Default)]
 pub(super) struct Batch {
-    pieces: Vec<(u64, Bytes)>,
+    held: Option<Held>,
+    /// (file offset, length) of each run of adjacent bytes in the buffer, in buffer order.
+    runs: Vec<(u64, usize)>,
     /// Body bytes taken into this batch (those outside the claimed segments included).
     taken: usize,
-    room: usize,
-    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Batch {
     pub(super) fn is_reserved(&self) -> bool {
-        self.permit.is_some()
+        self.held.is_some()
     }
 
-    /// Gives the reservation back (the batch must have been handed off: it holds nothing).
+    /// Gives the buffer back (the batch must have been handed off: it holds nothing).
     pub(super) fn release(&mut self) {
-        debug_assert!(self.pieces.is_empty());
+        debug_assert!(self.runs.is_empty());
         *self = Self::default();
     }
 
-    fn reserve(&mut self, permit: OwnedSemaphorePermit) {
-        self.room = permit.num_permits();
-        self.permit = Some(permit);
+    fn room(&self) -> usize {
+        self.held.as_ref().map_or(0, |h| h.buf.capacity()) - self.taken
     }
 
     pub(super) fn is_full(&self) -> bool {
-        self.taken >= self.room
+        self.room() == 0
     }
 
-    /// Takes what fits of `piece` (the body's bytes from file offset `at`), keeping only the
-    /// bytes inside `segments`; returns the rest, for the next batch.
-    pub(super) fn take(&mut self, at: u64, mut piece: Bytes, segments: &[Segment]) -> Bytes {
-        let fits = piece.len().min(self.room - self.taken);
-        let head = piece.split_to(fits);
+    /// Copies what fits of `piece` (the body's bytes from file offset `at`), keeping only the
+    /// bytes inside `segments`; returns how many bytes of `piece` it took.
+    pub(super) fn take(&mut self, at: u64, piece: &[u8], segments: &[Segment]) -> usize {
+        let fits = piece.len().min(self.room());
+        let Some(held) = self.held.as_mut() else {
+            return 0;
+        };
+        for (offset, lo, hi) in within(at, fits, segments) {
+            held.buf.extend_from_slice(&piece[lo..hi]);
+            match self.runs.last_mut() {
+                Some((start, len)) if *start + *len as u64 == offset => *len += hi - lo,
+                _ => self.runs.push((offset, hi - lo)),
+            }
+        }
         self.taken += fits;
-        self.pieces.extend(pieces_within(at, &head, segments));
-        piece
+        fits
+    }
+
+    /// Writes the batch's runs (on the blocking pool); the buffer goes back to the pool after.
+    fn write(self, writer: &dyn RangeWriter) -> std::io::Result<()> {
+        let Some(held) = &self.held else {
+            return Ok(());
+        };
+        let mut from = 0;
+        for &(offset, len) in &self.runs {
+            writer.write_at(offset, &held.buf[from..from + len])?;
+            from += len;
+        }
+        Ok(())
     }
 }
 
@@ -117,13 +176,13 @@ pub(super) struct ChunkWrites {
 impl ChunkWrites {
     /// Hands the batch to the blocking pool once the previous write has finished, so a chunk
     /// has one write in flight while it fills the next batch. A batch with nothing to write
-    /// keeps its reservation for the next bytes.
+    /// keeps its buffer for the next bytes.
     pub(super) async fn hand_off(
         &mut self,
         batch: &mut Batch,
         writer: impl std::future::Future<Output = Result<Arc<dyn RangeWriter>>>,
     ) -> Result<()> {
-        if batch.pieces.is_empty() {
+        if batch.runs.is_empty() {
             batch.taken = 0;
             return Ok(());
         }
@@ -133,13 +192,7 @@ impl ChunkWrites {
         };
         let full = std::mem::take(batch);
         self.finish().await?;
-        self.pending = Some(tokio::task::spawn_blocking(move || {
-            // The reservation goes back once the bytes are in the store.
-            let Batch { pieces, permit, .. } = full;
-            let written = w.write_pieces(&pieces);
-            drop(permit);
-            written
-        }));
+        self.pending = Some(tokio::task::spawn_blocking(move || full.write(&*w)));
         Ok(())
     }
 
@@ -152,22 +205,23 @@ impl ChunkWrites {
     }
 }
 
-/// The parts of `data` (which starts at file offset `at`) that fall inside `segments`, as
-/// (file offset, bytes) pairs; slicing `Bytes` copies nothing.
-pub(super) fn pieces_within(at: u64, data: &Bytes, segments: &[Segment]) -> Vec<(u64, Bytes)> {
-    let end = at + data.len() as u64; // exclusive
-    segments
-        .iter()
-        .filter_map(|&(s, e)| {
-            let from = s.max(at);
-            let to = (e + 1).min(end);
-            (from < to).then(|| {
-                let lo = usize::try_from(from - at).unwrap_or(0);
-                let hi = usize::try_from(to - at).unwrap_or(0);
-                (from, data.slice(lo..hi))
-            })
+/// The parts of the `len` bytes from file offset `at` that fall inside `segments`, as
+/// (file offset, start, end) with start and end indices into those bytes.
+fn within(
+    at: u64,
+    len: usize,
+    segments: &[Segment],
+) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
+    let end = at + len as u64; // exclusive
+    segments.iter().filter_map(move |&(s, e)| {
+        let from = s.max(at);
+        let to = (e + 1).min(end);
+        (from < to).then(|| {
+            let lo = usize::try_from(from - at).unwrap_or(0);
+            let hi = usize::try_from(to - at).unwrap_or(0);
+            (from, lo, hi)
         })
-        .collect()
+    })
 }
 
 #[cfg(test)]
@@ -175,26 +229,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_bytes_inside_the_claimed_segments_are_written() {
-        let data = Bytes::from_static(b"0123456789");
-        let got = pieces_within(100, &data, &[(95, 101), (104, 105), (109, 200)]);
-        let got: Vec<(u64, &[u8])> = got.iter().map(|(o, d)| (*o, d.as_ref())).collect();
-        assert_eq!(got, vec![(100, &b"01"[..]), (104, b"45"), (109, b"9")]);
-        assert!(pieces_within(0, &data, &[(10, 20)]).is_empty());
+    fn only_bytes_inside_the_claimed_segments_are_kept() {
+        let got: Vec<_> = within(100, 10, &[(95, 101), (104, 105), (109, 200)]).collect();
+        assert_eq!(got, vec![(100, 0, 2), (104, 4, 6), (109, 9, 10)]);
+        assert_eq!(within(0, 10, &[(10, 20)]).count(), 0);
     }
 
     #[tokio::test]
-    async fn a_batch_takes_what_its_reservation_holds_and_returns_the_rest() {
+    async fn a_batch_takes_what_its_buffer_holds_and_the_buffer_goes_back() {
         let budget = WriteBudget::new(MIN_WRITE_BUFFER_BUDGET);
+        assert_eq!(budget.batch_len(), 64 * 1024);
         let mut batch = Batch::default();
         budget.ensure(&mut batch).await;
-        assert_eq!(budget.available(), 0);
-        let piece = Bytes::from(vec![7u8; 100 * 1024]);
-        let rest = batch.take(0, piece, &[(0, 1 << 20)]);
+        assert_eq!(budget.free_buffers(), 0);
+        let piece = vec![7u8; 100 * 1024];
+        // Bytes 0-9 and from 20 on are claimed: the gap is skipped but counts as taken.
+        let took = batch.take(0, &piece, &[(0, 9), (20, 1 << 20)]);
+        assert_eq!(took, 64 * 1024);
         assert!(batch.is_full());
-        assert_eq!(rest.len(), 36 * 1024);
-        assert_eq!(batch.pieces[0].1.len(), 64 * 1024);
+        assert_eq!(batch.runs, vec![(0, 10), (20, 64 * 1024 - 20)]);
         drop(batch);
-        assert_eq!(budget.available(), 64 * 1024);
+        assert_eq!(budget.free_buffers(), 1);
+        let mut again = Batch::default();
+        budget.ensure(&mut again).await;
+        assert_eq!(
+            budget.spare.lock().unwrap().len(),
+            0,
+            "the buffer is reused"
+        );
     }
 }
