@@ -346,6 +346,9 @@ impl ChunkScheduler {
     /// The round trip measured when the session was opened.
     pub fn set_rtt_ms(&mut self, rtt_ms: f64) {
         self.rtt_ms = rtt_ms.is_finite().then_some(rtt_ms.max(0.0));
+        if let Some(rtt) = self.rtt_ms {
+            self.tuning.set_rtt_ms(rtt);
+        }
     }
 
     /// The index the next new chunk will get (saved for resumes).
@@ -392,12 +395,13 @@ impl ChunkScheduler {
     }
 
     /// The size to cut the next chunk at: the tuned size, spread so that a file of a few chunks
-    /// uses every connection and the chunks shrink towards the end (see [`crate::spread`]). Sizes
-    /// under the 1 MiB floor are left as tuned.
+    /// uses every connection and the chunks shrink towards the end (see [`crate::spread`]), never
+    /// below [`Tuning::spread_floor`] (1 MiB, or a second of one connection's measured goodput).
+    /// Sizes under the 1 MiB floor are left as tuned.
     fn spread_chunk_size(&self) -> u64 {
         let size = self.tuning.chunk_size();
         let connections = self.tuning.parallelism();
-        let floor = spread::MIN_SPREAD_CHUNK.min(size);
+        let floor = self.tuning.spread_floor();
         let first = spread::initial_chunk_size(self.total, connections, size, floor);
         let unsent: u64 = self
             .in_flight
@@ -445,6 +449,23 @@ impl ChunkScheduler {
             .collect()
     }
 
+    /// Chunk `index`, if it is in flight.
+    pub fn in_flight_chunk(&self, index: u64) -> Option<Chunk> {
+        self.in_flight
+            .iter()
+            .find(|f| f.chunk.index == index)
+            .map(|f| f.chunk)
+    }
+
+    /// Chunk `index` went on the wire at `now_ms` (the glue reads and hashes a chunk between
+    /// taking it and sending it): its duration and its stall clock start now.
+    pub fn on_sent(&mut self, index: u64, now_ms: f64) {
+        if let Some(f) = self.in_flight.iter_mut().find(|f| f.chunk.index == index) {
+            f.started_ms = now_ms;
+            f.last_progress_ms = now_ms;
+        }
+    }
+
     /// The indices of the chunks in flight.
     pub fn in_flight(&self) -> Vec<u64> {
         self.in_flight.iter().map(|f| f.chunk.index).collect()
@@ -461,6 +482,9 @@ impl ChunkScheduler {
     fn note_progress(&mut self, now_ms: f64) {
         let raw = self.raw_loaded();
         self.meter.sample(now_ms, raw);
+        // Bytes past everything reported so far are new goodput (a retry's resent bytes are not).
+        self.tuning
+            .on_bytes_sent(now_ms, raw.saturating_sub(self.reported));
         self.reported = self.reported.max(raw);
     }
 

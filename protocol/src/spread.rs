@@ -167,6 +167,11 @@ impl ConnectionRamp {
         if elapsed < Self::window_ms(rtt_ms) {
             return self.connections;
         }
+        if self.window_bytes == 0 {
+            // Nothing moved (paused, offline, waiting for a retry): no evidence either way.
+            self.window_start_ms = Some(now_ms);
+            return self.connections;
+        }
         #[allow(clippy::cast_precision_loss)]
         let rate = self.window_bytes as f64 / (elapsed / 1000.0);
         let better = self.previous_rate.is_none_or(|p| rate >= p * RAMP_GAIN);

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::rc::Rc;
 
-use droppr_protocol::composite::{known_digests, PartDigest};
+use droppr_protocol::composite::{known_digests, PartDigest, Sha256Digest};
 use droppr_protocol::js_number::{f64_saturating, u64_from_f64};
 use droppr_protocol::resume::SessionRecord;
 use droppr_protocol::retry::{Failure, RetryNotice};
@@ -23,6 +23,7 @@ use gloo_timers::future::TimeoutFuture;
 use js_sys::{Promise, Reflect};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
+use web_sys::Blob;
 
 use crate::browser::{self, storage, ListenerGuard};
 use crate::callbacks::{self, RequestInfo};
@@ -127,11 +128,19 @@ async fn finish(
 struct Request {
     index: u64,
     len: u64,
-    /// The chunk's range and SHA-256, when checksums are on.
+    /// The chunk's range and SHA-256, once hashed (when checksums are on).
     part: Option<PartDigest>,
-    _guard: XhrGuard,
+    stage: Stage,
     /// Its place in the page's connection pool (none when the uploader does not share).
     _slot: Option<pool::Slot>,
+}
+
+/// Where a chunk request is.
+enum Stage {
+    /// Its bytes are being read and hashed (off the task: other chunks' events go on meanwhile).
+    Hashing(Blob),
+    /// On the wire; dropping the guard cancels the request.
+    Sending { _guard: XhrGuard },
 }
 
 /// What the task holds while chunks are being sent.
@@ -256,7 +265,16 @@ async fn drive(shared: Rc<Shared>, mut events: EventReceiver) -> Result<UploadRe
         run.reconcile(&shared);
         launch(&shared, &mut run, &status.upload_id).await?;
         let event = run.next_event(&shared, &mut events).await;
-        if let Some(done) = handle(&shared, &mut run, event, &mut record, &key).await? {
+        if let Some(done) = handle(
+            &shared,
+            &mut run,
+            event,
+            &mut record,
+            &key,
+            &status.upload_id,
+        )
+        .await?
+        {
             // Chunks still in flight when the file completed were recorded too (their answers
             // were on the way): their digests belong to the composite as well.
             for part in run.requests.iter().filter_map(|r| r.part) {
@@ -362,7 +380,9 @@ async fn recorded_parts(shared: &Shared, upload_id: &str) -> Result<Vec<PartDige
         .ok_or_else(|| Stop::Failed(UploadError::from_failure(&wire::failure(&answer))))
 }
 
-/// Starts every chunk the scheduler allows now.
+/// Starts every chunk the scheduler allows now. With checksums on, a chunk is first read and
+/// hashed by a task of its own ([`Event::Hashed`] then sends it), so that the chunks of every
+/// free slot are hashed side by side and no answer waits behind another chunk's hashing.
 async fn launch(shared: &Shared, run: &mut Run, upload_id: &str) -> Result<(), Stop> {
     if run.offline.is_some() {
         if !browser::is_online() {
@@ -384,53 +404,79 @@ async fn launch(shared: &Shared, run: &mut Run, upload_id: &str) -> Result<(), S
             .file
             .slice_with_f64_and_f64(f64_saturating(chunk.start), f64_saturating(chunk.end + 1))
             .map_err(|e| browser_refused(&e, "the file could not be sliced"))?;
-        let info = RequestInfo {
-            method: "PUT",
-            url: &options.upload_url,
-            chunk: Some(chunk.index),
-        };
-        let sha256 = if options.chunk_checksums {
-            checksum::sha256(&blob)
-                .await
-                .map_err(|e| browser_refused(&e, "the file could not be read"))?
-        } else {
-            None
-        };
-        let part = sha256.map(|sha256| PartDigest {
-            start: chunk.start,
-            end: chunk.end,
-            sha256,
-        });
-        let headers = wire::chunk_headers(options, upload_id, &chunk, sha256.map(|d| d.to_hex()));
-        let headers = callbacks::before_request(&options.callbacks, info, headers)
-            .await
-            .map_err(Stop::Js)?;
-        // A pause may have taken the chunk back while the hook ran.
-        let still_wanted = shared.with_scheduler(|s| s.in_flight().contains(&chunk.index));
-        if still_wanted != Some(true) {
-            continue;
-        }
-        let spec = RequestSpec {
-            method: info.method,
-            url: info.url,
-            headers: &headers,
-            body: Some(&blob),
-            with_credentials: options.with_credentials,
-        };
-        let sender = shared.events.clone();
         let index = chunk.index;
-        let guard = xhr::send(&spec, move |event| {
-            events::notify(&sender, Event::Chunk { index, event });
-        })
-        .map_err(|e| browser_refused(&e, "the browser refused to send a chunk"))?;
         run.requests.push(Request {
             index,
             len: chunk.len(),
-            part,
-            _guard: guard,
+            part: None,
+            stage: Stage::Hashing(blob.clone()),
             _slot: slot,
         });
+        if options.chunk_checksums {
+            let sender = shared.events.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                let sha256 = checksum::sha256(&blob).await;
+                events::notify(&sender, Event::Hashed { index, sha256 });
+            });
+        } else {
+            send(shared, run, index, None, upload_id).await?;
+        }
     }
+    Ok(())
+}
+
+/// Sends chunk `index` (read and hashed, if checksums are on), unless a pause took it back
+/// meanwhile.
+async fn send(
+    shared: &Shared,
+    run: &mut Run,
+    index: u64,
+    sha256: Option<Sha256Digest>,
+    upload_id: &str,
+) -> Result<(), Stop> {
+    let options = &shared.options;
+    let Some(Some(chunk)) = shared.with_scheduler(|s| s.in_flight_chunk(index)) else {
+        return Ok(());
+    };
+    let info = RequestInfo {
+        method: "PUT",
+        url: &options.upload_url,
+        chunk: Some(index),
+    };
+    let headers = wire::chunk_headers(options, upload_id, &chunk, sha256.map(|d| d.to_hex()));
+    let headers = callbacks::before_request(&options.callbacks, info, headers)
+        .await
+        .map_err(Stop::Js)?;
+    // A pause may have taken the chunk back while the hook ran.
+    let still_wanted = shared.with_scheduler(|s| s.in_flight().contains(&index));
+    let Some(request) = run.requests.iter_mut().find(|r| r.index == index) else {
+        return Ok(());
+    };
+    let Stage::Hashing(blob) = &request.stage else {
+        return Ok(());
+    };
+    if still_wanted != Some(true) {
+        return Ok(());
+    }
+    let spec = RequestSpec {
+        method: info.method,
+        url: info.url,
+        headers: &headers,
+        body: Some(blob),
+        with_credentials: options.with_credentials,
+    };
+    let sender = shared.events.clone();
+    let guard = xhr::send(&spec, move |event| {
+        events::notify(&sender, Event::Chunk { index, event });
+    })
+    .map_err(|e| browser_refused(&e, "the browser refused to send a chunk"))?;
+    request.part = sha256.map(|sha256| PartDigest {
+        start: chunk.start,
+        end: chunk.end,
+        sha256,
+    });
+    request.stage = Stage::Sending { _guard: guard };
+    shared.with_scheduler(|s| s.on_sent(index, browser::now_ms()));
     Ok(())
 }
 
@@ -441,6 +487,7 @@ async fn handle(
     event: Event,
     record: &mut SessionRecord,
     key: &str,
+    upload_id: &str,
 ) -> Result<Option<SessionStatus>, Stop> {
     let now = browser::now_ms();
     match event {
@@ -488,6 +535,11 @@ async fn handle(
         }
         Event::Online => {
             run.offline = None;
+            Ok(None)
+        }
+        Event::Hashed { index, sha256 } => {
+            let sha256 = sha256.map_err(|e| browser_refused(&e, "the file could not be read"))?;
+            send(shared, run, index, sha256, upload_id).await?;
             Ok(None)
         }
     }

@@ -3,7 +3,9 @@
 //! Callbacks only send; the upload's single task receives and decides, so no callback ever runs
 //! upload logic while another piece of it is half-way through.
 
+use droppr_protocol::composite::Sha256Digest;
 use futures::channel::mpsc;
+use wasm_bindgen::JsValue;
 
 use crate::xhr::XhrEvent;
 
@@ -11,6 +13,11 @@ use crate::xhr::XhrEvent;
 pub enum Event {
     /// An event of the request of chunk `index`.
     Chunk { index: u64, event: XhrEvent },
+    /// Chunk `index` was read and hashed (its SHA-256; `None` without WebCrypto), or could not be.
+    Hashed {
+        index: u64,
+        sha256: Result<Option<Sha256Digest>, JsValue>,
+    },
     /// Something changed that needs a look (pause, resume, connection change).
     Wake,
     /// The browser is online again.

@@ -397,7 +397,13 @@ async fn find_unfinished_uploads_lists_what_would_resume() {
         found = list
             .iter()
             .find(|r| get(r, "name").as_string().as_deref() == Some(file.name().as_str()));
-        if found.is_some() {
+        // The record is kept from before the first answer (under the id the uploader chose);
+        // the uploader reports that id once the server has opened the session under it.
+        let opened = slot
+            .borrow()
+            .as_ref()
+            .is_some_and(|u| u.upload_id().is_some());
+        if found.is_some() && opened {
             break;
         }
     }

@@ -452,3 +452,74 @@ fn a_file_of_two_chunks_is_spread_over_every_connection() {
     let first: Vec<Chunk> = std::iter::from_fn(|| s.next_chunk(0.0)).collect();
     assert!(first.iter().all(|c| c.len() == 8 * MIB), "{first:?}");
 }
+
+#[test]
+fn sent_bytes_raise_the_connections_while_goodput_rises() {
+    const MIB: u64 = 1 << 20;
+    let mut status = FakeServer::new(512 * MIB).status();
+    status.max_chunk_size = 64 * MIB;
+    let auto = Tuning::new(
+        TuningConfig {
+            max_parallel: None,
+            chunk_size: 8 * MIB,
+            adaptive: false,
+            min_chunk_size: None,
+            max_chunk_size: None,
+        },
+        NetworkHints::default(),
+    );
+    let mut s = ChunkScheduler::new(&status, auto, fast_retries(3), 0, 0).unwrap();
+    s.set_rtt_ms(50.0);
+    let mut now = 0.0;
+    let mut sending: Vec<Chunk> = std::iter::from_fn(|| s.next_chunk(now)).collect();
+    assert_eq!(sending.len(), 4, "no hints: the table's four");
+    // Every connection sends 1 MB/s: each one added raises the total, so the ramp climbs.
+    let mut seen = vec![];
+    for _ in 0..40 {
+        now += 250.0;
+        for c in &sending {
+            let sent = s
+                .in_flight
+                .iter()
+                .find(|f| f.chunk.index == c.index)
+                .unwrap()
+                .sent;
+            s.on_progress(c.index, (sent + 250_000).min(c.len()), now);
+        }
+        sending.extend(std::iter::from_fn(|| s.next_chunk(now)));
+        seen.push(s.stats().parallelism);
+    }
+    assert_eq!(seen.first(), Some(&4));
+    assert_eq!(seen.last(), Some(&6), "{seen:?}");
+    assert_eq!(sending.len(), 6);
+}
+
+#[test]
+fn on_a_fast_path_the_spreading_keeps_chunks_whole_once_measured() {
+    const MIB: u64 = 1 << 20;
+    let mut server = FakeServer::new(64 * MIB);
+    let mut status = server.status();
+    status.max_chunk_size = 64 * MIB;
+    let mut s = ChunkScheduler::new(&status, tuning(6, 8 * MIB), fast_retries(3), 0, 0).unwrap();
+    s.set_rtt_ms(1.0);
+    // Nothing measured: a 64 MiB file is cut in two chunks per connection.
+    let first: Vec<Chunk> = std::iter::from_fn(|| s.next_chunk(0.0)).collect();
+    assert!(first.iter().all(|c| c.len() < 8 * MIB), "{first:?}");
+    // Each took 60 ms on loopback (90 MB/s per connection): the rest goes in whole chunks.
+    let mut now = 60.0;
+    let mut later = vec![];
+    for c in first {
+        let mut st = server.store(c);
+        st.max_chunk_size = 64 * MIB;
+        s.on_success(c.index, &st, now).unwrap();
+        later.extend(std::iter::from_fn(|| s.next_chunk(now)));
+        now += 1.0;
+    }
+    let sizes: Vec<u64> = later.iter().map(Chunk::len).collect();
+    let whole = sizes.iter().filter(|&&l| l == 8 * MIB).count();
+    assert!(
+        whole + 1 >= sizes.len(),
+        "only the file's end may be shorter: {sizes:?}"
+    );
+    assert!(sizes.len() <= 5, "{sizes:?}");
+}
