@@ -564,9 +564,9 @@ impl Uploads {
         Ok((writer, parts))
     }
 
-    /// The body's next piece. A client that goes quiet while the chunk holds part of the budget
-    /// gets its batch written and the reservation given back, so slow clients cannot sit on
-    /// the budget that every upload shares.
+    /// The body's next piece. A client that goes quiet while the chunk holds a buffer of the
+    /// budget gets its batch written (or set aside, while the file is not open) and the buffer
+    /// given back, so slow clients cannot sit on the buffers that every upload shares.
     async fn next_piece<S>(
         &self,
         id: &str,
@@ -584,9 +584,13 @@ impl Uploads {
         tokio::pin!(next);
         match tokio::time::timeout(QUIET_CLIENT, &mut next).await {
             Ok(piece) => piece,
-            Err(_) => {
+            Err(_) if writes.writer.is_some() => {
                 writes.hand_off(batch, self.open_writer(id)).await?;
                 batch.release();
+                next.await
+            }
+            Err(_) => {
+                batch.park();
                 next.await
             }
         }

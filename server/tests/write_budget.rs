@@ -1,6 +1,7 @@
 //! The write buffer budget (`--write-buffer-budget`): the bytes all chunks in flight hold between
 //! the socket and the disk. A server with the smallest budget still takes many chunks at once,
-//! byte-identical; a client that stalls mid-chunk cannot sit on the budget; a bad value is
+//! byte-identical; a client that stalls mid-chunk cannot sit on the budget (nor open its file
+//! for a few bytes); a bad value is
 //! refused at start-up with a message that names the option.
 
 mod common;
@@ -88,7 +89,28 @@ fn a_client_stalled_mid_chunk_does_not_hold_the_budget_from_others() {
     server.wait_counters(&stalled_id, "the stalled chunk in flight", |c| {
         c["in_flight"] == 1
     });
+    // And a body that sends a few bytes and goes quiet: it keeps them aside, without a buffer
+    // and without opening its file (a trickle holds no file handle).
+    let trickle_data = pseudo_random(42, MIB);
+    let trickle_id = id_of(&server.open(&hash, "trickle.bin", trickle_data.len()));
+    let mut trickle = server
+        .chunk_req(&hash, &trickle_id, &trickle_data, 0, MIB - 1)
+        .start(1000)
+        .expect("send a few bytes");
+    server.wait_counters(&trickle_id, "the trickle in flight", |c| {
+        c["in_flight"] == 1
+    });
     std::thread::sleep(Duration::from_millis(300));
+    let open_on = |id: &str| {
+        let part = server.part_path(id);
+        std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+            .expect("fds")
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| *target == part)
+            .count()
+    };
+    assert_eq!(open_on(&trickle_id), 0, "the trickle opened its file");
+    assert_eq!(open_on(&stalled_id), 1, "the stalled chunk's file is open");
 
     // Other uploads go through meanwhile, whole chunks of several batches each.
     let started = Instant::now();
@@ -104,12 +126,18 @@ fn a_client_stalled_mid_chunk_does_not_hold_the_budget_from_others() {
         started.elapsed()
     );
 
-    // The stalled chunk resumes and lands whole.
+    // The stalled chunks resume and land whole, the bytes set aside included.
     let answer = stalled.finish().expect("finish").ok_json(200);
     assert_eq!(answer["complete"], true, "{answer}");
     assert_eq!(
         sha256_hex(&server.stored_file("stalled.bin")),
         sha256_hex(&stalled_data)
+    );
+    let answer = trickle.finish().expect("finish").ok_json(200);
+    assert_eq!(answer["complete"], true, "{answer}");
+    assert_eq!(
+        sha256_hex(&server.stored_file("trickle.bin")),
+        sha256_hex(&trickle_data)
     );
 }
 

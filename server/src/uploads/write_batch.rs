@@ -5,7 +5,8 @@
 //! and no batch costs an allocation. A chunk takes a buffer when the first piece of a batch
 //! arrives and waits (reading nothing more, so TCP holds the sender back) while none is free;
 //! it fills one buffer while its previous one is written, and gives its buffer back when its
-//! client goes quiet, so slow clients cannot sit on the pool.
+//! client goes quiet, so slow clients cannot sit on the pool (before its file is open it sets the
+//! bytes aside instead of writing them: a trickle holds no file handle).
 //!
 //! The pieces are copied into the buffer rather than kept as they came: a kept piece pins the
 //! HTTP layer's whole receive buffer, which must then allocate a new one for every read
@@ -66,7 +67,9 @@ impl WriteBudget {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .pop();
-        let buf = reused.unwrap_or_else(|| BytesMut::with_capacity(self.batch));
+        let mut buf = reused.unwrap_or_else(|| BytesMut::with_capacity(self.batch));
+        // What the batch set aside while its client was quiet comes back into the buffer.
+        buf.extend_from_slice(&std::mem::take(&mut batch.parked));
         batch.held = Some(Held {
             buf,
             _permit: permit,
@@ -112,6 +115,8 @@ pub(super) struct Batch {
     held: Option<Held>,
     /// (file offset, length) of each run of adjacent bytes in the buffer, in buffer order.
     runs: Vec<(u64, usize)>,
+    /// The batch's bytes while it holds no buffer (see [`Batch::park`]).
+    parked: Vec<u8>,
     /// Body bytes taken into this batch (those outside the claimed segments included).
     taken: usize,
 }
@@ -127,8 +132,19 @@ impl Batch {
         *self = Self::default();
     }
 
+    /// Gives the buffer back but keeps its bytes aside (at most one batch, outside the budget),
+    /// for a chunk whose file is not open yet: writing them now would open it, and a body that
+    /// trickles a few bytes must not hold a file handle. [`WriteBudget::ensure`] puts them back.
+    pub(super) fn park(&mut self) {
+        if let Some(held) = self.held.take() {
+            self.parked = held.buf.to_vec();
+        }
+    }
+
     fn room(&self) -> usize {
-        self.held.as_ref().map_or(0, |h| h.buf.capacity()) - self.taken
+        self.held
+            .as_ref()
+            .map_or(0, |h| h.buf.capacity().saturating_sub(self.taken))
     }
 
     pub(super) fn is_full(&self) -> bool {
@@ -155,12 +171,13 @@ impl Batch {
 
     /// Writes the batch's runs (on the blocking pool); the buffer goes back to the pool after.
     fn write(self, writer: &dyn RangeWriter) -> std::io::Result<()> {
-        let Some(held) = &self.held else {
-            return Ok(());
+        let bytes: &[u8] = match &self.held {
+            Some(held) => &held.buf,
+            None => &self.parked,
         };
         let mut from = 0;
         for &(offset, len) in &self.runs {
-            writer.write_at(offset, &held.buf[from..from + len])?;
+            writer.write_at(offset, &bytes[from..from + len])?;
             from += len;
         }
         Ok(())
@@ -258,5 +275,46 @@ mod tests {
             0,
             "the buffer is reused"
         );
+    }
+
+    /// Records what it is asked to write.
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<(u64, Vec<u8>)>>);
+
+    impl RangeWriter for Recorder {
+        fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.0.lock().unwrap().push((offset, data.to_vec()));
+            Ok(())
+        }
+        fn sync(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_parked_batch_frees_its_buffer_and_keeps_its_bytes() {
+        let budget = WriteBudget::new(MIN_WRITE_BUFFER_BUDGET);
+        let everything = [(0, 1 << 20)];
+        let mut batch = Batch::default();
+        budget.ensure(&mut batch).await;
+        assert_eq!(batch.take(100, b"abc", &everything), 3);
+        batch.park();
+        assert_eq!(budget.free_buffers(), 1, "the buffer went back");
+        // Written as it is (the body ended while parked)...
+        let recorder = Recorder::default();
+        Batch {
+            runs: batch.runs.clone(),
+            parked: batch.parked.clone(),
+            ..Batch::default()
+        }
+        .write(&recorder)
+        .unwrap();
+        assert_eq!(*recorder.0.lock().unwrap(), vec![(100, b"abc".to_vec())]);
+        // ...or with more bytes once it has a buffer again.
+        budget.ensure(&mut batch).await;
+        assert_eq!(batch.take(103, b"de", &everything), 2);
+        let recorder = Recorder::default();
+        batch.write(&recorder).unwrap();
+        assert_eq!(*recorder.0.lock().unwrap(), vec![(100, b"abcde".to_vec())]);
     }
 }
