@@ -35,6 +35,8 @@ step "unit, property and server tests (host)"
 # server/tests/scaleout_tus.rs (concatenation joined by UploadPartCopy, unfinished partials into place, the
 # full-object CRC64NVME, a deferred length, through the real binary, ~10 s); scaleout_s3.rs also joins, pages
 # and checks a tampered part (three tests in parallel, ~12 s).
+# The write buffer budget (issue 13): server/tests/write_budget.rs (the smallest budget takes 32 chunks at once,
+# a stalled client neither holds the budget nor opens its file for a few bytes, bad values refused; ~1 s).
 cargo test --workspace --exclude droppr-uploader -- --skip power_cut 2>&1 | tee target/test-host.log
 
 step "power cut: data directory on droppr-faultfs; SIGKILL, forget unsynced writes, restart (root, /dev/fuse)"

@@ -35,6 +35,8 @@ pub struct IngestPlan {
     pub streams: Vec<usize>,
     pub completion_sizes: Vec<u64>,
     pub chunk: u64,
+    /// Send `X-Chunk-Sha256` with every chunk, as the uploader does.
+    pub chunk_sha256: bool,
 }
 
 /// One disk probe: `bytes` written sequentially in 8 MiB writes, twice: made durable by one
@@ -61,6 +63,8 @@ pub struct StreamRun {
     pub ratio_to_disk: f64,
     pub peak_rss_bytes: Option<u64>,
     pub server_cpu_secs: Option<f64>,
+    /// Server CPU-seconds per GiB received: the figure issue 13's "Server CPU" target halves.
+    pub server_cpu_secs_per_gib: Option<f64>,
     /// The load generator's own CPU (it shares the machine's cores with the server).
     pub client_cpu_secs: Option<f64>,
     /// From a chunk's last byte sent to its answer.
@@ -85,6 +89,8 @@ pub struct CompletionRun {
 #[derive(Debug, Serialize)]
 pub struct IngestReport {
     pub chunk_bytes: u64,
+    /// Whether chunks carried `X-Chunk-Sha256`.
+    pub chunk_sha256: bool,
     pub streams_per_upload: usize,
     /// The durable sequential write rate: the mean of all probes.
     pub disk_mb_per_s: f64,
@@ -108,12 +114,13 @@ pub async fn run(plan: &IngestPlan) -> Result<IngestReport> {
         run.ratio_to_disk = run.mb_per_s / run.disk_mb_per_s;
         disk.push(after);
         eprintln!(
-            "[ingest] {streams:>2} streams: {:7.1} MB/s ({:.0} % of the disk's {:.0} MB/s around it), peak RSS {:.1} MiB, CPU server {:.1} s + load generator {:.1} s in {:.1} s",
+            "[ingest] {streams:>2} streams: {:7.1} MB/s ({:.0} % of the disk's {:.0} MB/s around it), peak RSS {:.1} MiB, CPU server {:.1} s ({:.2} s/GiB) + load generator {:.1} s in {:.1} s",
             run.mb_per_s,
             run.ratio_to_disk * 100.0,
             run.disk_mb_per_s,
             mib(run.peak_rss_bytes),
             run.server_cpu_secs.unwrap_or(f64::NAN),
+            run.server_cpu_secs_per_gib.unwrap_or(f64::NAN),
             run.client_cpu_secs.unwrap_or(f64::NAN),
             run.seconds
         );
@@ -134,6 +141,7 @@ pub async fn run(plan: &IngestPlan) -> Result<IngestReport> {
     }
     Ok(IngestReport {
         chunk_bytes: plan.chunk,
+        chunk_sha256: plan.chunk_sha256,
         streams_per_upload: STREAMS_PER_UPLOAD,
         disk_mb_per_s,
         disk,
@@ -267,6 +275,20 @@ struct ChunkQueue {
     size: u64,
     until: u64,
     next: Arc<AtomicU64>,
+    /// A full chunk's length and SHA-256 (hex), when chunks carry `X-Chunk-Sha256`.
+    sha256: Option<(usize, String)>,
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn chunk_digest(plan: &IngestPlan, data: &Bytes) -> Option<(usize, String)> {
+    plan.chunk_sha256.then(|| (data.len(), sha256_hex(data)))
 }
 
 async fn send_chunk(
@@ -277,20 +299,23 @@ async fn send_chunk(
     data: &[u8],
 ) -> Result<Answer> {
     let end = start + data.len() as u64 - 1;
-    let answer = conn
-        .send(
-            "PUT",
-            path,
-            &[
-                ("X-Upload-Id", queue.upload.to_string()),
-                (
-                    "Content-Range",
-                    format!("bytes {start}-{end}/{}", queue.size),
-                ),
-            ],
-            data,
-        )
-        .await?;
+    let mut headers = vec![
+        ("X-Upload-Id", queue.upload.to_string()),
+        (
+            "Content-Range",
+            format!("bytes {start}-{end}/{}", queue.size),
+        ),
+    ];
+    if let Some(digest) = &queue.sha256 {
+        // Every full chunk carries the same bytes: its digest is computed once.
+        let hex = if data.len() == digest.0 {
+            digest.1.clone()
+        } else {
+            sha256_hex(data)
+        };
+        headers.push(("X-Chunk-Sha256", hex));
+    }
+    let answer = conn.send("PUT", path, &headers, data).await?;
     if answer.status != 200 {
         return Err(refused("chunk", &answer));
     }
@@ -343,6 +368,7 @@ async fn streams_on(
             size,
             until: size,
             next: Arc::new(AtomicU64::new(0)),
+            sha256: chunk_digest(plan, data),
         });
     }
     drop(conn);
@@ -377,6 +403,11 @@ async fn streams_on(
     }
     let bytes = size * uploads as u64;
     latencies.sort();
+    let server_cpu_secs = rig
+        .server
+        .cpu_secs()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     Ok(StreamRun {
         streams,
         uploads,
@@ -386,11 +417,8 @@ async fn streams_on(
         disk_mb_per_s: 0.0,
         ratio_to_disk: 0.0,
         peak_rss_bytes: rig.server.peak_rss(),
-        server_cpu_secs: rig
-            .server
-            .cpu_secs()
-            .zip(cpu_before)
-            .map(|(after, before)| after - before),
+        server_cpu_secs,
+        server_cpu_secs_per_gib: server_cpu_secs.map(|s| s / (bytes as f64 / (1024 * MIB) as f64)),
         client_cpu_secs: cpu_secs(std::process::id())
             .zip(own_cpu_before)
             .map(|(after, before)| after - before),
@@ -439,6 +467,7 @@ async fn completion_on(
         size,
         until: (chunks - tail) * plan.chunk,
         next: Arc::new(AtomicU64::new(0)),
+        sha256: chunk_digest(plan, data),
     };
     let tasks: Vec<_> = (0..STREAMS_PER_UPLOAD)
         .map(|_| {

@@ -95,6 +95,10 @@ enum Cmd {
         /// Upload sizes of the completion runs, in MiB (default 1024,4096; quick: 1024).
         #[arg(long)]
         completion_mib: Option<String>,
+        /// Send chunks without `X-Chunk-Sha256` (the uploader sends it on every chunk; the server
+        /// hashes every byte either way, for the whole-file checksum).
+        #[arg(long)]
+        no_chunk_sha256: bool,
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -239,6 +243,7 @@ async fn run(cli: Cli) -> Result<()> {
             quick,
             streams,
             completion_mib,
+            no_chunk_sha256,
             out,
         } => {
             let streams: Vec<usize> = numbers(&streams, "--streams")?;
@@ -258,6 +263,7 @@ async fn run(cli: Cli) -> Result<()> {
                 streams,
                 completion_sizes: completion_mib.iter().map(|m| m * MIB).collect(),
                 chunk: 8 * MIB,
+                chunk_sha256: !no_chunk_sha256,
             };
             let report = ingest::run(&plan).await;
             let _ = std::fs::remove_dir(&work_dir);

@@ -72,6 +72,15 @@ where
         Ok(Some(piece))
     }
 
+    /// Runs `wait`, a wait of the server's own (for room to hold the bytes), without counting
+    /// its time against the body's average rate.
+    pub async fn excluding<T>(&mut self, wait: impl std::future::Future<Output = T>) -> T {
+        let from = Instant::now();
+        let out = wait.await;
+        self.started += from.elapsed();
+        out
+    }
+
     /// Reads the rest of a body whose bytes are not needed.
     pub async fn drain(&mut self) -> Result<()> {
         while self.next().await?.is_some() {}

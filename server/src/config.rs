@@ -248,6 +248,11 @@ pub struct ResourceArgs {
     /// Chunks of one upload in flight at once; more answer 429.
     #[arg(long, env = "DROPPR_MAX_CHUNKS_IN_FLIGHT", default_value_t = 16)]
     pub max_chunks_in_flight: u64,
+    /// Bytes of chunk bodies that all chunks in flight may hold in memory between the socket and
+    /// the disk, together (at least 65536). Each chunk writes batches of up to 256 KiB (less when
+    /// the budget is smaller); a chunk that finds the budget spent waits for room, it never fails.
+    #[arg(long, env = "DROPPR_WRITE_BUFFER_BUDGET", default_value_t = 16 * MIB)]
+    pub write_buffer_budget: u64,
     /// Upload requests (chunks, opens) one client may have in flight at once; more answer 429.
     #[arg(long, env = "DROPPR_MAX_REQUESTS_PER_CLIENT", default_value_t = 64)]
     pub max_requests_per_client: u64,
@@ -270,6 +275,7 @@ pub struct ResourceLimits {
     pub body_read_timeout: Duration,
     pub min_body_rate: u64,
     pub max_chunks_in_flight: u64,
+    pub write_buffer_budget: u64,
     pub max_requests_per_client: u64,
     pub max_connections_per_client: u64,
     pub allow_unportable_names: bool,
@@ -287,6 +293,13 @@ impl ResourceArgs {
                 "--max-chunks-in-flight and --max-requests-per-client must be positive".into(),
             ));
         }
+        let min_budget = crate::uploads::MIN_WRITE_BUFFER_BUDGET;
+        if self.write_buffer_budget < min_budget {
+            return Err(ConfigError(format!(
+                "--write-buffer-budget must be at least {min_budget} bytes (64 KiB), got {}: it is the memory all chunks in flight share for their bytes on the way to disk",
+                self.write_buffer_budget
+            )));
+        }
         Ok(ResourceLimits {
             reserve: crate::meta::ReserveCaps {
                 per_client_bytes: self.reserve_per_client,
@@ -298,6 +311,7 @@ impl ResourceArgs {
             body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
             min_body_rate: self.min_body_rate,
             max_chunks_in_flight: self.max_chunks_in_flight,
+            write_buffer_budget: self.write_buffer_budget,
             max_requests_per_client: self.max_requests_per_client,
             max_connections_per_client: self.max_connections_per_client,
             allow_unportable_names: self.allow_unportable_names,

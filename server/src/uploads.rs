@@ -5,13 +5,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use droppr_protocol::composite::{CompositeInput, PartDigest, Sha256Digest};
 use droppr_protocol::wire::{is_valid_request_hash, is_valid_upload_id, ErrorCode, SessionStatus};
 use droppr_protocol::{multipart, ContentRange};
 use futures_util::Stream;
 use sha2::{Digest, Sha256};
-use tokio::task::JoinHandle;
 
 pub use crate::body::BodyError;
 use crate::body::{ChunkBody, Pace};
@@ -28,11 +27,14 @@ use crate::validate::{self, RelPath, SNIFF_LEN};
 use crate::{auth, now_secs, rfc3339};
 
 mod new_id;
+mod write_batch;
 pub use new_id::Opened;
+use write_batch::{Batch, ChunkWrites};
+pub use write_batch::{WriteBudget, MIN_WRITE_BUFFER_BUDGET, WRITE_BATCH};
 
-/// Bytes gathered from the socket before one positioned write. Two buffers per chunk in flight
-/// (one being written while the next fills), so 64 chunks in flight hold 16 MiB at most.
-const WRITE_BUF: usize = 128 * 1024;
+/// How long a chunk holding part of the write budget may wait for its next bytes before what it
+/// gathered is written and its part of the budget given back.
+const QUIET_CLIENT: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// How long a claim of parts across instances may last: longer than storing the largest chunk
 /// and recording it takes (it is released right after); a claim left by an instance that died
@@ -104,6 +106,8 @@ pub struct Uploads {
     /// Sessions discarded because their content did not fit the extension, with the reason, so
     /// that their other chunks in flight get that 415 too rather than a puzzling 404.
     refused: Refused,
+    /// Bytes of chunk bodies held between the socket and the store, across all chunks.
+    budget: WriteBudget,
 }
 
 /// Recently refused sessions and why; forgotten after ten minutes.
@@ -169,7 +173,6 @@ impl Uploads {
         space: Arc<Space>,
     ) -> Self {
         Self {
-            config,
             store,
             meta,
             space,
@@ -178,6 +181,8 @@ impl Uploads {
             claims: Claims::default(),
             slots: ClientSlots::default(),
             refused: Refused::default(),
+            budget: WriteBudget::new(config.resources.write_buffer_budget),
+            config,
         }
     }
 
@@ -519,49 +524,76 @@ impl Uploads {
         S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
     {
         let mut hashes = ChunkHashes::new(range, segments, sha256.is_some());
-        let mut writer: Option<Arc<dyn RangeWriter>> = None;
-        let mut pending: Option<JoinHandle<std::io::Result<()>>> = None;
-        let mut buf = BytesMut::new();
-        let mut at = range.start;
-        let mut read = range.start;
+        let mut writes = ChunkWrites::default();
         let outcome: Result<()> = async {
+            let mut batch = Batch::default();
+            // File offsets: of the next byte to read, and of the first byte not yet batched.
+            let (mut read, mut at) = (range.start, range.start);
+            let mut rest = Bytes::new();
             loop {
-                let piece = body.next().await?;
-                let done = piece.is_none();
-                if let Some(piece) = piece {
+                if rest.is_empty() {
+                    let Some(piece) = self.next_piece(id, body, &mut writes, &mut batch).await?
+                    else {
+                        break;
+                    };
                     hashes.update(read, &piece);
                     read += piece.len() as u64;
-                    buf.extend_from_slice(&piece);
+                    rest = piece;
                 }
-                if buf.len() >= WRITE_BUF || (done && !buf.is_empty()) {
-                    let data = buf.split().freeze();
-                    let pieces = pieces_within(at, &data, segments);
-                    at += data.len() as u64;
-                    if !pieces.is_empty() {
-                        let w = match &writer {
-                            Some(w) => w.clone(),
-                            None => writer.insert(self.open_writer(id).await?).clone(),
-                        };
-                        // Wait for the previous write, then hand this one to the blocking pool
-                        // while the socket fills the next buffer.
-                        finish(pending.take()).await?;
-                        pending = Some(tokio::task::spawn_blocking(move || {
-                            pieces.iter().try_for_each(|(off, d)| w.write_at(*off, d))
-                        }));
-                    }
-                }
-                if done {
-                    return Ok(());
+                // Time spent waiting for the budget is the server's, not the client's: the
+                // body's pace does not count it.
+                body.excluding(self.budget.ensure(&mut batch)).await;
+                let took = batch.take(at, &rest, segments);
+                rest.advance(took);
+                at += took as u64;
+                if batch.is_full() {
+                    writes.hand_off(&mut batch, self.open_writer(id)).await?;
                 }
             }
+            writes.hand_off(&mut batch, self.open_writer(id)).await
         }
         .await;
-        let written = finish(pending).await;
+        // Every write has finished before the chunk's fate is decided.
+        let written = writes.finish().await;
         outcome?;
         written?;
         let parts = hashes.finish(sha256)?;
-        let writer = writer.ok_or_else(|| Error::Task("a claimed chunk wrote nothing".into()))?;
+        let writer = writes
+            .writer
+            .ok_or_else(|| Error::Task("a claimed chunk wrote nothing".into()))?;
         Ok((writer, parts))
+    }
+
+    /// The body's next piece. A client that goes quiet while the chunk holds a buffer of the
+    /// budget gets its batch written (or set aside, while the file is not open) and the buffer
+    /// given back, so slow clients cannot sit on the buffers that every upload shares.
+    async fn next_piece<S>(
+        &self,
+        id: &str,
+        body: &mut ChunkBody<S>,
+        writes: &mut ChunkWrites,
+        batch: &mut Batch,
+    ) -> Result<Option<Bytes>>
+    where
+        S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
+    {
+        if !batch.is_reserved() {
+            return body.next().await;
+        }
+        let next = body.next();
+        tokio::pin!(next);
+        match tokio::time::timeout(QUIET_CLIENT, &mut next).await {
+            Ok(piece) => piece,
+            Err(_) if writes.writer.is_some() => {
+                writes.hand_off(batch, self.open_writer(id)).await?;
+                batch.release();
+                next.await
+            }
+            Err(_) => {
+                batch.park();
+                next.await
+            }
+        }
     }
 
     async fn open_writer(&self, id: &str) -> Result<Arc<dyn RangeWriter>> {
@@ -931,45 +963,6 @@ impl<'a> ChunkHashes<'a> {
     }
 }
 
-/// The parts of `data` (which starts at file offset `at`) that fall inside `segments`, as
-/// (file offset, bytes) pairs; slicing `Bytes` copies nothing.
-fn pieces_within(at: u64, data: &Bytes, segments: &[Segment]) -> Vec<(u64, Bytes)> {
-    let end = at + data.len() as u64; // exclusive
-    segments
-        .iter()
-        .filter_map(|&(s, e)| {
-            let from = s.max(at);
-            let to = (e + 1).min(end);
-            (from < to).then(|| {
-                let lo = usize::try_from(from - at).unwrap_or(0);
-                let hi = usize::try_from(to - at).unwrap_or(0);
-                (from, data.slice(lo..hi))
-            })
-        })
-        .collect()
-}
-
-async fn finish(pending: Option<JoinHandle<std::io::Result<()>>>) -> Result<()> {
-    if let Some(p) = pending {
-        p.await??;
-    }
-    Ok(())
-}
-
 fn is_no_space(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_bytes_inside_the_claimed_segments_are_written() {
-        let data = Bytes::from_static(b"0123456789");
-        let got = pieces_within(100, &data, &[(95, 101), (104, 105), (109, 200)]);
-        let got: Vec<(u64, &[u8])> = got.iter().map(|(o, d)| (*o, d.as_ref())).collect();
-        assert_eq!(got, vec![(100, &b"01"[..]), (104, b"45"), (109, b"9")]);
-        assert!(pieces_within(0, &data, &[(10, 20)]).is_empty());
-    }
 }

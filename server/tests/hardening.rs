@@ -119,6 +119,17 @@ fn a_chunk_still_streaming_cannot_write_into_a_finished_file() {
         .start(size / 2)
         .expect("half the slow copy");
     server.wait_counters(&id, "the slow copy in flight", |c| c["in_flight"] == 1);
+    // Counted in flight is not yet claimed: wait until it writes (its file is open), so that on a
+    // loaded machine the fast copy cannot claim the bytes first.
+    let part = server.part_path(&id);
+    wait_until("the slow copy writing", || {
+        std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+            .map(|fds| {
+                fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .any(|target| target == part)
+            })
+            .unwrap_or(false)
+    });
     let answers: Vec<Value> = std::thread::scope(|s| {
         let fast_one = s.spawn(|| server.chunk(&hash, &id, &fast, 0, size - 1).ok_json(200));
         server.wait_counters(&id, "both copies in flight", |c| c["in_flight"] == 2);
