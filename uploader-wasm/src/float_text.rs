@@ -1,16 +1,15 @@
-//! Text of an `f64` for `core::fmt`, by the browser's `String(x)`, and `str`/`char` `Debug`
-//! escaping without Unicode tables.
+//! Text of an `f64` for `core::fmt`, by the browser's `String(x)`.
 //!
 //! The only floats the package ever formats are in serde's messages about a value of the wrong
 //! type ("invalid type: floating point `1.5`, expected a string"), yet core's float printing
 //! (Grisu with a Dragon4 fallback, exact and shortest, and their tables) is about 19 KB of code,
-//! linked by every deserializer. The package's build (`scripts/wasm/replace-fmt.mjs`, before
+//! linked by every deserializer. The package's build (`scripts/wasm/js-float-format.mjs`, before
 //! wasm-opt) points `<f64 as Display>::fmt` at [`droppr_display_f64`], and core's version then
 //! drops out. The text is the same for the numbers a caller writes (`1.5`, `2`, `-0.1`, NaN and
 //! the infinities as core spells them); only beyond 1e21 and below 1e-6 does JS switch to an
 //! exponent (`1e+21`) where core writes every digit. Precision (`{:.2}`) is `toFixed`'s.
 
-use std::fmt::{Formatter, Result, Write};
+use std::fmt::{Formatter, Result};
 
 use wasm_bindgen::prelude::*;
 
@@ -77,57 +76,6 @@ fn plain(text: &str) -> String {
     out
 }
 
-/// `<str as Debug>::fmt` in the shipped wasm: `"text"` with quotes, backslashes and control
-/// characters escaped as core escapes them (`\"`, `\\`, `\n`, `\u{1b}`). Core also escapes other
-/// characters its Unicode tables call unprintable; these (e.g. U+200B) are written as they are.
-/// The only strings the package writes this way are in serde's type errors (`string "abc"`).
-#[doc(hidden)]
-#[allow(unsafe_code)]
-#[no_mangle]
-pub fn droppr_debug_str(text: &str, f: &mut Formatter<'_>) -> Result {
-    f.write_char('"')?;
-    for c in text.chars() {
-        escape(c, '"', f)?;
-    }
-    f.write_char('"')
-}
-
-/// `<char as Debug>::fmt` in the shipped wasm: `'c'`, escaped as [`droppr_debug_str`] does.
-#[doc(hidden)]
-#[allow(unsafe_code)]
-#[no_mangle]
-pub fn droppr_debug_char(c: &char, f: &mut Formatter<'_>) -> Result {
-    f.write_char('\'')?;
-    escape(*c, '\'', f)?;
-    f.write_char('\'')
-}
-
-fn escape(c: char, quote: char, f: &mut Formatter<'_>) -> Result {
-    let short = match c {
-        '\0' => '0',
-        '\t' => 't',
-        '\r' => 'r',
-        '\n' => 'n',
-        '\\' => '\\',
-        c if c == quote => c,
-        c if !c.is_control() => return f.write_char(c),
-        c => {
-            // `\u{hex}`, lower case, no leading zeros.
-            f.write_str("\\u{")?;
-            let code = u32::from(c);
-            for shift in (0..8).rev() {
-                let nibble = (code >> (shift * 4)) & 0xf;
-                if code >> (shift * 4) != 0 || shift == 0 {
-                    f.write_char(char::from_digit(nibble, 16).unwrap_or('0'))?;
-                }
-            }
-            return f.write_char('}');
-        }
-    };
-    f.write_char('\\')?;
-    f.write_char(short)
-}
-
 #[cfg(test)]
 mod tests {
     use super::plain;
@@ -144,35 +92,5 @@ mod tests {
         assert_eq!(plain("1e-7"), "0.0000001");
         assert_eq!(plain("1.5e-7"), "0.00000015");
         assert_eq!(plain("5e-324").len(), "0.".len() + 323 + 1);
-    }
-
-    #[test]
-    fn strings_and_chars_are_escaped_as_core_escapes_them() {
-        struct Str(&'static str);
-        impl std::fmt::Display for Str {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                super::droppr_debug_str(self.0, f)
-            }
-        }
-        struct Char(char);
-        impl std::fmt::Display for Char {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                super::droppr_debug_char(&self.0, f)
-            }
-        }
-        for text in [
-            "abc",
-            "a\"b",
-            "back\\slash",
-            "tab\tnl\nnul\0cr\r",
-            "esc\u{1b}del\u{7f}",
-            "é ü 日本",
-            "it's",
-        ] {
-            assert_eq!(Str(text).to_string(), format!("{text:?}"));
-        }
-        for c in ['a', '\'', '"', '\n', '\u{1b}', '日'] {
-            assert_eq!(Char(c).to_string(), format!("{c:?}"));
-        }
     }
 }
