@@ -26,9 +26,6 @@ size_after() {
     "$wasm_gz" "$js_gz" "$(( wasm_gz + js_gz ))"
 }
 size_after wasm-bindgen
-# core's f64 printing replaced by the browser's (uploader-wasm/src/float_text.rs).
-node scripts/wasm/js-float-format.mjs "$wasm"
-size_after js-float
 # npm binaryen (never Debian's 108, whose output fails in Chromium: TOOLCHAIN.md).
 # --low-memory-unused: the lowest kilobyte is the far end of Rust's 1 MiB stack, never
 # reached in practice; knowing it lets wasm-opt fold address arithmetic (-0.3 KB gzipped).

@@ -1,6 +1,5 @@
 // Instantiates the built package in node and calls into it: fails (exit 1) when an import of
-// the wasm module has no match in its JS glue, e.g. after a renaming step went wrong, or when a
-// float in an error message no longer reads as core's.
+// the wasm module has no match in its JS glue, e.g. after a renaming step went wrong.
 // Usage: node smoke-package.mjs PKG_DIR
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -22,20 +21,5 @@ try {
 if (parallel !== 4 || refusal !== 'options.file must be a File or a Blob' || code !== 'invalid-options') {
   console.error(`[smoke-package] unexpected: getOptimalParallelChunks() = ${parallel}, refusal "${refusal}" (${code})`);
   process.exit(1);
-}
-// core's float printing is replaced by the browser's (scripts/wasm/js-float-format.mjs): serde's
-// messages must still read as core writes numbers, exponents written out.
-const floats = [[1.5, '1.5'], [2, '2.0'], [-0.25, '-0.25'], [1e21, '1000000000000000000000.0'], [1.5e-7, '0.00000015']];
-for (const [value, text] of floats) {
-  let message = '';
-  try {
-    new pkg.ParallelUploader({ name: value });
-  } catch (e) {
-    message = e.message;
-  }
-  if (!message.includes(`invalid type: floating point \`${text}\`, expected a string`)) {
-    console.error(`[smoke-package] name: ${value} gave "${message}", not floating point \`${text}\``);
-    process.exit(1);
-  }
 }
 console.log('[smoke-package] the package instantiates and answers');

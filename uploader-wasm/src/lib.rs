@@ -20,7 +20,6 @@ mod callbacks;
 mod checksum;
 mod driver;
 mod events;
-mod float_text;
 mod js_error;
 mod js_object;
 mod options;
