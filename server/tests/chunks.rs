@@ -96,13 +96,7 @@ fn sixty_four_chunks_in_flight_on_one_upload_complete_byte_identical() {
     server.wait_counters(&id, "64 chunks in flight", |c| c["in_flight"] == 64);
     let rss_held = server.rss_kib();
 
-    let answers: Vec<Value> = std::thread::scope(|s| {
-        let threads: Vec<_> = held
-            .iter_mut()
-            .map(|p| s.spawn(move || p.finish().expect("finish the chunk").ok_json(200)))
-            .collect();
-        threads.into_iter().map(|t| t.join().unwrap()).collect()
-    });
+    let answers = Pending::finish_all(&mut held);
     let completing = answers.iter().filter(|a| a["complete"] == true).count();
     assert_eq!(completing, 1, "exactly one chunk completes the file");
 

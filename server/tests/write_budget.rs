@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::http::Pending;
 use common::*;
-use serde_json::Value;
 
 /// The smallest budget the server accepts: one 64 KiB batch for the whole process.
 const TINY: &str = "65536";
@@ -45,13 +44,7 @@ fn the_smallest_budget_takes_many_chunks_at_once_byte_identical() {
         .collect();
     server.wait_counters(&id, "32 chunks in flight", |c| c["in_flight"] == 32);
 
-    let answers: Vec<Value> = std::thread::scope(|s| {
-        let threads: Vec<_> = held
-            .iter_mut()
-            .map(|p| s.spawn(move || p.finish().expect("finish the chunk").ok_json(200)))
-            .collect();
-        threads.into_iter().map(|t| t.join().unwrap()).collect()
-    });
+    let answers = Pending::finish_all(&mut held);
     assert_eq!(
         answers.iter().filter(|a| a["complete"] == true).count(),
         1,

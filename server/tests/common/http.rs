@@ -162,6 +162,21 @@ impl Pending {
         read_response(&mut self.stream)
     }
 
+    /// Finishes every request of `held` at once (a thread each, so none waits behind another)
+    /// and returns their answers' JSON, each expected to be 200.
+    pub fn finish_all(held: &mut [Pending]) -> Vec<Value> {
+        std::thread::scope(|s| {
+            let threads: Vec<_> = held
+                .iter_mut()
+                .map(|p| s.spawn(move || p.finish().expect("finish the chunk").ok_json(200)))
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().expect("a chunk's thread panicked"))
+                .collect()
+        })
+    }
+
     /// Sends the next `n` bytes of the body (fewer if less is left); false when nothing is left
     /// or the server stopped reading.
     pub fn send_more(&mut self, n: usize) -> bool {
