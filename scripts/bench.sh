@@ -4,8 +4,8 @@
 # checks the link emulator, runs the server ingest benchmark and the browser benchmark, then prints
 # the tables and writes bench-out/{results.json,chart.svg,summary.md}.
 #
-#   npm run bench                         # everything (about 10-15 minutes)
-#   npm run bench -- --quick              # smaller files and runs (about 3 minutes)
+#   npm run bench                         # everything (about 36 minutes on 2 cores)
+#   npm run bench -- --quick              # smaller files and runs (about 13 minutes)
 #   npm run bench -- --with-peers         # also install rustus 0.5.10 (once, about 7 minutes) for tus-js-client
 #   npm run bench -- --only link,ingest   # some parts: link (the path self-check alone), ingest, browser, scaleout
 #   npm run bench -- --only scaleout      # ingest through 1 vs 2 instances on one PostgreSQL + SeaweedFS (~2 min)
