@@ -448,7 +448,7 @@ async fn send(
         .await
         .map_err(Stop::Js)?;
     // A pause may have taken the chunk back while the hook ran.
-    let still_wanted = shared.with_scheduler(|s| s.in_flight().contains(&index));
+    let still_wanted = shared.with_scheduler(|s| s.in_flight_chunk(index).is_some());
     let Some(request) = run.requests.iter_mut().find(|r| r.index == index) else {
         return Ok(());
     };
