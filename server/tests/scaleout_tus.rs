@@ -11,38 +11,13 @@
 mod common;
 mod services;
 
-use base64::Engine;
+use common::tus::{self, b64, checksum_of, create_partial, endpoint, head, location, STREAM, TUS};
 use common::*;
 use services::{Bucket, Needs, Services};
 
-const TUS: &str = "1.0.0";
-const STREAM: &str = "application/offset+octet-stream";
 const MIB: usize = 1024 * 1024;
 /// The S3 part unit of every file here (the smallest part S3 takes).
 const UNIT: usize = 5 * MIB;
-
-fn endpoint(hash: &str) -> String {
-    format!("/api/droppr/requests/{hash}/tus/")
-}
-
-fn b64(text: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(text)
-}
-
-fn location(r: &Response) -> String {
-    assert_eq!(r.status, 201, "creation refused: {}", r.text());
-    r.header("location").expect("Location").to_owned()
-}
-
-fn create_partial(s: &Server, hash: &str, len: usize) -> String {
-    let r = s
-        .req("POST", &endpoint(hash))
-        .header("Tus-Resumable", TUS)
-        .header("Upload-Length", len)
-        .header("Upload-Concat", "partial")
-        .send();
-    location(&r)
-}
 
 fn create_final(s: &Server, hash: &str, urls: &[String], name: &str) -> Response {
     s.req("POST", &endpoint(hash))
@@ -55,17 +30,9 @@ fn create_final(s: &Server, hash: &str, urls: &[String], name: &str) -> Response
         .send()
 }
 
+/// A PATCH of `bytes` at `offset`, sent.
 fn patch(s: &Server, url: &str, offset: usize, bytes: &[u8]) -> Response {
-    s.req("PATCH", url)
-        .header("Tus-Resumable", TUS)
-        .header("Upload-Offset", offset)
-        .header("Content-Type", STREAM)
-        .body(bytes.to_vec())
-        .send()
-}
-
-fn head(s: &Server, url: &str) -> Response {
-    s.req("HEAD", url).header("Tus-Resumable", TUS).send()
+    tus::patch(s, url, offset, bytes).send()
 }
 
 fn offset_in(r: &Response) -> usize {
@@ -95,14 +62,6 @@ fn upload(s: &Server, url: &str, data: &[u8], from: usize, chunk: usize) -> Vec<
         answered.push(at);
     }
     panic!("no end after 100 PATCHes: {answered:?}");
-}
-
-fn checksum_of(s: &Server, hash: &str, url: &str) -> String {
-    let id = url.rsplit('/').next().expect("an upload id");
-    let status = s
-        .get(&format!("{}?upload_id={id}", upload_url(hash)))
-        .ok_json(200);
-    status["checksum"].as_str().expect("a checksum").to_owned()
 }
 
 #[test]

@@ -5,27 +5,9 @@
 
 mod common;
 
-use base64::Engine;
+use common::tus::{b64, checksum_of, create_partial, endpoint, head, location, patch, STREAM, TUS};
 use common::*;
 use sha1::Digest;
-
-const TUS: &str = "1.0.0";
-const STREAM: &str = "application/offset+octet-stream";
-
-fn b64(text: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(text)
-}
-
-fn endpoint(hash: &str) -> String {
-    format!("/api/droppr/requests/{hash}/tus/")
-}
-
-/// The path of a `Location` (the server answers one).
-fn location(r: &Response) -> String {
-    assert_eq!(r.status, 201, "creation refused: {}", r.text());
-    assert_eq!(r.header("tus-resumable"), Some(TUS));
-    r.header("location").expect("Location").to_owned()
-}
 
 fn create(s: &Server, hash: &str, name: &str, len: usize) -> String {
     let r = s
@@ -44,28 +26,6 @@ fn create(s: &Server, hash: &str, name: &str, len: usize) -> String {
     location(&r)
 }
 
-fn create_partial(s: &Server, hash: &str, len: usize) -> String {
-    let r = s
-        .req("POST", &endpoint(hash))
-        .header("Tus-Resumable", TUS)
-        .header("Upload-Length", len)
-        .header("Upload-Concat", "partial")
-        .send();
-    location(&r)
-}
-
-fn patch(s: &Server, url: &str, offset: usize, bytes: &[u8]) -> Req {
-    s.req("PATCH", url)
-        .header("Tus-Resumable", TUS)
-        .header("Upload-Offset", offset)
-        .header("Content-Type", STREAM)
-        .body(bytes.to_vec())
-}
-
-fn head(s: &Server, url: &str) -> Response {
-    s.req("HEAD", url).header("Tus-Resumable", TUS).send()
-}
-
 fn offset_of(s: &Server, url: &str) -> u64 {
     let r = head(s, url);
     assert_eq!(r.status, 200, "HEAD {url}: {:?}", r.headers);
@@ -79,18 +39,6 @@ fn assert_patched(r: &Response, offset: usize) {
     assert_eq!(r.status, 204, "PATCH refused: {}", r.text());
     assert_eq!(r.header("upload-offset"), Some(offset.to_string().as_str()));
     assert_eq!(r.header("tus-resumable"), Some(TUS));
-}
-
-/// The whole-file checksum the server reports for a tus upload (its native status).
-fn checksum_of(s: &Server, hash: &str, url: &str) -> String {
-    let id = url.rsplit('/').next().expect("an upload id");
-    let status = s
-        .get(&format!("{}?upload_id={id}", upload_url(hash)))
-        .ok_json(200);
-    status["checksum"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no checksum in {status}"))
-        .to_owned()
 }
 
 fn parts_dir(s: &Server) -> Vec<String> {

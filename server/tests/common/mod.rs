@@ -10,6 +10,7 @@ pub mod data;
 pub mod http;
 pub mod receiver;
 pub mod state;
+pub mod tus;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
