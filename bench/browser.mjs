@@ -204,12 +204,19 @@ async function startRustus(work, fileBytes, shaped) {
 }
 
 // Runs in the page: takes the file from the file input (a disk-backed File, as a user's pick is)
-// and times start() to its end.
+// and times start() to its end, and to the first upload progress the client reports
+// (`firstByteMs`: what the start of an upload costs in round trips, as the caller sees it).
 // A run still going after `capMs` is stopped: {capped: true, sent: bytes sent by then}.
 async function pageRun({ client, server, bytes, name, capMs }) {
   const file = document.getElementById('file').files[0];
   if (file.size !== bytes) throw new Error(`file input holds ${file.size} bytes, expected ${bytes}`);
   let sent = 0;
+  let firstAt = null;
+  const onProgress = (loaded) => {
+    sent = loaded;
+    if (firstAt === null && loaded > 0) firstAt = performance.now();
+  };
+  const firstByteMs = (t0) => (firstAt === null ? null : Math.round(firstAt - t0));
   let stopAt = null;
   const capped = new Promise((ok) => { stopAt = setTimeout(() => ok('capped'), capMs); });
   if (client.server === 'droppr') {
@@ -218,7 +225,7 @@ async function pageRun({ client, server, bytes, name, capMs }) {
     const notices = [];
     const uploader = new mod.ParallelUploader({
       file, uploadUrl: server.path, ...client.options,
-      onProgress: (loaded) => { sent = loaded; },
+      onProgress,
       onError: (e) => notices.push(`${e.code} ${e.status ?? ''} ${e.message}`),
     });
     const t0 = performance.now();
@@ -227,7 +234,10 @@ async function pageRun({ client, server, bytes, name, capMs }) {
     const t1 = performance.now();
     clearTimeout(stopAt);
     const stats = uploader.getStats();
-    const detail = { parallelism: stats.parallelism, chunkSize: stats.chunkSize, failedChunks: stats.failedChunks, completedChunks: stats.completedChunks, notices: notices.slice(0, 5) };
+    const detail = {
+      firstByteMs: firstByteMs(t0), parallelism: stats.parallelism, chunkSize: stats.chunkSize,
+      failedChunks: stats.failedChunks, completedChunks: stats.completedChunks, notices: notices.slice(0, 5),
+    };
     if (first === 'capped') {
       uploader.abort();
       await done.catch(() => {});
@@ -244,7 +254,7 @@ async function pageRun({ client, server, bytes, name, capMs }) {
       ...client.options,
       metadata: { filename: name },
       storeFingerprintForResuming: false,
-      onProgress: (loaded) => { sent = loaded; },
+      onProgress,
       onShouldRetry: () => { retries++; return true; },
       onError: fail,
       onSuccess: () => ok('done'),
@@ -256,9 +266,9 @@ async function pageRun({ client, server, bytes, name, capMs }) {
   clearTimeout(stopAt);
   if (first === 'capped') {
     await upload.abort(false).catch(() => {});
-    return { ms: t1 - t0, size: bytes, capped: true, sent, detail: { retries } };
+    return { ms: t1 - t0, size: bytes, capped: true, sent, detail: { firstByteMs: firstByteMs(t0), retries } };
   }
-  return { ms: t1 - t0, size: bytes, detail: { retries } };
+  return { ms: t1 - t0, size: bytes, detail: { firstByteMs: firstByteMs(t0), retries } };
 }
 
 // Runs in the page: uploads every file of the file input, `client.atOnce` at a time (Uppy: its

@@ -29,7 +29,7 @@ export function chunkRange(headers) {
 /**
  * Starts the proxy in front of `upstreams` (base URLs). Returns `{url, chunks, requests,
  * mostChunksInFlight(), stop()}`: `chunks` fills with `{instance, start, end, total, length,
- * bodyBytes, status, ms}` (ms: from its arrival to its answer's head) per chunk request (in the order they arrived), `requests[i]` counts every
+ * bodyBytes, status, ms, opens}` (opens: sent under `X-Upload-New-Id`, the original protocol's first chunk) (ms: from its arrival to its answer's head) per chunk request (in the order they arrived), `requests[i]` counts every
  * request instance `i` got.
  */
 export async function startAlternatingProxy(upstreams) {
@@ -47,7 +47,10 @@ export async function startAlternatingProxy(upstreams) {
     requests[instance] += 1;
     const range = req.method === 'OPTIONS' ? null : chunkRange(req.headers);
     const arrived = Date.now();
-    const record = range && { instance, ...range, length: range.end - range.start + 1, bodyBytes: 0, status: null, ms: null };
+    const record = range && {
+      instance, ...range, length: range.end - range.start + 1, bodyBytes: 0, status: null, ms: null,
+      opens: req.headers['x-upload-new-id'] !== undefined,
+    };
     if (record) {
       chunks.push(record);
       inFlight += 1;

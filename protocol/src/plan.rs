@@ -176,6 +176,17 @@ impl ChunkQueue {
     pub fn next_index(&self) -> u64 {
         self.next_index
     }
+
+    /// The first range still to cut, if any.
+    pub fn front(&self) -> Option<InclusiveRange> {
+        self.pending.front().copied()
+    }
+
+    /// Spends the next index without cutting a chunk (one sent before the queue existed, and not
+    /// taken: its late events must not be mistaken for another chunk's).
+    pub fn skip_index(&mut self) {
+        self.next_index += 1;
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 
-use crate::plan::{Chunk, ChunkQueue};
+use crate::plan::{Chunk, ChunkLimits, ChunkQueue};
 use crate::ranges::ReceivedRanges;
 use crate::retry::{Failure, RetryPolicy};
 use crate::spread;
@@ -245,7 +245,7 @@ struct Waiting {
 #[derive(Debug, Clone)]
 pub struct ChunkScheduler {
     total: u64,
-    alignment: u64,
+    limits: ChunkLimits,
     queue: ChunkQueue,
     /// Chunks to send before cutting new ones: retries that are due, chunks taken back on pause.
     ready: VecDeque<(Chunk, u32)>,
@@ -276,8 +276,7 @@ impl ChunkScheduler {
         prior_chunks: u64,
     ) -> Result<Self, UploadError> {
         let total = status.size;
-        let limits =
-            crate::plan::ChunkLimits::from_server(status.max_chunk_size, status.chunk_alignment);
+        let limits = ChunkLimits::from_server(status.max_chunk_size, status.chunk_alignment);
         tuning.set_server_limits(limits);
         let inconsistent =
             |e: crate::ranges::RangeError| UploadError::ServerInconsistent(e.message());
@@ -295,7 +294,7 @@ impl ChunkScheduler {
         let reported = received.received_bytes();
         Ok(Self {
             total,
-            alignment: limits.alignment,
+            limits,
             queue,
             ready: VecDeque::new(),
             waiting: Vec::new(),
@@ -457,6 +456,55 @@ impl ChunkScheduler {
             .map(|f| f.chunk)
     }
 
+    /// The glue sent the file's first `len` bytes at `sent_ms`, beside the request that opened
+    /// the session under an id only it knows (before its answer told the limits): they become
+    /// the chunk under the next index, in flight since then, when they keep to the session's
+    /// limits and the session either misses them or holds them all (then that request stored
+    /// them, and its answer is on the way: they count as received again when it comes). Returns
+    /// that chunk, or none: then the glue cancels the request (a store that wants a coarser grid
+    /// refuses it) and the queue cuts those bytes again. The index is spent either way, so that
+    /// late events of a request not taken are never another chunk's.
+    pub fn adopt_sent(&mut self, len: u64, sent_ms: f64) -> Option<Chunk> {
+        let last = len.saturating_sub(1);
+        let fits = len > 0
+            && len <= self.limits.max
+            && crate::multipart::is_aligned(0, last, self.total, self.limits.alignment);
+        let missing = (self.queue.front()).is_some_and(|(s, e)| s == 0 && e >= last);
+        let stored = !missing && self.received.contains(0, last);
+        if !(fits && (missing || stored) && self.phase == Phase::Running && !self.paused) {
+            self.queue.skip_index();
+            return None;
+        }
+        let chunk = if missing {
+            // On the grid, `len` cuts exactly `len` bytes; the whole file, whatever its last unit.
+            let cut = if len == self.total { u64::MAX } else { len };
+            self.queue.next(cut)?
+        } else {
+            let mut rest = ReceivedRanges::new(self.total);
+            for &(s, e) in self.received.ranges() {
+                if e > last {
+                    rest.add(s.max(len), e).ok()?;
+                }
+            }
+            self.received = rest;
+            let chunk = Chunk {
+                index: self.queue.next_index(),
+                start: 0,
+                end: last,
+            };
+            self.queue.skip_index();
+            chunk
+        };
+        self.in_flight.push(InFlight {
+            chunk,
+            retries: 0,
+            started_ms: sent_ms,
+            sent: 0,
+            last_progress_ms: sent_ms,
+        });
+        Some(chunk)
+    }
+
     /// Chunk `index` went on the wire at `now_ms` (the glue reads and hashes a chunk between
     /// taking it and sending it): its duration and its stall clock start now.
     pub fn on_sent(&mut self, index: u64, now_ms: f64) {
@@ -544,7 +592,7 @@ impl ChunkScheduler {
             let replan = ChunkQueue::new(
                 self.total,
                 &status.missing_ranges,
-                self.alignment,
+                self.limits.alignment,
                 self.queue.next_index(),
             );
             match replan {

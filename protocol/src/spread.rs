@@ -31,6 +31,27 @@ pub const MIN_SPREAD_CHUNK: u64 = 1024 * 1024;
 pub fn sent_with_the_open(size: u64, chunk_size: u64) -> bool {
     size > 0 && size <= MIN_SPREAD_CHUNK.min(chunk_size)
 }
+/// The first chunk of a file larger than [`sent_with_the_open`] goes beside the open, before the
+/// server's answer tells its limits, so that the file's bytes flow from the first round trip:
+/// the size the spreading rules start with ([`initial_chunk_size`]), moved down onto the
+/// multipart grid ([`crate::multipart::part_unit`]) when it spans at least one unit, so that a
+/// store of S3 parts takes it as well. A smaller one suits every store but S3's; there the open's
+/// answer announces the grid, the chunk is found off it, and the glue cancels it.
+pub fn first_chunk_beside_the_open(
+    total: u64,
+    connections: u32,
+    preferred: u64,
+    floor: u64,
+) -> u64 {
+    let first = initial_chunk_size(total, connections, preferred, floor).min(total);
+    let unit = crate::multipart::part_unit(total);
+    if first >= unit {
+        first - first % unit
+    } else {
+        first
+    }
+}
+
 /// A chunk should keep its connection busy for this many round trips (its answer costs one).
 pub const ROUND_TRIPS_PER_CHUNK: f64 = 8.0;
 /// ... and for at least this long, so short paths do not cut tiny chunks.
@@ -213,6 +234,25 @@ mod tests {
         // A file bigger than the caller's chunk size is more than one chunk.
         assert!(!sent_with_the_open(300_000, 256 * 1024));
         assert!(sent_with_the_open(200_000, 256 * 1024));
+    }
+
+    #[test]
+    fn the_chunk_beside_the_open_is_the_first_cut_on_the_multipart_grid_when_it_can_be() {
+        const MIB: u64 = 1024 * 1024;
+        let first = |total| first_chunk_beside_the_open(total, 6, 8 * MIB, MIN_SPREAD_CHUNK);
+        // Large files: the preferred 8 MiB is not on S3's 5 MiB grid, one unit is.
+        assert_eq!(first(256 * MIB), 5 * MIB);
+        assert_eq!(first(3 * MIB), MIB, "what the spreading starts with");
+        // Under one unit it stays the spreading's size: only an S3 store refuses it.
+        assert_eq!(first(40 * MIB), (40 * MIB).div_ceil(12));
+        // Past 50,000 MiB the unit grows, and the chunk is a whole number of them.
+        let huge = 200_000 * MIB;
+        let unit = crate::multipart::part_unit(huge);
+        let chunk = first_chunk_beside_the_open(huge, 6, 64 * MIB, MIN_SPREAD_CHUNK);
+        assert_eq!(chunk % unit, 0);
+        assert!(chunk > 0 && chunk <= 64 * MIB);
+        // Never more than the file.
+        assert_eq!(first(MIB / 2), MIB / 2);
     }
     use proptest::prelude::*;
 

@@ -36,7 +36,9 @@ use crate::state::{Glue, Shared};
 use crate::wire::{self, Headers};
 use crate::xhr::{self, HttpAnswer, RequestSpec, XhrEvent, XhrGuard};
 
+mod early;
 mod whole_file;
+use early::Early;
 use whole_file::Sent;
 
 /// How long an abort waits for the server to confirm it dropped the session.
@@ -224,12 +226,14 @@ impl Run {
 async fn drive(shared: Rc<Shared>, mut events: EventReceiver) -> Result<UploadResult, Stop> {
     let options = &shared.options;
     let key = options.identity().record_key();
+    let mut run = Run::new(&shared);
     let Opened {
         status,
         mut record,
         rtt,
         failed_attempts,
-    } = open_or_resume(&shared, &key).await?;
+        early,
+    } = open_or_resume(&shared, &key, &run).await?;
     if status.size != options.size {
         return Err(Stop::Failed(UploadError::ServerInconsistent(
             [
@@ -254,13 +258,21 @@ async fn drive(shared: Rc<Shared>, mut events: EventReceiver) -> Result<UploadRe
     .map_err(Stop::Failed)?;
     scheduler.set_rtt_ms(rtt);
     scheduler.count_failed_attempts(failed_attempts);
+    if let Some(early) = early {
+        // Not taken (off the session's limits): dropping it cancels it.
+        if scheduler
+            .adopt_sent(early.request.len, early.sent_ms)
+            .is_some()
+        {
+            run.requests.push(early.request);
+        }
+    }
     if !shared.begin_running(scheduler, &status.upload_id) {
         return Err(Stop::Aborted);
     }
     if status.complete {
         return result(&shared, &status, &record).await;
     }
-    let mut run = Run::new(&shared);
     loop {
         run.reconcile(&shared);
         launch(&shared, &mut run, &status.upload_id).await?;
@@ -743,9 +755,11 @@ struct Opened {
     rtt: f64,
     /// Failed attempts of a small file's request that opened the session.
     failed_attempts: u64,
+    /// The first chunk, sent beside the open.
+    early: Option<Early>,
 }
 
-async fn open_or_resume(shared: &Shared, key: &str) -> Result<Opened, Stop> {
+async fn open_or_resume(shared: &Shared, key: &str, run: &Run) -> Result<Opened, Stop> {
     let options = &shared.options;
     let identity = options.identity();
     if let Some(record) = records::load(key, &identity) {
@@ -763,17 +777,19 @@ async fn open_or_resume(shared: &Shared, key: &str) -> Result<Opened, Stop> {
                 record,
                 rtt,
                 failed_attempts: 0,
+                early: None,
             });
         }
         storage::remove(key);
     }
-    open_new(shared, key).await
+    open_new(shared, key, run).await
 }
 
 /// A new session, under an id this uploader chose when the browser gives random bytes (then a
 /// lost answer, a retry or a reload finds the same session): a small file goes whole in the
-/// request that opens it; otherwise, or when that request does not settle it, an open.
-async fn open_new(shared: &Shared, key: &str) -> Result<Opened, Stop> {
+/// request that opens it; otherwise, or when that request does not settle it, an open, with a
+/// larger file's first chunk beside it ([`early`]).
+async fn open_new(shared: &Shared, key: &str, run: &Run) -> Result<Opened, Stop> {
     let options = &shared.options;
     let identity = options.identity();
     let new_id = browser::random_16().map(|bytes| new_upload_id(&bytes));
@@ -793,6 +809,7 @@ async fn open_new(shared: &Shared, key: &str) -> Result<Opened, Stop> {
                         record: chosen.clone(),
                         rtt: browser::now_ms() - started,
                         failed_attempts: u64::from(failed),
+                        early: None,
                     })
                 }
                 Sent::Refused(failure) => {
@@ -806,8 +823,18 @@ async fn open_new(shared: &Shared, key: &str) -> Result<Opened, Stop> {
         Some(id) => wire::open_headers_as(options, id),
         None => wire::open_headers(options),
     };
-    let (answer, rtt) =
-        control_request(shared, "POST", &options.upload_url, &headers, true).await?;
+    let open = control_request(shared, "POST", &options.upload_url, &headers, true);
+    let first = async {
+        match (&new_id, &record) {
+            (Some(id), Some(r)) if !sent_with_the_open(options.size, options.tuning.chunk_size) => {
+                early::send(shared, run, id, r.next_chunk_index).await
+            }
+            _ => Ok(None),
+        }
+    };
+    let (opened, early) = futures::future::join(open, first).await;
+    let (answer, rtt) = opened?;
+    let early = early?;
     if !answer.is_success() {
         return Err(Stop::Failed(UploadError::from_failure(&wire::failure(
             &answer,
@@ -827,6 +854,7 @@ async fn open_new(shared: &Shared, key: &str) -> Result<Opened, Stop> {
         record,
         rtt,
         failed_attempts: 0,
+        early,
     })
 }
 

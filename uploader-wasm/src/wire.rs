@@ -51,18 +51,21 @@ pub fn open_headers_as(options: &Options, new_id: &str) -> Headers {
     headers
 }
 
-/// Headers of a whole (small) file sent in the request that opens its session.
-pub fn whole_file_headers(options: &Options, new_id: &str, sha256: Option<String>) -> Headers {
+/// Headers of the original protocol's first chunk, which opens the session under `new_id` (or
+/// finds the one an earlier request under that id opened): a whole small file, or the first
+/// chunk of a larger one sent beside the open.
+pub fn first_chunk_headers(
+    options: &Options,
+    new_id: &str,
+    chunk: &Chunk,
+    sha256: Option<String>,
+) -> Headers {
     // The size is the range's total.
     let mut headers = open_headers_as(options, new_id);
     headers.retain(|(name, _)| name != header::UPLOAD_LENGTH);
-    let whole = droppr_protocol::ContentRange {
-        start: 0,
-        end: options.size.saturating_sub(1),
-        total: options.size,
-    };
-    headers.push((header::CONTENT_RANGE.to_owned(), whole.header_value()));
-    headers.push((header::CHUNK_INDEX.to_owned(), decimal(0)));
+    let range = chunk.content_range(options.size);
+    headers.push((header::CONTENT_RANGE.to_owned(), range.header_value()));
+    headers.push((header::CHUNK_INDEX.to_owned(), decimal(chunk.index)));
     if let Some(sha256) = sha256 {
         headers.push((header::CHUNK_SHA256.to_owned(), sha256));
     }

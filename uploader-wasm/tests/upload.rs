@@ -426,3 +426,85 @@ async fn a_small_file_goes_whole_in_the_request_that_opens_it() {
     assert_eq!(get_f64(&stats, "totalChunks"), 1.0);
     assert_eq!(get_f64(&stats, "loaded"), f64::from(size));
 }
+
+/// A promise that resolves after `ms` (what a hook returns to hold its request).
+fn later(ms: i32) -> JsValue {
+    js_sys::Promise::new(&mut |resolve, _| {
+        web_sys::window()
+            .expect("window")
+            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
+            .expect("setTimeout");
+    })
+    .into()
+}
+
+#[wasm_bindgen_test]
+async fn a_larger_files_first_chunk_goes_beside_the_open_before_its_answer() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let size = 3 * MIB + 777;
+    // What the hooks saw, in order; the open is held 300 ms before it goes.
+    let log = Rc::new(RefCell::new(Vec::<String>::new()));
+    let first_chunk = Rc::new(RefCell::new(None::<JsValue>));
+    let (seen, headers) = (log.clone(), first_chunk.clone());
+    let before = Closure::<dyn Fn(JsValue) -> JsValue>::new(move |request: JsValue| {
+        let method = get(&request, "method").as_string().unwrap_or_default();
+        let index = get(&request, "chunkIndex").as_f64();
+        seen.borrow_mut().push(format!("send {method} {index:?}"));
+        if index == Some(0.0) && headers.borrow().is_none() {
+            *headers.borrow_mut() = Some(get(&request, "headers"));
+        }
+        if method == "POST" {
+            later(300)
+        } else {
+            JsValue::UNDEFINED
+        }
+    })
+    .into_js_value();
+    let seen = log.clone();
+    let after =
+        Closure::<dyn Fn(JsValue, JsValue)>::new(move |request: JsValue, answer: JsValue| {
+            let method = get(&request, "method").as_string().unwrap_or_default();
+            let index = get(&request, "chunkIndex").as_f64();
+            let status = get_f64(&answer, "status");
+            seen.borrow_mut()
+                .push(format!("answer {method} {index:?} {status}"));
+        })
+        .into_js_value();
+    let up = uploader(&[
+        ("file", checked_file("beside-open", size, 41).into()),
+        ("uploadUrl", open_url().into()),
+        ("chunkSize", (MIB).into()),
+        ("onBeforeRequest", before),
+        ("onAfterResponse", after),
+    ]);
+    let result = settle_promise(up.start()).await.expect("completes");
+    let log = log.borrow().clone();
+    let sent_first = log.iter().position(|e| e == "send PUT Some(0.0)");
+    let open_answered = log.iter().position(|e| e.starts_with("answer POST"));
+    assert!(
+        sent_first.is_some() && sent_first < open_answered,
+        "chunk 0 went before the open's answer: {log:?}"
+    );
+    // It opened the session (the open waited), under the id the uploader chose, which the open
+    // then found; and the scheduler took it as chunk 0 instead of sending those bytes again.
+    assert!(
+        log.contains(&"answer PUT Some(0.0) 201".to_owned()),
+        "{log:?}"
+    );
+    assert!(log.contains(&"answer POST None 200".to_owned()), "{log:?}");
+    let sends_of_first = log.iter().filter(|e| *e == "send PUT Some(0.0)").count();
+    assert_eq!(sends_of_first, 1, "{log:?}");
+    let headers = first_chunk.borrow().clone().expect("chunk 0's headers");
+    let chosen = get(&headers, "x-upload-new-id").as_string();
+    assert!(chosen.is_some(), "chunk 0 opens under the chosen id");
+    assert!(get(&headers, "x-upload-id").is_undefined());
+    assert_eq!(get(&result, "uploadId").as_string(), chosen);
+    assert_eq!(get_f64(&result, "size"), f64::from(size));
+    let id = up.upload_id().expect("an upload id");
+    let (requests, _, _) = counters(&id).await;
+    assert_eq!(requests, 4.0, "every chunk sent once: {log:?}");
+    let (status, session) = session_status(&open_url(), &id).await;
+    assert_eq!(status, 200);
+    assert_eq!(get(&session, "complete").as_bool(), Some(true));
+}

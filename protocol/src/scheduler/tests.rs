@@ -523,3 +523,94 @@ fn on_a_fast_path_the_spreading_keeps_chunks_whole_once_measured() {
     );
     assert!(sizes.len() <= 5, "{sizes:?}");
 }
+
+#[test]
+fn the_chunk_sent_beside_the_open_is_taken_in_flight_when_it_fits_the_session() {
+    const MIB: u64 = 1 << 20;
+    let total = 64 * MIB;
+    let mut server = FakeServer::new(total);
+    let mut status = server.status();
+    status.max_chunk_size = 64 * MIB;
+    let mut s = ChunkScheduler::new(&status, tuning(6, 8 * MIB), fast_retries(3), 0, 0).unwrap();
+    let early = s
+        .adopt_sent(5 * MIB, 100.0)
+        .expect("a fresh session misses it");
+    assert_eq!((early.index, early.start, early.end), (0, 0, 5 * MIB - 1));
+    assert_eq!(s.in_flight(), vec![0]);
+    // Its clock runs from when it was sent, not from when the open's answer came.
+    assert_eq!(s.stalled(100.0 + STALL_TIMEOUT_MS), vec![0]);
+    // The rest is cut after it, under the following indices, within the same connection budget.
+    let rest: Vec<Chunk> = std::iter::from_fn(|| s.next_chunk(200.0)).collect();
+    assert_eq!(rest.len(), 5, "{rest:?}");
+    assert_eq!((rest[0].index, rest[0].start), (1, 5 * MIB));
+    // Completing everything, the early chunk included, completes the file.
+    let mut done = Acknowledged::Continue;
+    for c in std::iter::once(early).chain(rest) {
+        let st = server.store(c);
+        done = s.on_success(c.index, &st, 300.0).unwrap();
+    }
+    while let Some(c) = s.next_chunk(400.0) {
+        let st = server.store(c);
+        done = s.on_success(c.index, &st, 400.0).unwrap();
+    }
+    assert_eq!(done, Acknowledged::Complete);
+}
+
+#[test]
+fn a_chunk_sent_beside_the_open_off_the_sessions_limits_is_not_taken() {
+    const MIB: u64 = 1 << 20;
+    let total = 40 * MIB;
+    let fresh = |alignment: u64, max: u64| {
+        let mut status = FakeServer::new(total).status();
+        status.chunk_alignment = alignment;
+        status.max_chunk_size = max;
+        ChunkScheduler::new(&status, tuning(6, 8 * MIB), fast_retries(3), 0, 0).unwrap()
+    };
+    // Off an S3 store's 5 MiB grid, or over the server's largest body: cancelled, cut again.
+    for mut s in [fresh(5 * MIB, 64 * MIB), fresh(1, 2 * MIB)] {
+        assert_eq!(s.adopt_sent(3 * MIB + 1, 0.0), None);
+        assert!(s.in_flight().is_empty());
+        let next = s.next_chunk(0.0).unwrap();
+        // The bytes are cut again; the early request's index is not reused.
+        assert_eq!((next.index, next.start), (1, 0));
+    }
+    // On the grid it is taken.
+    assert!(fresh(5 * MIB, 64 * MIB).adopt_sent(5 * MIB, 0.0).is_some());
+    // A session that already holds those bytes: the early request stored them (nobody else
+    // knows the id) and its answer is on the way. It is taken in flight and not sent again;
+    // its bytes count when that answer comes.
+    let mut server = FakeServer::new(total);
+    let early = Chunk {
+        index: 0,
+        start: 0,
+        end: 3 * MIB - 1,
+    };
+    let mut status = server.store(early);
+    status.max_chunk_size = 64 * MIB;
+    let mut s = ChunkScheduler::new(&status, tuning(6, 8 * MIB), fast_retries(3), 0, 0).unwrap();
+    let reported = s.loaded();
+    assert_eq!(s.adopt_sent(3 * MIB, 0.0), Some(early));
+    assert_eq!(s.in_flight(), vec![0]);
+    assert_eq!(s.loaded(), reported, "progress never goes back");
+    let next = s.next_chunk(0.0).unwrap();
+    assert_eq!((next.index, next.start), (1, 3 * MIB));
+    let mut done = s.on_success(0, &server.status(), 1.0).unwrap();
+    while let Some(c) = s.next_chunk(2.0) {
+        let st = server.store(c);
+        done = s.on_success(c.index, &st, 2.0).unwrap();
+    }
+    let st = server.store(next);
+    done = s.on_success(next.index, &st, 3.0).unwrap_or(done);
+    assert_eq!(done, Acknowledged::Complete);
+    assert_eq!(s.loaded(), total);
+    // Holding only some of them is not this request's doing: not taken.
+    let mut server = FakeServer::new(total);
+    let mut status = server.store(Chunk {
+        index: 0,
+        start: 0,
+        end: MIB - 1,
+    });
+    status.max_chunk_size = 64 * MIB;
+    let mut s = ChunkScheduler::new(&status, tuning(6, 8 * MIB), fast_retries(3), 0, 0).unwrap();
+    assert_eq!(s.adopt_sent(3 * MIB, 0.0), None);
+}

@@ -5,6 +5,7 @@
 
 use droppr_protocol::composite::{PartDigest, Sha256Digest};
 use droppr_protocol::js_number::f64_saturating;
+use droppr_protocol::plan::Chunk;
 use droppr_protocol::resume::SessionRecord;
 use droppr_protocol::retry::Failure;
 use droppr_protocol::wire::{ErrorCode, SessionStatus};
@@ -98,7 +99,12 @@ async fn attempt(
         url: &options.upload_url,
         chunk: Some(0),
     };
-    let headers = wire::whole_file_headers(options, new_id, sha256.map(|d| d.to_hex()));
+    let whole = Chunk {
+        index: 0,
+        start: 0,
+        end: options.size.saturating_sub(1),
+    };
+    let headers = wire::first_chunk_headers(options, new_id, &whole, sha256.map(|d| d.to_hex()));
     let headers = callbacks::before_request(callbacks, info, headers)
         .await
         .map_err(Stop::Js)?;
