@@ -29,9 +29,9 @@ pub struct Early {
 }
 
 /// Sends the first chunk under `new_id` as chunk `index`, when it may go before the open's
-/// answer: not paused, online, a free place in the page's connection pool, and no credential the server
-/// must check once per open: with a password a wrong one would be counted twice, and a captcha
-/// token is good for one request.
+/// answer: not paused, online, a free place in the page's connection pool, and no credential the
+/// server must check once per open (a wrong password would be counted twice, and a captcha token
+/// is good for one request).
 pub async fn send(
     shared: &Shared,
     run: &Run,
