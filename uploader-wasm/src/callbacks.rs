@@ -88,6 +88,17 @@ pub struct RequestInfo<'a> {
     pub chunk: Option<u64>,
 }
 
+impl<'a> RequestInfo<'a> {
+    /// The `PUT` of chunk `index` to `url` (every chunk request, whichever path sends it).
+    pub fn chunk(url: &'a str, index: u64) -> Self {
+        Self {
+            method: "PUT",
+            url,
+            chunk: Some(index),
+        }
+    }
+}
+
 fn hook_failed(hook: &str, error: &JsValue) -> JsValue {
     let detail = Reflect::get(error, &JsValue::from_str("message"))
         .ok()

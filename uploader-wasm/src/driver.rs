@@ -450,11 +450,7 @@ async fn send(
     let Some(Some(chunk)) = shared.with_scheduler(|s| s.in_flight_chunk(index)) else {
         return Ok(());
     };
-    let info = RequestInfo {
-        method: "PUT",
-        url: &options.upload_url,
-        chunk: Some(index),
-    };
+    let info = RequestInfo::chunk(&options.upload_url, index);
     let headers = wire::chunk_headers(options, upload_id, &chunk, sha256.map(|d| d.to_hex()));
     let headers = callbacks::before_request(&options.callbacks, info, headers)
         .await
@@ -521,11 +517,7 @@ async fn handle(
             let Some(request) = run.take(index) else {
                 return Ok(None);
             };
-            let info = RequestInfo {
-                method: "PUT",
-                url: &shared.options.upload_url,
-                chunk: Some(index),
-            };
+            let info = RequestInfo::chunk(&shared.options.upload_url, index);
             callbacks::after_response(&shared.options.callbacks, info, answer.as_ref())
                 .await
                 .map_err(Stop::Js)?;
@@ -794,12 +786,12 @@ async fn open_new(shared: &Shared, key: &str, run: &Run) -> Result<Opened, Stop>
     let identity = options.identity();
     let new_id = browser::random_16().map(|bytes| new_upload_id(&bytes));
     let mut record = None;
+    let small = sent_with_the_open(options.size, options.tuning.chunk_size);
     if let Some(id) = &new_id {
         let chosen = record.insert(SessionRecord::new(&identity, id, browser::unix_ms()));
         // Kept before any answer: a reload from here on resumes this id.
         records::save(key, chosen);
         shared.choose_id(id);
-        let small = sent_with_the_open(options.size, options.tuning.chunk_size);
         if small && !shared.paused_before_running() {
             let started = browser::now_ms();
             match whole_file::send(shared, id, chosen).await? {
@@ -826,9 +818,7 @@ async fn open_new(shared: &Shared, key: &str, run: &Run) -> Result<Opened, Stop>
     let open = control_request(shared, "POST", &options.upload_url, &headers, true);
     let first = async {
         match (&new_id, &record) {
-            (Some(id), Some(r)) if !sent_with_the_open(options.size, options.tuning.chunk_size) => {
-                early::send(shared, run, id, r.next_chunk_index).await
-            }
+            (Some(id), Some(r)) if !small => early::send(shared, run, id, r.next_chunk_index).await,
             _ => Ok(None),
         }
     };

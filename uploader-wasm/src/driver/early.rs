@@ -85,11 +85,7 @@ pub async fn send(
     } else {
         None
     };
-    let info = RequestInfo {
-        method: "PUT",
-        url: &options.upload_url,
-        chunk: Some(index),
-    };
+    let info = RequestInfo::chunk(&options.upload_url, index);
     let headers = wire::first_chunk_headers(options, new_id, &chunk, sha256.map(|d| d.to_hex()));
     let headers = callbacks::before_request(&options.callbacks, info, headers)
         .await

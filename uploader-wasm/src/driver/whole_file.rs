@@ -94,11 +94,7 @@ async fn attempt(
 ) -> Result<Option<HttpAnswer>, Stop> {
     let options = &shared.options;
     let callbacks = &options.callbacks;
-    let info = RequestInfo {
-        method: "PUT",
-        url: &options.upload_url,
-        chunk: Some(0),
-    };
+    let info = RequestInfo::chunk(&options.upload_url, 0);
     let whole = Chunk {
         index: 0,
         start: 0,
