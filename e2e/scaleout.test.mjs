@@ -202,7 +202,12 @@ test('on the file store with an odd alignment unit, every chunk of the adaptive 
   const file = await makeFile('scaleout-odd-unit.bin', 40 * MiB + 777);
   const { done, problems } = await uploadThroughPage(balancer.url, link.hash, file);
   assert.match(done.message, /^Uploaded/);
-  assert.deepEqual(problems, []);
+  // The off-grid first chunk (below) may be refused (400) before the uploader cancels it: the
+  // browser logs that one answer.
+  const refusedFirst = balancer.chunks.some((c) => c.opens && c.status === 400);
+  const others = problems.filter((p) => !(refusedFirst && /responded with a status of 400/.test(p)));
+  assert.ok(problems.length - others.length <= 1, JSON.stringify(problems));
+  assert.deepEqual(others, []);
   const session = await status(instance.url, link.hash, done.uploadId);
   assert.equal(session.chunk_alignment, unit);
   const lengths = assertAlignedCover(balancer.chunks, file.size, unit);
