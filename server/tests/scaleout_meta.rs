@@ -682,4 +682,56 @@ fn the_suite_holds_for_postgres() {
         let url = services.fresh_database(name);
         step(&|| Arc::new(PgMetadata::connect(&url).expect("metadata call")));
     }
+    eprintln!("postgres: a_draw_reads_the_clock_once_it_holds_the_bucket");
+    a_draw_reads_the_clock_once_it_holds_the_bucket(&services.fresh_database("draw_clock"));
+}
+
+/// A draw that waits behind another instance's draw on the same bucket judges the bucket at the
+/// moment it gets it, not at the moment it started waiting: a bucket of 2 (one more every 100 s)
+/// that another connection holds, full, while this draw waits, and then draws one token from,
+/// has one token left for this draw. (Judged at its start, the draw found the other's token
+/// already taken "in its future" and was refused with a wait of a few hundred milliseconds,
+/// while the bucket was not empty.)
+fn a_draw_reads_the_clock_once_it_holds_the_bucket(url: &str) {
+    let store = PgMetadata::connect(url).expect("metadata call");
+    let two = BucketDraw {
+        key: "k",
+        period: Duration::from_secs(100),
+        burst: 2,
+    };
+    assert_eq!(store.draw_tokens(&[two]).expect("draw"), None);
+    let mut holder = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+    let mut watcher = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+    let mut tx = holder.transaction().expect("begin");
+    // The bucket full again, and its row held by this transaction.
+    tx.execute("UPDATE rate_buckets SET tat = 0 WHERE key = 'k'", &[])
+        .expect("hold the bucket");
+    std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| store.draw_tokens(&[two]));
+        // Until the draw above is blocked on the row (at most 10 s).
+        let blocked = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            let n: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                    &[],
+                )
+                .expect("pg_stat_activity")
+                .get(0);
+            n == 1
+        });
+        assert!(blocked, "the draw never waited for the held bucket");
+        std::thread::sleep(Duration::from_millis(300));
+        tx.query_one("SELECT droppr_draw('k', 100, 2)", &[])
+            .expect("the holder's draw");
+        tx.commit().expect("commit");
+        assert_eq!(waiting.join().expect("thread").expect("draw"), None);
+    });
+    // Both tokens are gone now: the next one is a period away.
+    let (index, wait) = store.draw_tokens(&[two]).expect("draw").expect("refused");
+    assert_eq!(index, 0);
+    assert!(
+        wait > Duration::from_secs(90) && wait <= Duration::from_secs(100),
+        "{wait:?}"
+    );
 }

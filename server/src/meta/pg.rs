@@ -157,6 +157,32 @@ const MIGRATIONS: &[(i32, &str)] = &[
         PRIMARY KEY (session_id, start)
     );",
     ),
+    (
+        5,
+        // A draw reads the clock once it holds the bucket's row, not before it waits for the
+        // row: a draw that read the clock first and then waited behind later ones found the
+        // bucket emptier than it was at its own time, was refused the last token, and was told to
+        // wait a few milliseconds while the next token was a whole period away.
+        "CREATE OR REPLACE FUNCTION droppr_draw(k TEXT, period DOUBLE PRECISION, burst INTEGER)
+    RETURNS DOUBLE PRECISION LANGUAGE plpgsql AS $$
+    DECLARE
+        got DOUBLE PRECISION;
+    BEGIN
+        -- clock_timestamp() inside DO UPDATE is read after the row lock is taken.
+        INSERT INTO rate_buckets AS b (key, tat)
+            VALUES (k, extract(epoch FROM clock_timestamp()) + period)
+        ON CONFLICT (key) DO UPDATE
+            SET tat = GREATEST(b.tat, extract(epoch FROM clock_timestamp())) + period
+            WHERE b.tat - extract(epoch FROM clock_timestamp()) <= period * (burst - 1)
+        RETURNING b.tat INTO got;
+        IF FOUND THEN
+            RETURN 0;
+        END IF;
+        SELECT b.tat - extract(epoch FROM clock_timestamp()) - period * (burst - 1) INTO got
+            FROM rate_buckets b WHERE b.key = k;
+        RETURN GREATEST(COALESCE(got, 0), 0.000001);
+    END $$;",
+    ),
 ];
 
 /// Advisory lock key of the migrations (any constant that no other lock uses).
