@@ -711,7 +711,8 @@ fn a_draw_reads_the_clock_once_it_holds_the_bucket(url: &str) {
             std::thread::sleep(Duration::from_millis(50));
             let n: i64 = watcher
                 .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
                     &[],
                 )
                 .expect("pg_stat_activity")
